@@ -1,0 +1,359 @@
+"""Build the demo survey: a real Butler repository with DemoCam data.
+
+Layout of a survey directory::
+
+    DIR/repo/          Butler repository (SQLite registry, file datastore)
+    DIR/refcat.sqlite  reference catalog as an SQL table (the survey's database data)
+    DIR/truth.json     what was injected (pointings, seeing, zero points, epochs)
+
+Collections: ``DemoCam/raw/all`` (raws), ``DemoCam/calib`` (CALIBRATION; biases and flats
+of two epochs certified with validity ranges), ``refcats/demo`` (``ref_cat`` HTM7
+shards), ``skymaps`` (``skyMap``), and the chain ``DemoCam/defaults`` of all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.time import Time, TimeDelta
+from lsst.daf.butler import Butler, CollectionType, Config, DatasetType, Timespan
+from lsst.sphgeom import ConvexPolygon, LonLat, Region, UnitVector3d
+
+from ..errors import InputError
+from . import refcat as refcat_mod
+from . import simulate
+from .skymap import patch_wcs, skymap_definition
+from .params import EPOCHS, FILTERS, INSTRUMENT, SKYMAP, SurveyParams, SurveyTruth, plan_survey
+
+RAW_RUN = f"{INSTRUMENT}/raw/all"
+CALIB_COLLECTION = f"{INSTRUMENT}/calib"
+REFCAT_RUN = "refcats/demo"
+SKYMAP_RUN = "skymaps"
+DEFAULTS = f"{INSTRUMENT}/defaults"
+
+#: Repository configuration that teaches the Butler skybatch's image storage class.
+REPO_CONFIG: dict[str, Any] = {
+    "storageClasses": {"SkyImage": {"pytype": "skybatch.demo.image.SkyImage"}},
+    "datastore": {"formatters": {"SkyImage": "skybatch.demo.formatters.SkyImageFormatter"}},
+}
+
+ProgressFn = Callable[[str, int], "Callable[[], None]"]
+
+
+@dataclass(frozen=True)
+class Survey:
+    """Paths of a built demo survey."""
+
+    root: Path
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def refcat_db(self) -> Path:
+        return self.root / "refcat.sqlite"
+
+    @property
+    def truth_path(self) -> Path:
+        return self.root / "truth.json"
+
+    def truth(self) -> SurveyTruth:
+        return SurveyTruth.model_validate_json(self.truth_path.read_text())
+
+
+@contextmanager
+def _no_progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+    yield lambda: None
+
+
+def polygon(ra: np.ndarray, dec: np.ndarray) -> ConvexPolygon:
+    points = [UnitVector3d(LonLat.fromDegrees(float(a), float(d))) for a, d in zip(ra, dec)]
+    return ConvexPolygon.convexHull(points)
+
+
+def _corners(wcs: Any, nx: int, ny: int) -> ConvexPolygon:
+    xs = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    ra, dec = wcs.all_pix2world(xs, ys, 0)
+    return polygon(ra, dec)
+
+
+def build_survey(
+    root: Path, params: SurveyParams, progress: ProgressFn | None = None
+) -> Survey:
+    """Create the demo survey in ``root`` (which must not hold a repository yet)."""
+    survey = Survey(root)
+    if survey.repo.exists() and any(survey.repo.iterdir()):
+        raise InputError(
+            f"{survey.repo} already holds a repository",
+            where=str(survey.repo),
+            hint="choose an empty directory or remove the old survey first",
+        )
+    bar: Any = progress or _no_progress
+    truth = plan_survey(params)
+    root.mkdir(parents=True, exist_ok=True)
+    Butler.makeRepo(str(survey.repo), config=Config(REPO_CONFIG))
+    butler = Butler.from_config(str(survey.repo), writeable=True)
+    try:
+        regions = _insert_dimensions(butler, params, truth)
+        radius = params.focal_plane_deg * 1.2 + 0.01
+        catalog = refcat_mod.generate(params, radius)
+        refcat_mod.write_database(catalog, survey.refcat_db)
+        _register_dataset_types(butler)
+        _write_calibrations(butler, params, bar)
+        _write_raws(butler, params, truth, catalog, bar)
+        refcat_mod.write_shards(butler, survey.refcat_db, regions, REFCAT_RUN)
+        butler.collections.register(SKYMAP_RUN)
+        butler.put(skymap_definition(params), "skyMap", {"skymap": SKYMAP}, run=SKYMAP_RUN)
+        butler.collections.register(DEFAULTS, CollectionType.CHAINED)
+        butler.collections.redefine_chain(
+            DEFAULTS, [RAW_RUN, CALIB_COLLECTION, REFCAT_RUN, SKYMAP_RUN]
+        )
+    finally:
+        butler.close()
+    survey.truth_path.write_text(truth.model_dump_json(indent=2))
+    return survey
+
+
+def _insert_dimensions(butler: Butler, params: SurveyParams, truth: SurveyTruth) -> list[Region]:
+    reg = butler.registry
+    reg.insertDimensionData(
+        "instrument",
+        {
+            "name": INSTRUMENT,
+            "visit_max": 1 << 20,
+            "exposure_max": 1 << 20,
+            "detector_max": 256,
+            "visit_system": 0,
+            "class_name": "skybatch.demo.DemoCam",
+        },
+    )
+    reg.insertDimensionData(
+        "physical_filter",
+        *[{"instrument": INSTRUMENT, "name": pf, "band": b} for pf, b in FILTERS.items()],
+    )
+    reg.insertDimensionData(
+        "detector",
+        *[
+            {
+                "instrument": INSTRUMENT,
+                "id": d,
+                "full_name": f"D{d:03d}",
+                "name_in_raft": f"S{d:02d}",
+                "raft": "R00",
+                "purpose": "SCIENCE",
+            }
+            for d in range(params.detectors)
+        ],
+    )
+    reg.insertDimensionData(
+        "visit_system", {"instrument": INSTRUMENT, "id": 0, "name": "one-to-one"}
+    )
+    days = sorted({v.day_obs for v in truth.visits})
+    reg.insertDimensionData(
+        "day_obs",
+        *[
+            {
+                "instrument": INSTRUMENT,
+                "id": d,
+                "timespan": _day_obs_timespan(d),
+            }
+            for d in days
+        ],
+    )
+    regions: list[Region] = []
+    for i, v in enumerate(truth.visits):
+        timespan = Timespan(Time(v.start, scale="tai"), Time(v.end, scale="tai"))
+        group = f"demo-{v.visit}"
+        common = {"instrument": INSTRUMENT, "physical_filter": v.physical_filter, "day_obs": v.day_obs}
+        reg.insertDimensionData("group", {"instrument": INSTRUMENT, "name": group})
+        reg.insertDimensionData(
+            "exposure",
+            {
+                **common,
+                "id": v.visit,
+                "obs_id": f"DC_{v.day_obs}_{v.visit:06d}",
+                "group": group,
+                "exposure_time": params.exposure_time_s,
+                "dark_time": params.exposure_time_s,
+                "observation_type": "science",
+                "observation_reason": "science",
+                "seq_num": i,
+                "seq_start": i,
+                "seq_end": i,
+                "target_name": "demo_field",
+                "science_program": "skybatch-demo",
+                "tracking_ra": v.ra_deg,
+                "tracking_dec": v.dec_deg,
+                "sky_angle": v.rotation_deg,
+                "azimuth": 0.0,
+                "zenith_angle": 30.0,
+                "has_simulated": True,
+                "can_see_sky": True,
+                "timespan": timespan,
+            },
+        )
+        detector_regions = [
+            _corners(simulate.detector_wcs(params, v, d), params.size, params.size)
+            for d in range(params.detectors)
+        ]
+        vertices = [vx for r in detector_regions for vx in r.getVertices()]
+        visit_region = ConvexPolygon.convexHull(vertices)
+        regions.append(visit_region)
+        reg.insertDimensionData(
+            "visit",
+            {
+                **common,
+                "id": v.visit,
+                "name": f"DC_{v.visit:06d}",
+                "seq_num": i,
+                "exposure_time": params.exposure_time_s,
+                "target_name": "demo_field",
+                "observation_reason": "science",
+                "science_program": "skybatch-demo",
+                "azimuth": 0.0,
+                "zenith_angle": 30.0,
+                "region": visit_region,
+                "timespan": timespan,
+            },
+        )
+        reg.insertDimensionData(
+            "visit_definition", {"instrument": INSTRUMENT, "exposure": v.visit, "visit": v.visit}
+        )
+        reg.insertDimensionData(
+            "visit_system_membership",
+            {"instrument": INSTRUMENT, "visit": v.visit, "visit_system": 0},
+        )
+        reg.insertDimensionData(
+            "visit_detector_region",
+            *[
+                {"instrument": INSTRUMENT, "visit": v.visit, "detector": d, "region": r}
+                for d, r in enumerate(detector_regions)
+            ],
+        )
+    _insert_skymap(butler, params)
+    return regions
+
+
+def _day_obs_timespan(day_obs: int) -> Timespan:
+    text = str(day_obs)
+    begin = Time(f"{text[:4]}-{text[4:6]}-{text[6:]}T12:00:00", scale="tai")
+    return Timespan(begin, begin + TimeDelta(1.0, format="jd"))
+
+
+def _insert_skymap(butler: Butler, params: SurveyParams) -> None:
+    definition = skymap_definition(params)
+    tract = definition["tracts"][0]
+    digest = hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).digest()
+    reg = butler.registry
+    reg.insertDimensionData(
+        "skymap",
+        {
+            "name": SKYMAP,
+            "hash": digest,
+            "tract_max": 1,
+            "patch_nx_max": tract["nx"],
+            "patch_ny_max": tract["ny"],
+        },
+    )
+    n_patches = tract["nx"] * tract["ny"]
+    patch_regions = []
+    for p in range(n_patches):
+        wcs, nx, ny = patch_wcs(definition, 0, p)
+        patch_regions.append(_corners(wcs, nx, ny))
+    tract_region = ConvexPolygon.convexHull([v for r in patch_regions for v in r.getVertices()])
+    reg.insertDimensionData("tract", {"skymap": SKYMAP, "id": 0, "region": tract_region})
+    reg.insertDimensionData(
+        "patch",
+        *[
+            {
+                "skymap": SKYMAP,
+                "tract": 0,
+                "id": p,
+                "cell_x": p % tract["nx"],
+                "cell_y": p // tract["nx"],
+                "region": r,
+            }
+            for p, r in enumerate(patch_regions)
+        ],
+    )
+
+
+def _register_dataset_types(butler: Butler) -> None:
+    u = butler.dimensions
+    for dt in (
+        DatasetType("raw", ("instrument", "exposure", "detector"), "SkyImage", universe=u),
+        DatasetType("bias", ("instrument", "detector"), "SkyImage", universe=u, isCalibration=True),
+        DatasetType(
+            "flat",
+            ("instrument", "detector", "physical_filter"),
+            "SkyImage",
+            universe=u,
+            isCalibration=True,
+        ),
+        DatasetType("skyMap", ("skymap",), "StructuredDataDict", universe=u),
+    ):
+        butler.registry.registerDatasetType(dt)
+
+
+def _write_calibrations(butler: Butler, params: SurveyParams, bar: Any) -> None:
+    butler.collections.register(CALIB_COLLECTION, CollectionType.CALIBRATION)
+    total = len(EPOCHS) * params.detectors * (1 + len(FILTERS))
+    with bar("calibrations", total) as advance:
+        for epoch_index, (epoch, begin, end) in enumerate(EPOCHS):
+            run = f"{INSTRUMENT}/calib/{epoch}"
+            butler.collections.register(run)
+            refs = []
+            for d in range(params.detectors):
+                bias = simulate.bias_frame(params, epoch_index, d)
+                refs.append(
+                    butler.put(
+                        simulate.calibration_image("bias", bias, epoch, d),
+                        "bias",
+                        {"instrument": INSTRUMENT, "detector": d},
+                        run=run,
+                    )
+                )
+                advance()
+                for pf in FILTERS:
+                    flat = simulate.flat_frame(params, epoch_index, d, pf)
+                    refs.append(
+                        butler.put(
+                            simulate.calibration_image("flat", flat, epoch, d),
+                            "flat",
+                            {"instrument": INSTRUMENT, "detector": d, "physical_filter": pf},
+                            run=run,
+                        )
+                    )
+                    advance()
+            timespan = Timespan(
+                Time(begin, scale="tai"), Time(end, scale="tai") if end is not None else None
+            )
+            butler.registry.certify(CALIB_COLLECTION, refs, timespan)
+
+
+def _write_raws(
+    butler: Butler, params: SurveyParams, truth: SurveyTruth, catalog: Any, bar: Any
+) -> None:
+    butler.collections.register(RAW_RUN)
+    epochs = [e[0] for e in EPOCHS]
+    with bar("raw images", len(truth.visits) * params.detectors) as advance:
+        for v in truth.visits:
+            for d in range(params.detectors):
+                image = simulate.raw_image(params, v, d, epochs.index(v.epoch), catalog)
+                butler.put(
+                    image,
+                    "raw",
+                    {"instrument": INSTRUMENT, "exposure": v.visit, "detector": d},
+                    run=RAW_RUN,
+                )
+                advance()

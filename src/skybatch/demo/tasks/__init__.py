@@ -1,0 +1,1 @@
+"""PipelineTasks of the demo science pipeline (``pipelines/demo_drp.yaml``)."""
