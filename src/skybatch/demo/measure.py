@@ -95,7 +95,7 @@ def repair_cosmic_rays(
     grown = ndimage.binary_dilation(candidate, iterations=1)
     mask[grown] |= int(MaskBit.CR)
     # Replace with the median of the good pixels around each CR (5x5 box).
-    labels, n = ndimage.label(grown)
+    labels, _n = ndimage.label(grown)
     for sl in ndimage.find_objects(labels):
         y0, y1 = max(sl[0].start - 2, 0), sl[0].stop + 2
         x0, x1 = max(sl[1].start - 2, 0), sl[1].stop + 2
@@ -134,14 +134,14 @@ def detect(
     # Every local maximum above threshold is a source, so blended neighbours separate.
     peaks = above & (smoothed == ndimage.maximum_filter(smoothed, size=3, mode="nearest"))
     sizes = ndimage.sum_labels(np.ones_like(image), labels, np.arange(1, n + 1))
-    sat = ndimage.maximum(
-        ((mask & MaskBit.SAT) != 0).astype(np.int8), labels, np.arange(1, n + 1)
-    )
+    sat = ndimage.maximum(((mask & MaskBit.SAT) != 0).astype(np.int8), labels, np.arange(1, n + 1))
     detections = []
     for y, x in np.argwhere(peaks):
         label = labels[y, x] - 1
         detections.append(
-            Detection(float(x), float(y), float(smoothed[y, x]), int(sizes[label]), bool(sat[label]))
+            Detection(
+                float(x), float(y), float(smoothed[y, x]), int(sizes[label]), bool(sat[label])
+            )
         )
     return detections, labels
 
@@ -151,7 +151,7 @@ def adaptive_moments(
 ) -> tuple[float, float, float]:
     """Gaussian-weighted centroid and intrinsic Gaussian sigma of a source."""
     ny, nx = image.shape
-    half = int(math.ceil(4 * sigma_guess)) + 2
+    half = math.ceil(4 * sigma_guess) + 2
     x_lo, x_hi = max(int(x0) - half, 0), min(int(x0) + half + 1, nx)
     y_lo, y_hi = max(int(y0) - half, 0), min(int(y0) + half + 1, ny)
     stamp = image[y_lo:y_hi, x_lo:x_hi]
@@ -179,7 +179,7 @@ def aperture_flux(
 ) -> tuple[float, float]:
     """Sum within a circular aperture, pixels weighted by sub-sampled overlap (4x4)."""
     ny, nx = image.shape
-    r = int(math.ceil(radius)) + 1
+    r = math.ceil(radius) + 1
     x_lo, x_hi = max(round(x) - r, 0), min(round(x) + r + 1, nx)
     y_lo, y_hi = max(round(y) - r, 0), min(round(y) + r + 1, ny)
     sub = (np.arange(4) + 0.5) / 4 - 0.5
@@ -209,7 +209,8 @@ def measure_sources(
     """Detect and measure sources; returns the source table and the PSF FWHM in pixels.
 
     Columns: x, y (0-based pixels), sigma_px, aperture flux and error (aperture radius
-    ``aperture_fwhm`` x PSF FWHM, corrected to total with the Gaussian PSF model), snr, and flags saturated, cosmic_ray, edge.
+    ``aperture_fwhm`` x PSF FWHM, corrected to total with the Gaussian PSF model), snr,
+    and flags saturated, cosmic_ray, edge.
     """
     detections, _ = detect(image, variance, mask, fwhm_guess, threshold)
     ny, nx = image.shape

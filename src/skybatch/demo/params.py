@@ -124,7 +124,9 @@ def plan_survey(params: SurveyParams) -> SurveyTruth:
     return SurveyTruth(params=params, visits=visits, epochs=[e[0] for e in EPOCHS])
 
 
-def limiting_magnitude(params: SurveyParams, fwhm_px: float, zero_point: float, snr: float) -> float:
+def limiting_magnitude(
+    params: SurveyParams, fwhm_px: float, zero_point: float, snr: float
+) -> float:
     """Magnitude of a point source detected at ``snr`` in an optimal (PSF) aperture."""
     sigma = fwhm_px / 2.3548
     npix = 4.0 * math.pi * sigma**2

@@ -65,7 +65,7 @@ def render_stars(
     ny, nx = shape
     out = np.zeros(shape, dtype=np.float64)
     sigma = fwhm_px / 2.3548
-    half = int(math.ceil(5 * sigma)) + 1
+    half = math.ceil(5 * sigma) + 1
     for x0, y0, flux in zip(xs, ys, fluxes, strict=True):
         ix, iy = round(x0), round(y0)
         x_lo, x_hi = max(ix - half, 0), min(ix + half + 1, nx)

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +25,11 @@ from lsst.daf.butler import Butler, CollectionType, Config, DatasetType, Timespa
 from lsst.sphgeom import ConvexPolygon, LonLat, Region, UnitVector3d
 
 from ..errors import InputError
+from ..progress import ProgressFactory, no_bars
 from . import refcat as refcat_mod
 from . import simulate
-from .skymap import patch_wcs, skymap_definition
 from .params import EPOCHS, FILTERS, INSTRUMENT, SKYMAP, SurveyParams, SurveyTruth, plan_survey
+from .skymap import patch_wcs, skymap_definition
 
 RAW_RUN = f"{INSTRUMENT}/raw/all"
 CALIB_COLLECTION = f"{INSTRUMENT}/calib"
@@ -44,8 +42,6 @@ REPO_CONFIG: dict[str, Any] = {
     "storageClasses": {"SkyImage": {"pytype": "skybatch.demo.image.SkyImage"}},
     "datastore": {"formatters": {"SkyImage": "skybatch.demo.formatters.SkyImageFormatter"}},
 }
-
-ProgressFn = Callable[[str, int], "Callable[[], None]"]
 
 
 @dataclass(frozen=True)
@@ -70,13 +66,10 @@ class Survey:
         return SurveyTruth.model_validate_json(self.truth_path.read_text())
 
 
-@contextmanager
-def _no_progress(description: str, total: int) -> Iterator[Callable[[], None]]:
-    yield lambda: None
-
-
 def polygon(ra: np.ndarray, dec: np.ndarray) -> ConvexPolygon:
-    points = [UnitVector3d(LonLat.fromDegrees(float(a), float(d))) for a, d in zip(ra, dec)]
+    points = [
+        UnitVector3d(LonLat.fromDegrees(float(a), float(d))) for a, d in zip(ra, dec, strict=False)
+    ]
     return ConvexPolygon.convexHull(points)
 
 
@@ -88,7 +81,7 @@ def _corners(wcs: Any, nx: int, ny: int) -> ConvexPolygon:
 
 
 def build_survey(
-    root: Path, params: SurveyParams, progress: ProgressFn | None = None
+    root: Path, params: SurveyParams, progress: ProgressFactory | None = None
 ) -> Survey:
     """Create the demo survey in ``root`` (which must not hold a repository yet)."""
     survey = Survey(root)
@@ -98,7 +91,7 @@ def build_survey(
             where=str(survey.repo),
             hint="choose an empty directory or remove the old survey first",
         )
-    bar: Any = progress or _no_progress
+    bar: Any = progress or no_bars
     truth = plan_survey(params)
     root.mkdir(parents=True, exist_ok=True)
     Butler.makeRepo(str(survey.repo), config=Config(REPO_CONFIG))
@@ -174,7 +167,11 @@ def _insert_dimensions(butler: Butler, params: SurveyParams, truth: SurveyTruth)
     for i, v in enumerate(truth.visits):
         timespan = Timespan(Time(v.start, scale="tai"), Time(v.end, scale="tai"))
         group = f"demo-{v.visit}"
-        common = {"instrument": INSTRUMENT, "physical_filter": v.physical_filter, "day_obs": v.day_obs}
+        common = {
+            "instrument": INSTRUMENT,
+            "physical_filter": v.physical_filter,
+            "day_obs": v.day_obs,
+        }
         reg.insertDimensionData("group", {"instrument": INSTRUMENT, "name": group})
         reg.insertDimensionData(
             "exposure",

@@ -113,7 +113,9 @@ class CalibrateTask(PipelineTask):
         ra, dec = wcs.all_pix2world(np.asarray(sources["x"]), np.asarray(sources["y"]), 0)
         sources["ra"], sources["dec"] = ra, dec
         band = FILTERS.get(str(exposure.header.get("FILTER")), "r")
-        ref = vstack(refCat) if refCat else Table({"id": [], "ra": [], "dec": [], f"{band}_mag": []})
+        ref = (
+            vstack(refCat) if refCat else Table({"id": [], "ra": [], "dec": [], f"{band}_mag": []})
+        )
         idx, dist = measure.match_radec(
             ra, dec, np.asarray(ref["ra"]), np.asarray(ref["dec"]), cfg.match_radius_arcsec
         )

@@ -158,7 +158,5 @@ class CoaddTask(PipelineTask):
         ra, dec = coadd.wcs.all_pix2world(np.asarray(sources["x"]), np.asarray(sources["y"]), 0)
         sources["ra"], sources["dec"] = ra, dec
         with np.errstate(invalid="ignore", divide="ignore"):
-            sources["mag"] = self.config.zero_point - 2.5 * np.log10(
-                np.asarray(sources["ap_flux"])
-            )
+            sources["mag"] = self.config.zero_point - 2.5 * np.log10(np.asarray(sources["ap_flux"]))
         return sources

@@ -1,0 +1,1 @@
+"""skybatch's own state database: SQLAlchemy models and Alembic migrations."""

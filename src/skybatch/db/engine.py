@@ -1,0 +1,229 @@
+"""Engines, sessions and programmatic Alembic migrations for the state database.
+
+SQLite (the embedded default) gets its parent directory created, foreign keys, WAL
+and a busy timeout; PostgreSQL is reached through psycopg2. Failures to reach or
+migrate a database become :class:`~skybatch.errors.DatabaseError` with the URL
+(password masked) and a hint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from skybatch.errors import DatabaseError
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "SQLITE_BUSY_TIMEOUT_S",
+    "current_revision",
+    "database_errors",
+    "head_revision",
+    "make_engine",
+    "mask_url",
+    "session_factory",
+    "sqlite_path",
+    "upgrade",
+]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+ALEMBIC_INI = _PACKAGE_DIR / "alembic.ini"
+MIGRATIONS_DIR = _PACKAGE_DIR / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+_URL_HINT = "Check the URL given with --db-url or SKYBATCH_DB__URL"
+
+
+def mask_url(url: str | URL) -> str:
+    """``url`` with its password replaced by ``***``; safe to show and log."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _parse_url(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        raise DatabaseError(
+            f"invalid database URL {mask_url(url)!r}: {exc}",
+            hint=(
+                f"{_URL_HINT}; expected e.g. sqlite:////abs/path/state.sqlite3 or "
+                "postgresql://user:password@host:5432/dbname"
+            ),
+        ) from exc
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of a SQLite ``url``; ``None`` for other backends and in-memory databases."""
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str | URL, *, echo: bool = False, pool_pre_ping: bool = True) -> Engine:
+    """Create an engine for ``url`` (SQLite or PostgreSQL); does not connect yet.
+
+    Raises:
+        DatabaseError: the URL is malformed, names an unknown dialect or a driver that
+            is not installed, or the SQLite directory cannot be created.
+    """
+    parsed = _parse_url(url)
+    backend = parsed.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend == "sqlite":
+        path = sqlite_path(parsed)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create the directory of SQLite database {path}: {exc}",
+                    where=mask_url(parsed),
+                    hint="Choose a writable location with --home/SKYBATCH_HOME or --db-url",
+                ) from exc
+        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+    try:
+        engine = create_engine(
+            parsed, echo=echo, pool_pre_ping=pool_pre_ping, connect_args=connect_args
+        )
+    except sqlalchemy.exc.NoSuchModuleError as exc:
+        raise DatabaseError(
+            f"unsupported database URL {mask_url(parsed)!r}: no SQLAlchemy dialect "
+            f"{parsed.drivername!r}",
+            hint=f"{_URL_HINT}; skybatch supports sqlite:// and postgresql:// URLs",
+        ) from exc
+    except ImportError as exc:
+        raise DatabaseError(
+            f"the database driver for {mask_url(parsed)!r} is not installed: {exc}",
+            hint=(
+                "skybatch supports sqlite:// and postgresql:// URLs; for PostgreSQL "
+                "install the driver: pip install 'skybatch[postgres]'"
+            ),
+        ) from exc
+    if backend == "sqlite":
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory bound to ``engine``; objects stay usable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def database_errors(url: str | URL, action: str = "use") -> Iterator[None]:
+    """Turn SQLAlchemy and driver errors raised inside the block into DatabaseError."""
+    try:
+        yield
+    except DatabaseError:
+        raise
+    except sqlalchemy.exc.OperationalError as exc:
+        raise DatabaseError(
+            f"cannot {action} database {mask_url(url)}: {_first_line(exc.orig or exc)}",
+            hint=(
+                "Check that the database server is running and reachable and that the "
+                f"user, password and database name are right. {_URL_HINT}"
+            ),
+        ) from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"cannot {action} database {mask_url(url)}: {_first_line(exc)}",
+            hint=(
+                "If the schema is missing or old, run `skybatch db upgrade`; "
+                "run with --log-level DEBUG for details"
+            ),
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _alembic_config(connection: Any = None) -> Any:
+    from alembic.config import Config
+
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this version of skybatch."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise DatabaseError("no migrations found", where=str(MIGRATIONS_DIR))
+    return head
+
+
+def upgrade(url: str | URL, revision: str = "head", *, engine: Engine | None = None) -> None:
+    """Migrate the database at ``url`` to ``revision``; a no-op when already there.
+
+    Args:
+        url: Database URL (used for messages and to make an engine if none is given).
+        revision: Alembic revision to reach (``"head"`` by default).
+        engine: An existing engine for ``url``, reused instead of creating one.
+    """
+    import alembic.command
+    import alembic.util
+
+    own_engine = engine is None
+    engine = engine or make_engine(url)
+    try:
+        with database_errors(url, "migrate"), engine.begin() as connection:
+            alembic.command.upgrade(_alembic_config(connection), revision)
+    except alembic.util.CommandError as exc:
+        raise DatabaseError(
+            f"cannot migrate database {mask_url(url)} to revision {revision!r}: {exc}",
+            hint=f"Use 'head' or a known revision (newest: {head_revision()})",
+        ) from exc
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def current_revision(url: str | URL, *, engine: Engine | None = None) -> str | None:
+    """The revision the database at ``url`` is migrated to; ``None`` if never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    own_engine = engine is None
+    engine = engine or make_engine(url)
+    try:
+        with database_errors(url, "read"), engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        if own_engine:
+            engine.dispose()

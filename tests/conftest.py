@@ -1,0 +1,98 @@
+"""Shared fixtures: isolation from the real skybatch home and database URLs.
+
+PostgreSQL tests run when ``SKYBATCH_TEST_POSTGRES_URL`` points at a server whose user
+may create databases (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``); each
+test gets a fresh database that is dropped afterwards. Without it they are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+POSTGRES_ENV = "SKYBATCH_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_skybatch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point SKYBATCH_HOME at a temporary directory and drop other SKYBATCH_* variables."""
+    for name in list(os.environ):
+        if name.upper().startswith("SKYBATCH_") and not name.upper().startswith("SKYBATCH_TEST_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "skybatch-home"
+    monkeypatch.setenv("SKYBATCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what configure_logging (run by every CLI invocation) did to the root logger."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    alembic_level = logging.getLogger("alembic").level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    logging.getLogger("alembic").setLevel(alembic_level)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a not yet existing SQLite file in a not yet existing directory."""
+    return f"sqlite:///{tmp_path / 'state' / 'skybatch.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def _postgres_server() -> str:
+    """URL of the PostgreSQL server for tests, or skip with the reason."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} not set")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    masked = make_url(url).render_as_string(hide_password=True)
+    engine = create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        pytest.skip(f"PostgreSQL at {masked} not reachable: {first_line}")
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def postgres_url(_postgres_server: str) -> Iterator[str]:
+    """URL of a fresh, uniquely named PostgreSQL database, dropped after the test."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"skybatch_test_{uuid.uuid4().hex}"
+    admin_url = make_url(_postgres_server).set(database="postgres")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(_postgres_server).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty state database URL: SQLite, then PostgreSQL when available."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
