@@ -20,7 +20,9 @@ from rich.progress import (
 ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[], None]]]
 
 
-def make_progress(console: Console | None = None, transient: bool = False) -> Progress:
+def make_progress(
+    console: Console | None = None, transient: bool = False, disable: bool = False
+) -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -30,6 +32,7 @@ def make_progress(console: Console | None = None, transient: bool = False) -> Pr
         TimeRemainingColumn(),
         console=console or Console(stderr=True),
         transient=transient,
+        disable=disable,
     )
 
 

@@ -92,8 +92,8 @@ def run_with_pipetask(
         command += ["-d", data_query]
     start = time.perf_counter()
     total = executed = failed = 0
-    with log_path.open("w") as log, make_progress(console, transient=not show_progress) as bar:
-        task = bar.add_task("building quantum graph", total=None, visible=show_progress)
+    with log_path.open("w") as log, make_progress(console, disable=not show_progress) as bar:
+        task = bar.add_task("building quantum graph", total=None)
         proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,17 +85,32 @@ def _corners(wcs: Any, nx: int, ny: int) -> ConvexPolygon:
 def build_survey(
     root: Path, params: SurveyParams, progress: ProgressFactory | None = None
 ) -> Survey:
-    """Create the demo survey in ``root`` (which must not hold a repository yet)."""
-    survey = Survey(root)
-    if survey.repo.exists() and any(survey.repo.iterdir()):
+    """Create the demo survey in ``root``, which must be absent or empty.
+
+    Everything is built in a temporary sibling directory and renamed into place at
+    the end, so a failed or interrupted build leaves ``root`` as it was.
+    """
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(
-            f"{survey.repo} already holds a repository",
-            where=str(survey.repo),
-            hint="choose an empty directory or remove the old survey first",
+            f"{root} is not an empty directory",
+            where=str(root),
+            hint="choose a new directory, or remove the old survey first",
         )
-    bar: Any = progress or no_bars
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+    try:
+        _build(Survey(staging), params, progress or no_bars)
+        if root.exists():
+            root.rmdir()
+        staging.rename(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Survey(root)
+
+
+def _build(survey: Survey, params: SurveyParams, bar: ProgressFactory) -> None:
     truth = plan_survey(params)
-    root.mkdir(parents=True, exist_ok=True)
     Butler.makeRepo(str(survey.repo), config=Config(REPO_CONFIG))
     butler = Butler.from_config(str(survey.repo), writeable=True)
     try:
@@ -114,7 +131,6 @@ def build_survey(
     finally:
         butler.close()
     survey.truth_path.write_text(truth.model_dump_json(indent=2))
-    return survey
 
 
 def _insert_dimensions(butler: Butler, params: SurveyParams, truth: SurveyTruth) -> list[Region]:
@@ -302,7 +318,7 @@ def _register_dataset_types(butler: Butler) -> None:
         butler.registry.registerDatasetType(dt)
 
 
-def _write_calibrations(butler: Butler, params: SurveyParams, bar: Any) -> None:
+def _write_calibrations(butler: Butler, params: SurveyParams, bar: ProgressFactory) -> None:
     butler.collections.register(CALIB_COLLECTION, CollectionType.CALIBRATION)
     total = len(EPOCHS) * params.detectors * (1 + len(FILTERS))
     with bar("calibrations", total) as advance:
@@ -339,7 +355,7 @@ def _write_calibrations(butler: Butler, params: SurveyParams, bar: Any) -> None:
 
 
 def _write_raws(
-    butler: Butler, params: SurveyParams, truth: SurveyTruth, catalog: Any, bar: Any
+    butler: Butler, params: SurveyParams, truth: SurveyTruth, catalog: Any, bar: ProgressFactory
 ) -> None:
     butler.collections.register(RAW_RUN)
     epochs = [e[0] for e in EPOCHS]
