@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from skybatch.cli.context import CliContext, pass_cli_context
+
 DEFAULT_DIR = Path("demo-survey")
 
 
@@ -59,7 +61,10 @@ def demo() -> None:
 @demo.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @_survey_options
-def init_cmd(directory: Path, visits: int, detectors: int, size: int, seed: int) -> None:
+@pass_cli_context
+def init_cmd(
+    cli: CliContext, directory: Path, visits: int, detectors: int, size: int, seed: int
+) -> None:
     """Create a demo survey in DIRECTORY: a Butler repo with raws, calibrations, refcat.
 
     DIRECTORY/repo is the Butler repository, DIRECTORY/refcat.sqlite the reference
@@ -69,7 +74,9 @@ def init_cmd(directory: Path, visits: int, detectors: int, size: int, seed: int)
     from skybatch.progress import rich_bars
 
     params = _params(visits, detectors, size, seed)
-    survey = init_survey(directory, params, rich_bars())
+    with _recorded(cli, "demo init", directory=directory, **params.model_dump()) as op:
+        survey = init_survey(directory, params, rich_bars())
+        op.message = f"survey in {survey.root.resolve()}"
     click.echo(f"demo survey: {survey.root.resolve()}")
     click.echo(f"  Butler repository: {survey.repo.resolve()} (input collection DemoCam/defaults)")
     click.echo(f"  reference catalog database: {survey.refcat_db.resolve()}")
@@ -87,7 +94,9 @@ def init_cmd(directory: Path, visits: int, detectors: int, size: int, seed: int)
 @click.option(
     "-j", "--processes", type=int, default=1, show_default=True, help="pipetask processes."
 )
+@pass_cli_context
 def run_cmd(
+    cli: CliContext,
     directory: Path,
     visits: int,
     detectors: int,
@@ -106,12 +115,22 @@ def run_cmd(
     from skybatch.progress import rich_bars
 
     survey = Survey(directory)
-    if not survey.repo.joinpath("butler.yaml").exists():
-        survey = init_survey(directory, _params(visits, detectors, size, seed), rich_bars())
-    else:
-        click.echo(f"using the existing demo survey in {survey.root.resolve()}")
-    result = run_with_pipetask(survey, output=output, processes=processes)
+    with _recorded(cli, "demo run", directory=directory, output=output) as op:
+        if not survey.repo.joinpath("butler.yaml").exists():
+            survey = init_survey(directory, _params(visits, detectors, size, seed), rich_bars())
+        else:
+            click.echo(f"using the existing demo survey in {survey.root.resolve()}")
+        result = run_with_pipetask(survey, output=output, processes=processes)
+        op.message = f"{result.quanta} quanta into {result.output}"
     _report(result)
+
+
+def _recorded(cli: CliContext, command: str, **arguments: Any) -> Any:
+    """Record the command in the state database's operations log."""
+    from skybatch.db.operations import record_operation
+    from skybatch.db.state import open_state_db
+
+    return record_operation(open_state_db(cli.settings), command, arguments)
 
 
 def _report(result: Any) -> None:

@@ -1,0 +1,50 @@
+"""Commands open the state database migrated, and record themselves in `operations`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from skybatch.cli.main import main
+from skybatch.db.engine import current_revision, head_revision
+from skybatch.db.models import Operation
+from skybatch.db.state import open_state_db
+from skybatch.errors import DatabaseError
+from skybatch.settings import load_settings
+
+
+def test_embedded_database_is_created_and_migrated_on_first_use(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home")
+    assert not (tmp_path / "home" / "state.sqlite3").exists()
+    sessions = open_state_db(settings)
+    assert current_revision(settings.database_url()) == head_revision()
+    with sessions() as session:
+        assert session.scalars(select(Operation)).all() == []
+
+
+def test_server_database_behind_head_is_refused_with_the_fix(postgres_url: str) -> None:
+    settings = load_settings(db={"url": postgres_url})
+    with pytest.raises(DatabaseError) as info:
+        open_state_db(settings)
+    assert "skybatch db upgrade" in str(info.value)
+    assert current_revision(postgres_url) is None, "nothing was migrated implicitly"
+
+
+def test_demo_init_is_recorded_as_succeeded_or_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    target = tmp_path / "survey"
+    target.mkdir()
+    (target / "keep.txt").write_text("not a survey")
+    assert main(["--home", str(home), "demo", "init", str(target)]) == 2
+    capsys.readouterr()
+    sessions = open_state_db(load_settings(home=home))
+    with sessions() as session:
+        rows = session.scalars(select(Operation)).all()
+    assert [(r.command, r.status) for r in rows] == [("demo init", "failed")]
+    assert "not an empty directory" in (rows[0].message or "")
+    assert rows[0].arguments["directory"] == str(target)
+    assert (target / "keep.txt").read_text() == "not a survey"
