@@ -23,6 +23,7 @@ class MaskBit(enum.IntFlag):
 
 
 BAD_FOR_STACK = MaskBit.SAT | MaskBit.CR | MaskBit.NO_DATA
+_WCS_KEY_PREFIXES = ("CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "CTYPE", "CUNIT", "PC1_", "PC2_")
 
 
 @dataclasses.dataclass
@@ -48,7 +49,8 @@ class SkyImage:
         """The celestial WCS defined by the header keywords."""
         hdr = fits.Header()
         for key, value in self.header.items():
-            hdr[key] = value
+            if key.startswith(_WCS_KEY_PREFIXES) or key == "WCSAXES":
+                hdr[key] = value
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             return WCS(hdr, naxis=2)
@@ -56,7 +58,7 @@ class SkyImage:
     def set_wcs(self, wcs: WCS) -> None:
         """Replace the WCS keywords of the header with those of ``wcs``."""
         for key in list(self.header):
-            if key.startswith(("CRPIX", "CRVAL", "CD1_", "CD2_", "CTYPE", "CUNIT", "PC")):
+            if key.startswith(_WCS_KEY_PREFIXES):
                 del self.header[key]
         for card in wcs.to_header().cards:
             if card.keyword in ("WCSAXES", "CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2") or (

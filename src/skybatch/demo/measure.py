@@ -124,9 +124,14 @@ def detect(
 ) -> tuple[list[Detection], np.ndarray]:
     """Matched-filter detection above ``threshold`` sigma; returns peaks and footprint labels."""
     sigma = max(fwhm_px / FWHM_PER_SIGMA, 0.5)
-    smoothed = ndimage.gaussian_filter(image, sigma)
-    # Noise of the smoothed image: the filter's kernel has effective area 4*pi*sigma^2.
-    noise = np.sqrt(np.median(variance) / (4 * math.pi * sigma**2))
+    # Outside the image counts as no data (mode="constant"), so the kernel is truncated
+    # at the borders; its squared sum there (a Gaussian of sigma/sqrt(2) over 4 pi
+    # sigma^2) gives the smoothed noise pixel by pixel, and the threshold holds everywhere.
+    smoothed = ndimage.gaussian_filter(image, sigma, mode="constant")
+    kernel_sq = ndimage.gaussian_filter(
+        np.ones(image.shape), sigma / math.sqrt(2), mode="constant"
+    ) / (4 * math.pi * sigma**2)
+    noise = np.sqrt(float(np.median(variance)) * kernel_sq)
     above = smoothed > threshold * noise
     labels, n = ndimage.label(above)
     if n == 0:
@@ -227,7 +232,10 @@ def measure_sources(
     saturated = np.array([r[3] for r in rows])
     # PSF size from bright, unsaturated, well-measured sources.
     candidates = (~saturated) & np.isfinite(sig) & (sig > 0.3 * guess_sigma)
+    # The moments see the PSF convolved with the pixel (variance + 1/12 px^2): that
+    # width is right for aperture sums, while the reported PSF size removes the pixel.
     psf_sigma = float(np.median(sig[candidates])) if candidates.sum() >= 3 else guess_sigma
+    optical_sigma = math.sqrt(max(psf_sigma**2 - 1.0 / 12.0, 0.01))
     cosmic_ray = (~np.isfinite(sig)) | (sig < 0.6 * psf_sigma)
     radius = aperture_fwhm * psf_sigma * FWHM_PER_SIGMA
     edge = (xs < radius) | (ys < radius) | (xs > nx - 1 - radius) | (ys > ny - 1 - radius)
@@ -250,7 +258,7 @@ def measure_sources(
             "edge": edge,
         }
     )
-    return table, psf_sigma * FWHM_PER_SIGMA
+    return table, optical_sigma * FWHM_PER_SIGMA
 
 
 def _empty_sources() -> Table:
