@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import click
 
 __all__ = [
+    "EXIT_DATA",
     "EXIT_DATABASE",
     "EXIT_EXTERNAL",
     "EXIT_INTERRUPTED",
@@ -21,6 +22,7 @@ __all__ = [
     "EXIT_UNEXPECTED",
     "EXIT_USAGE",
     "ConfigError",
+    "DataError",
     "DatabaseError",
     "ExternalToolError",
     "InputError",
@@ -33,6 +35,7 @@ EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_DATABASE = 3
 EXIT_EXTERNAL = 4
+EXIT_DATA = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -97,6 +100,12 @@ class DatabaseError(SkybatchError):
     """A database cannot be reached, migrated or queried."""
 
     exit_code = EXIT_DATABASE
+
+
+class DataError(SkybatchError):
+    """Stored data is missing, corrupt, unreachable or does not fit (quota)."""
+
+    exit_code = EXIT_DATA
 
 
 class ExternalToolError(SkybatchError):

@@ -18,16 +18,20 @@ from skybatch.db.engine import (
     session_factory,
     upgrade,
 )
-from skybatch.db.models import Base, Meta, Operation
+from skybatch.db.models import Meta, Operation
 from skybatch.db.operations import record_operation
+from skybatch.db.schema import metadata
 from skybatch.errors import DatabaseError
 
 BAD_URL = "postgresql://nouser:s3cret@127.0.0.1:1/none"
 MASKED_BAD_URL = "postgresql://nouser:***@127.0.0.1:1/none"
 
 
-def test_head_is_the_initial_revision() -> None:
-    assert head_revision() == "0001"
+def test_head_is_the_newest_migration_file() -> None:
+
+    versions_dir = Path(__file__).parents[2] / "src/skybatch/db/migrations/versions"
+    newest = max(p.name[:4] for p in versions_dir.glob("[0-9][0-9][0-9][0-9]_*.py"))
+    assert head_revision() == newest
 
 
 def test_upgrade_creates_the_tables(db_url: str) -> None:
@@ -54,7 +58,7 @@ def test_migrations_match_the_models(db_url: str) -> None:
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
-            assert compare_metadata(context, Base.metadata) == []
+            assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()
 
@@ -132,17 +136,17 @@ def test_cli_upgrade_current_info(db_url: str, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out.startswith("none")
 
     assert main(["--db-url", db_url, "db", "upgrade"]) == 0
-    assert "upgraded from empty to revision 0001" in capsys.readouterr().out
+    assert f"upgraded from empty to revision {head_revision()}" in capsys.readouterr().out
 
     assert main(["--db-url", db_url, "db", "upgrade"]) == 0
-    assert "already at revision 0001" in capsys.readouterr().out
+    assert f"already at revision {head_revision()}" in capsys.readouterr().out
 
     assert main(["--db-url", db_url, "db", "current"]) == 0
-    assert capsys.readouterr().out.strip() == "0001 (head)"
+    assert capsys.readouterr().out.strip() == f"{head_revision()} (head)"
 
     assert main(["--db-url", db_url, "db", "info"]) == 0
     out = capsys.readouterr().out
-    assert "revision: 0001" in out
+    assert f"revision: {head_revision()}" in out
     assert "operations: 0 rows" in out
     assert "skybatch_meta: 0 rows" in out
 
@@ -161,7 +165,7 @@ def test_cli_unknown_revision_exits_3(sqlite_url: str, capsys: pytest.CaptureFix
     assert main(["--db-url", sqlite_url, "db", "upgrade", "--revision", "9999"]) == 3
     err = capsys.readouterr().err
     assert "'9999'" in err
-    assert "newest: 0001" in err
+    assert f"newest: {head_revision()}" in err
 
 
 def test_sqlite_engine_settings(sqlite_url: str) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection, make_url
 
-from skybatch.db.models import Base
+from skybatch.db.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _url() -> str:

@@ -1,0 +1,568 @@
+"""The file catalog: bulk registration and look-ups of files, replicas and provenance.
+
+All methods work on batches (one transaction per call, chunked ``IN`` look-ups), since
+campaigns register and query files by the hundred thousand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ARRAY, Text, any_, cast, delete, func, insert, select, type_coerce, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from skybatch.db.models import utcnow
+
+from .errors import ChecksumMismatchError, UnknownEndpointError
+from .models import (
+    Activity,
+    EdgeRelation,
+    EndpointRow,
+    FileRow,
+    ProvenanceEdge,
+    ReplicaRow,
+    ReplicaState,
+    RequestState,
+    StageRequest,
+    StageRequestFile,
+)
+
+__all__ = ["Catalog", "FileInfo", "FileRecord", "Placement", "ReplicaInfo", "data_id_key"]
+
+#: Values per IN (...) look-up: below SQLite's (32766) and psycopg2's bound-parameter
+#: limits, large enough that 100,000 look-ups take a few dozen round trips.
+CHUNK = 5000
+
+
+def data_id_key(data_id: Mapping[str, Any]) -> str:
+    """A canonical text form of a data id (``band=g,visit=12``) for indexed equality."""
+    return ",".join(f"{k}={data_id[k]}" for k in sorted(data_id))
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What is known about a file when it is registered."""
+
+    path: str
+    size_bytes: int
+    md5: str
+    dataset_id: str | None = None
+    dataset_type: str | None = None
+    data_id: Mapping[str, Any] | None = None
+    run: str | None = None
+    producer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A catalog file as read back (plain data: reads skip the ORM for speed)."""
+
+    id: int
+    path: str
+    size_bytes: int
+    md5: str
+    dataset_id: str | None
+    dataset_type: str | None
+    data_id_json: str | None
+    data_id_key: str | None
+    run: str | None
+    producer: str | None
+    created_at: datetime
+
+    @property
+    def data_id(self) -> dict[str, Any] | None:
+        """The data id, decoded on access (look-ups of 100,000 files skip the JSON)."""
+        return None if self.data_id_json is None else json.loads(self.data_id_json)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """A replica as read back."""
+
+    id: int
+    file_id: int
+    endpoint_id: int
+    state: str
+    on_tape: bool
+    pinned_until: datetime | None
+    last_access: datetime
+    verified_at: datetime | None
+    created_at: datetime
+
+
+_FILE_COLUMNS = [
+    type_coerce(FileRow.__table__.c.data_id, Text).label("data_id_json")
+    if f == "data_id_json"
+    else FileRow.__table__.c[f]
+    for f in FileInfo.__slots__
+]
+_REPLICA_COLUMNS = [ReplicaRow.__table__.c[f] for f in ReplicaInfo.__slots__]
+_N_FILE = len(_FILE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A file and one of its replicas."""
+
+    file: FileInfo
+    replica: ReplicaInfo
+    endpoint: str
+
+
+class Catalog:
+    """Repository over the backbone tables of the state database."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    # -- endpoints --------------------------------------------------------------
+    def add_endpoint(
+        self, name: str, kind: str, root: str, settings: Mapping[str, Any] | None = None
+    ) -> EndpointRow:
+        """Define an endpoint; the same definition again is a no-op, a different one an error."""
+        from skybatch.errors import InputError
+
+        with self.sessions.begin() as session:
+            row = session.scalar(select(EndpointRow).where(EndpointRow.name == name))
+            wanted = {"kind": kind, "root": root, "settings": dict(settings or {})}
+            if row is not None:
+                have = {"kind": row.kind, "root": row.root, "settings": row.settings}
+                if have != wanted:
+                    raise InputError(
+                        f"endpoint {name!r} already exists with a different definition",
+                        where=name,
+                        hint=f"it is {have}; remove it first or use another name",
+                    )
+                session.expunge(row)
+                return row
+            row = EndpointRow(name=name, **wanted)
+            session.add(row)
+            session.flush()
+            session.expunge(row)
+            return row
+
+    def endpoints(self) -> list[EndpointRow]:
+        with self.sessions() as session:
+            return list(session.scalars(select(EndpointRow).order_by(EndpointRow.name)))
+
+    def endpoint_row(self, name: str) -> EndpointRow:
+        with self.sessions() as session:
+            row = session.scalar(select(EndpointRow).where(EndpointRow.name == name))
+            if row is None:
+                known = ", ".join(e.name for e in self.endpoints()) or "none"
+                raise UnknownEndpointError(
+                    f"no endpoint named {name!r}",
+                    where=name,
+                    hint=f"known endpoints: {known}; add one with `skybatch backbone endpoint add`",
+                )
+            return row
+
+    # -- files ------------------------------------------------------------------
+    def register(
+        self,
+        records: Sequence[FileRecord],
+        endpoint: str,
+        state: ReplicaState = ReplicaState.ONLINE,
+        on_tape: bool = False,
+    ) -> dict[str, int]:
+        """Register files with a replica on ``endpoint``; returns path → file id.
+
+        Idempotent: a path already registered with the same size and md5 keeps its row
+        (its replica on ``endpoint`` is set to ``state``); with a different size or md5
+        the whole batch is refused (ChecksumMismatchError) and nothing is written.
+        """
+        endpoint_id = self.endpoint_row(endpoint).id
+        now = utcnow()
+        with self.sessions.begin() as session:
+            existing = self._by_column(session, FileRow.path, [r.path for r in records])
+            for record in records:
+                old = existing.get(record.path)
+                if old is not None and (old.size_bytes, old.md5) != (
+                    record.size_bytes,
+                    record.md5,
+                ):
+                    raise ChecksumMismatchError(
+                        f"{record.path} is already registered with other content",
+                        path=record.path,
+                        expected=(old.size_bytes, old.md5),
+                        actual=(record.size_bytes, record.md5),
+                        where=record.path,
+                        hint="a file never changes once registered: write a new path",
+                    )
+            new = [r for r in records if r.path not in existing]
+            for chunk in _chunks(new):
+                session.execute(
+                    insert(FileRow),
+                    [
+                        {
+                            "path": r.path,
+                            "size_bytes": r.size_bytes,
+                            "md5": r.md5,
+                            "dataset_id": r.dataset_id,
+                            "dataset_type": r.dataset_type,
+                            "data_id": dict(r.data_id) if r.data_id is not None else None,
+                            "data_id_key": data_id_key(r.data_id) if r.data_id else None,
+                            "run": r.run,
+                            "producer": r.producer,
+                            "created_at": now,
+                        }
+                        for r in chunk
+                    ],
+                )
+            ids = {
+                path: row.id
+                for path, row in self._by_column(
+                    session, FileRow.path, [r.path for r in records]
+                ).items()
+            }
+            self._upsert_replicas(session, list(ids.values()), endpoint_id, state, on_tape, now)
+        return ids
+
+    def _upsert_replicas(
+        self,
+        session: Session,
+        file_ids: Sequence[int],
+        endpoint_id: int,
+        state: ReplicaState,
+        on_tape: bool | None,
+        now: datetime,
+    ) -> None:
+        have: set[int] = set()
+        for chunk in _chunks(file_ids):
+            have.update(
+                session.scalars(
+                    select(ReplicaRow.file_id).where(
+                        ReplicaRow.endpoint_id == endpoint_id, ReplicaRow.file_id.in_(chunk)
+                    )
+                )
+            )
+        values: dict[str, Any] = {"state": state.value}
+        if on_tape is not None:
+            values["on_tape"] = on_tape
+        if state is ReplicaState.ONLINE:
+            values["verified_at"] = now
+        for chunk in _chunks([i for i in file_ids if i in have]):
+            session.execute(
+                update(ReplicaRow)
+                .where(ReplicaRow.endpoint_id == endpoint_id, ReplicaRow.file_id.in_(chunk))
+                .values(**values)
+            )
+        missing = [i for i in file_ids if i not in have]
+        for chunk in _chunks(missing):
+            session.execute(
+                insert(ReplicaRow),
+                [
+                    {
+                        "file_id": i,
+                        "endpoint_id": endpoint_id,
+                        "state": state.value,
+                        "on_tape": bool(on_tape),
+                        "last_access": now,
+                        "created_at": now,
+                        "verified_at": now if state is ReplicaState.ONLINE else None,
+                    }
+                    for i in chunk
+                ],
+            )
+
+    def set_replicas(
+        self,
+        file_ids: Sequence[int],
+        endpoint: str,
+        state: ReplicaState,
+        on_tape: bool | None = None,
+    ) -> None:
+        """Create or update the replicas of ``file_ids`` on ``endpoint`` (one transaction)."""
+        endpoint_id = self.endpoint_row(endpoint).id
+        with self.sessions.begin() as session:
+            self._upsert_replicas(session, file_ids, endpoint_id, state, on_tape, utcnow())
+
+    def drop_replicas(self, file_ids: Sequence[int], endpoint: str) -> None:
+        endpoint_id = self.endpoint_row(endpoint).id
+        with self.sessions.begin() as session:
+            for chunk in _chunks(file_ids):
+                session.execute(
+                    delete(ReplicaRow).where(
+                        ReplicaRow.endpoint_id == endpoint_id, ReplicaRow.file_id.in_(chunk)
+                    )
+                )
+
+    @staticmethod
+    def _by_column(session: Session, column: Any, values: Sequence[Any]) -> dict[Any, FileInfo]:
+        out: dict[Any, FileInfo] = {}
+        unique = list(dict.fromkeys(values))
+        key = column.key
+        connection = session.connection()
+        postgres = connection.dialect.name == "postgresql"
+        for chunk in _chunks(unique, 50_000 if postgres else CHUNK):
+            # PostgreSQL takes the whole chunk as one array parameter (= ANY(...)), far
+            # cheaper than thousands of bound values; SQLite gets a plain IN list.
+            condition = (
+                column == any_(cast(list(chunk), ARRAY(column.type)))
+                if postgres
+                else column.in_(chunk)
+            )
+            rows = connection.execute(select(*_FILE_COLUMNS).where(condition))
+            for row in rows:
+                info = FileInfo(*row)
+                out[getattr(info, key)] = info
+        return out
+
+    def files_by_dataset_ids(self, dataset_ids: Sequence[str]) -> dict[str, FileInfo]:
+        with self.sessions() as session:
+            return self._by_column(session, FileRow.dataset_id, [str(d) for d in dataset_ids])
+
+    def files_by_paths(self, paths: Sequence[str]) -> dict[str, FileInfo]:
+        with self.sessions() as session:
+            return self._by_column(session, FileRow.path, paths)
+
+    def files_by_ids(self, ids: Sequence[int]) -> dict[int, FileInfo]:
+        with self.sessions() as session:
+            return self._by_column(session, FileRow.id, ids)
+
+    def files(
+        self,
+        *,
+        run: str | None = None,
+        dataset_type: str | None = None,
+        data_id: Mapping[str, Any] | None = None,
+        path_prefix: str | None = None,
+    ) -> list[FileInfo]:
+        """Files matching every given criterion (all files when none is given)."""
+        query = select(*_FILE_COLUMNS)
+        if run is not None:
+            query = query.where(FileRow.run == run)
+        if dataset_type is not None:
+            query = query.where(FileRow.dataset_type == dataset_type)
+        if data_id is not None:
+            query = query.where(FileRow.data_id_key == data_id_key(data_id))
+        if path_prefix is not None:
+            query = query.where(FileRow.path.startswith(path_prefix, autoescape=True))
+        with self.sessions() as session:
+            rows = session.connection().execute(query.order_by(FileRow.path))
+            return [FileInfo(*row) for row in rows]
+
+    # -- replicas ---------------------------------------------------------------
+    def placements(self, file_ids: Sequence[int], endpoint: str | None = None) -> list[Placement]:
+        """Every replica of the given files (on one endpoint if given)."""
+        out: list[Placement] = []
+        with self.sessions() as session:
+            for chunk in _chunks(list(dict.fromkeys(file_ids))):
+                query = (
+                    select(*_FILE_COLUMNS, *_REPLICA_COLUMNS, EndpointRow.name)
+                    .join(ReplicaRow, ReplicaRow.file_id == FileRow.id)
+                    .join(EndpointRow, EndpointRow.id == ReplicaRow.endpoint_id)
+                    .where(FileRow.id.in_(chunk))
+                )
+                if endpoint is not None:
+                    query = query.where(EndpointRow.name == endpoint)
+                out.extend(_placement(row) for row in session.connection().execute(query))
+        return out
+
+    def replicas_on(
+        self, endpoint: str, states: Iterable[ReplicaState] | None = None
+    ) -> list[Placement]:
+        """All replicas on an endpoint, least recently used first."""
+        endpoint_row = self.endpoint_row(endpoint)
+        query = (
+            select(*_FILE_COLUMNS, *_REPLICA_COLUMNS, EndpointRow.name)
+            .join(ReplicaRow, ReplicaRow.file_id == FileRow.id)
+            .join(EndpointRow, EndpointRow.id == ReplicaRow.endpoint_id)
+            .where(ReplicaRow.endpoint_id == endpoint_row.id)
+        )
+        if states is not None:
+            query = query.where(ReplicaRow.state.in_([s.value for s in states]))
+        with self.sessions() as session:
+            rows = session.connection().execute(
+                query.order_by(ReplicaRow.last_access, ReplicaRow.id)
+            )
+            return [_placement(row) for row in rows]
+
+    def bytes_on(self, endpoint: str, states: Iterable[ReplicaState]) -> int:
+        endpoint_id = self.endpoint_row(endpoint).id
+        with self.sessions() as session:
+            total = session.scalar(
+                select(func.coalesce(func.sum(FileRow.size_bytes), 0))
+                .join(ReplicaRow, ReplicaRow.file_id == FileRow.id)
+                .where(
+                    ReplicaRow.endpoint_id == endpoint_id,
+                    ReplicaRow.state.in_([s.value for s in states]),
+                )
+            )
+        return int(total or 0)
+
+    def pin(self, file_ids: Sequence[int], endpoint: str, until: datetime | None) -> None:
+        """Pin replicas until ``until`` (None unpins); a pin only ever extends."""
+        endpoint_id = self.endpoint_row(endpoint).id
+        with self.sessions.begin() as session:
+            for chunk in _chunks(file_ids):
+                base = update(ReplicaRow).where(
+                    ReplicaRow.endpoint_id == endpoint_id, ReplicaRow.file_id.in_(chunk)
+                )
+                if until is None:
+                    session.execute(base.values(pinned_until=None))
+                else:
+                    session.execute(
+                        base.where(
+                            (ReplicaRow.pinned_until.is_(None)) | (ReplicaRow.pinned_until < until)
+                        ).values(pinned_until=until)
+                    )
+
+    def touch(self, file_ids: Sequence[int], endpoint: str) -> None:
+        """Record an access (LRU order of site caches)."""
+        endpoint_id = self.endpoint_row(endpoint).id
+        now = utcnow()
+        with self.sessions.begin() as session:
+            for chunk in _chunks(file_ids):
+                session.execute(
+                    update(ReplicaRow)
+                    .where(ReplicaRow.endpoint_id == endpoint_id, ReplicaRow.file_id.in_(chunk))
+                    .values(last_access=now)
+                )
+
+    # -- provenance -------------------------------------------------------------
+    def add_activity(self, kind: str, name: str, info: Mapping[str, Any] | None = None) -> int:
+        with self.sessions.begin() as session:
+            row = Activity(kind=kind, name=name, info=dict(info or {}))
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def finish_activity(self, activity_id: int, info: Mapping[str, Any] | None = None) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(Activity, activity_id)
+            if row is not None:
+                row.finished_at = utcnow()
+                if info:
+                    row.info = {**row.info, **info}
+
+    def add_edges(
+        self,
+        relation: EdgeRelation,
+        file_ids: Sequence[int],
+        *,
+        activity_id: int | None = None,
+        other_file_id: int | None = None,
+    ) -> None:
+        """Link files to an activity (used, wasGeneratedBy) or to a file (wasDerivedFrom)."""
+        now = utcnow()
+        with self.sessions.begin() as session:
+            for chunk in _chunks(file_ids):
+                session.execute(
+                    insert(ProvenanceEdge),
+                    [
+                        {
+                            "relation": relation.value,
+                            "file_id": f,
+                            "activity_id": activity_id,
+                            "other_file_id": other_file_id,
+                            "created_at": now,
+                        }
+                        for f in chunk
+                    ],
+                )
+
+    def provenance(self, file_id: int) -> list[tuple[str, Activity | None, FileRow | None]]:
+        """Edges of one file: (relation, activity, other file)."""
+        with self.sessions() as session:
+            edges = session.scalars(
+                select(ProvenanceEdge).where(ProvenanceEdge.file_id == file_id)
+            ).all()
+            out = []
+            for e in edges:
+                activity = session.get(Activity, e.activity_id) if e.activity_id else None
+                other = session.get(FileRow, e.other_file_id) if e.other_file_id else None
+                out.append((e.relation, activity, other))
+            return out
+
+    # -- stage requests ---------------------------------------------------------
+    def open_request(
+        self,
+        kind: str,
+        target: str,
+        file_ids: Sequence[int],
+        n_bytes: int,
+        source: str | None = None,
+        priority: int = 0,
+    ) -> int:
+        target_id = self.endpoint_row(target).id
+        source_id = self.endpoint_row(source).id if source else None
+        with self.sessions.begin() as session:
+            request = StageRequest(
+                kind=kind,
+                source_endpoint_id=source_id,
+                target_endpoint_id=target_id,
+                priority=priority,
+                state=RequestState.RUNNING.value,
+                n_files=len(file_ids),
+                n_bytes=n_bytes,
+                started_at=utcnow(),
+            )
+            session.add(request)
+            session.flush()
+            for chunk in _chunks(list(dict.fromkeys(file_ids))):
+                session.execute(
+                    insert(StageRequestFile),
+                    [{"request_id": request.id, "file_id": f, "state": "queued"} for f in chunk],
+                )
+            return request.id
+
+    def close_request(self, request_id: int, state: RequestState, message: str = "") -> None:
+        with self.sessions.begin() as session:
+            request = session.get(StageRequest, request_id)
+            if request is None:
+                return
+            request.state = state.value
+            request.finished_at = utcnow()
+            request.message = message or None
+            session.execute(
+                update(StageRequestFile)
+                .where(StageRequestFile.request_id == request_id)
+                .values(state=state.value)
+            )
+
+    # -- usage ------------------------------------------------------------------
+    def usage(self, group_by: str) -> list[dict[str, Any]]:
+        """Files and bytes per endpoint and replica state, grouped by ``group_by``.
+
+        ``group_by`` is ``endpoint``, ``run`` or ``dataset_type``.
+        """
+        columns = {"endpoint": None, "run": FileRow.run, "dataset_type": FileRow.dataset_type}
+        if group_by not in columns:
+            from skybatch.errors import InputError
+
+            raise InputError(
+                f"cannot group usage by {group_by!r}",
+                where="--by",
+                hint="use one of: endpoint, run, dataset_type",
+            )
+        extra = columns[group_by]
+        keys: list[Any] = [EndpointRow.name, ReplicaRow.state]
+        if extra is not None:
+            keys.insert(1, extra)
+        query = (
+            select(*keys, func.count(FileRow.id), func.coalesce(func.sum(FileRow.size_bytes), 0))
+            .join(ReplicaRow, ReplicaRow.file_id == FileRow.id)
+            .join(EndpointRow, EndpointRow.id == ReplicaRow.endpoint_id)
+            .group_by(*keys)
+            .order_by(*keys)
+        )
+        names = ["endpoint", *([group_by] if extra is not None else []), "state"]
+        with self.sessions() as session:
+            return [
+                {**dict(zip(names, row[:-2], strict=True)), "files": row[-2], "bytes": row[-1]}
+                for row in session.execute(query)
+            ]
+
+
+def _placement(row: Sequence[Any]) -> Placement:
+    return Placement(FileInfo(*row[:_N_FILE]), ReplicaInfo(*row[_N_FILE:-1]), str(row[-1]))

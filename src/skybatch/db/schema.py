@@ -1,0 +1,14 @@
+"""Every table of the state database, gathered for Alembic and schema checks.
+
+Subpackages define their tables on :class:`skybatch.db.models.Base`; importing them
+here registers them in one metadata object.
+"""
+
+from __future__ import annotations
+
+import skybatch.backbone.models as _backbone_models  # noqa: F401  (registers tables)
+from skybatch.db.models import Base
+
+metadata = Base.metadata
+
+__all__ = ["metadata"]
