@@ -2,7 +2,7 @@
 
 The table is generated once per survey; :func:`write_shards` turns the rows of a sky
 region into HTM level-7 shards in the Butler (dataset type ``ref_cat``), the form
-PipelineTasks read.
+PipelineTasks read, with the shard helpers of :mod:`skybatch.backbone.export`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from astropy.table import Table
 from lsst.daf.butler import Butler, DatasetType
 from lsst.sphgeom import HtmPixelization, LonLat, Region, UnitVector3d
 
+from ..backbone.export import DATASET_TYPE, HTM_LEVEL, overlapping_shards, read_shards
 from .params import SurveyParams
 
 REFCAT_TABLE = "refcat"
-REFCAT_DATASET_TYPE = "ref_cat"
-HTM_LEVEL = 7
+REFCAT_DATASET_TYPE = DATASET_TYPE
 COLUMNS = ("id", "ra", "dec", "g_mag", "g_magErr", "r_mag", "r_magErr", "htm7")
 
 
@@ -73,44 +73,20 @@ def write_database(table: Table, path: Path) -> None:
         conn.executemany(f"INSERT INTO {REFCAT_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def read_shard_rows(path: Path, shards: Iterable[int]) -> dict[int, Table]:
-    """Rows of the catalog database grouped by HTM7 shard, for the given shards."""
-    wanted = sorted(set(shards))
-    out: dict[int, Table] = {}
-    with sqlite3.connect(path) as conn:
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            cur = conn.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM {REFCAT_TABLE} WHERE htm7 IN ({marks})", chunk
-            )
-            rows = cur.fetchall()
-            if not rows:
-                continue
-            cols = list(zip(*rows, strict=True))
-            table = Table({name: np.asarray(col) for name, col in zip(COLUMNS, cols, strict=True)})
-            for shard in np.unique(table["htm7"]):
-                out[int(shard)] = table[table["htm7"] == shard]
-    return out
-
-
-def shards_overlapping(regions: Iterable[Region]) -> set[int]:
-    pix = HtmPixelization(HTM_LEVEL)
-    shards: set[int] = set()
-    for region in regions:
-        for begin, end in pix.envelope(region):
-            shards.update(range(begin, end))
-    return shards
-
-
 def write_shards(butler: Butler, db_path: Path, regions: Iterable[Region], run: str) -> int:
-    """Write the shards overlapping ``regions`` into ``run`` as ``ref_cat``; return the count."""
+    """Write the shards overlapping ``regions`` into ``run`` as ``ref_cat``; return the count.
+
+    The survey is built before any skybatch state exists, so the shards are put into
+    the Butler directly; production exports go through
+    :func:`skybatch.backbone.export.export_refcat`, which also tracks them in the catalog.
+    Shard selection and row reading are shared with it.
+    """
     dataset_type = DatasetType(
         REFCAT_DATASET_TYPE, ("htm7",), "ArrowAstropy", universe=butler.dimensions
     )
     butler.registry.registerDatasetType(dataset_type)
     butler.collections.register(run)
-    tables = read_shard_rows(db_path, shards_overlapping(regions))
+    tables = read_shards(db_path, REFCAT_TABLE, overlapping_shards(regions))
     for shard, table in tables.items():
         butler.put(table, dataset_type, {"htm7": shard}, run=run)
     return len(tables)

@@ -1,0 +1,577 @@
+"""Database data → files tracked in the Data Backbone (seed step 7).
+
+A reference catalog lives as a table in an SQL database; PipelineTasks read it as
+HTM level-7 shards (dataset type ``ref_cat``, one file per trixel). :func:`export_refcat`
+reads only the rows of the trixels that overlap a sky region (the union of visits, or a
+polygon), writes one file per non-empty trixel, ingests the files into the Butler and
+registers them in the backbone catalog with a provenance activity that names the source
+database (path, size, md5), table and query, so every shard can be traced to the rows
+it came from.
+
+Every input is checked before anything is written: a bad database, table, region, run
+or endpoint leaves the Butler and the catalog untouched.
+
+The shard helpers (:func:`overlapping_shards`, :func:`read_shards`) are also used by the
+demo survey, which writes its reference catalog straight into the Butler.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import groupby
+from operator import itemgetter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from lsst.sphgeom import DISJOINT, ConvexPolygon, HtmPixelization, LonLat, Region, UnitVector3d
+
+from skybatch.errors import InputError
+from skybatch.progress import ProgressFactory, no_bars
+
+from .checksums import md5_file
+from .formatters import connect_readonly, quote_identifier, table_columns, table_from_rows
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+    from lsst.daf.butler import Butler, DatasetRef, DatasetType
+
+    from .service import Backbone
+
+__all__ = [
+    "DATASET_TYPE",
+    "HTM_LEVEL",
+    "ExportReport",
+    "SourceTable",
+    "export_refcat",
+    "iter_shards",
+    "open_source",
+    "overlapping_shards",
+    "polygon_region",
+    "read_shards",
+    "visit_regions",
+]
+
+_log = logging.getLogger(__name__)
+
+HTM_LEVEL = 7
+SHARD_COLUMN = "htm7"
+DATASET_TYPE = "ref_cat"
+STORAGE_CLASS = "ArrowAstropy"
+PRODUCER = "export-refcat"
+CHUNK = 500
+"""htm7 ids per ``IN (...)`` statement: below SQLite's bound-parameter limit."""
+
+FileFormat = Literal["parquet", "sqlite"]
+_FORMATTERS: dict[str, tuple[str, str]] = {
+    "parquet": ("lsst.daf.butler.formatters.parquet.ParquetFormatter", ".parq"),
+    "sqlite": ("skybatch.backbone.formatters.SqliteTableFormatter", ".sqlite3"),
+}
+
+
+# -- regions and shards ---------------------------------------------------------------
+def overlapping_shards(regions: Region | Iterable[Region], level: int = HTM_LEVEL) -> list[int]:
+    """HTM trixels that really overlap any of ``regions``, sorted.
+
+    ``envelope`` over-covers (it returns whole index ranges around the region); each
+    candidate is kept only if sphgeom cannot prove it disjoint from the region, so the
+    result holds every overlapping trixel and, for polygons, no others.
+    """
+    pix = HtmPixelization(level)
+    shards: set[int] = set()
+    for region in [regions] if isinstance(regions, Region) else regions:
+        for begin, end in pix.envelope(region):
+            shards.update(
+                i for i in range(begin, end) if not pix.pixel(i).relate(region) & DISJOINT
+            )
+    return sorted(shards)
+
+
+def polygon_region(vertices: Sequence[tuple[float, float]]) -> ConvexPolygon:
+    """The convex hull of ``(ra, dec)`` vertices in degrees (at least three)."""
+    where = "--polygon"
+    if len(vertices) < 3:
+        raise InputError(
+            f"a polygon needs at least 3 vertices, got {len(vertices)}",
+            where=where,
+            hint='give three or more "ra,dec" pairs in degrees, e.g. "10,0 11,0 10.5,1"',
+        )
+    for ra, dec in vertices:
+        if not (math.isfinite(ra) and math.isfinite(dec) and -90.0 <= dec <= 90.0):
+            raise InputError(
+                f"polygon vertex ({ra}, {dec}) is not a sky position",
+                where=where,
+                hint="ra and dec are degrees; dec must lie in [-90, 90]",
+            )
+    points = [UnitVector3d(LonLat.fromDegrees(ra, dec)) for ra, dec in vertices]
+    try:
+        return ConvexPolygon.convexHull(points)
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(
+            f"the polygon vertices do not span a convex sky polygon: {exc}",
+            where=where,
+            hint="give at least 3 distinct, non-collinear vertices within one hemisphere",
+        ) from None
+
+
+def visit_regions(
+    butler: Butler, visits: Sequence[int], instrument: str | None = None
+) -> tuple[str, list[Region]]:
+    """The instrument and the sky regions of ``visits`` from the Butler registry.
+
+    ``instrument`` defaults to the only instrument of the repository.
+    """
+    known = sorted(
+        str(r.name) for r in butler.query_dimension_records("instrument", limit=None, explain=False)
+    )
+    if instrument is None:
+        if len(known) != 1:
+            raise InputError(
+                f"the repository has {len(known)} instruments ({', '.join(known) or 'none'})",
+                where="--instrument",
+                hint="name the instrument of the visits with --instrument",
+            )
+        instrument = known[0]
+    elif instrument not in known:
+        raise InputError(
+            f"instrument {instrument!r} is not in the repository",
+            where="--instrument",
+            hint=f"known instruments: {', '.join(known) or 'none'}",
+        )
+    wanted = sorted(set(visits))
+    records = butler.query_dimension_records(
+        "visit",
+        instrument=instrument,
+        where=f"visit IN ({', '.join(str(int(v)) for v in wanted)})",
+        limit=None,
+        explain=False,
+    )
+    found = {int(r.id): r.region for r in records}
+    missing = [v for v in wanted if v not in found]
+    if missing:
+        raise InputError(
+            f"visit(s) {', '.join(map(str, missing))} of {instrument} are not in the repository",
+            where="--visits",
+            hint="list the visits with `butler query-dimension-records REPO visit`",
+        )
+    no_region = [v for v in wanted if found[v] is None]
+    if no_region:
+        raise InputError(
+            f"visit(s) {', '.join(map(str, no_region))} have no sky region in the registry",
+            where="--visits",
+            hint="define the visits with regions, or give the area with --polygon",
+        )
+    return instrument, [found[v] for v in wanted]
+
+
+# -- the source table -----------------------------------------------------------------
+@dataclass(frozen=True)
+class SourceTable:
+    """A validated table (or view) of an SQLite database that has an ``htm7`` column."""
+
+    database: Path
+    table: str
+    columns: tuple[str, ...]
+    decltypes: tuple[str, ...]
+    order_by: tuple[str, ...]
+
+    def select_sql(self, placeholders: str) -> str:
+        """The query that reads the rows of some shards (``placeholders``: ``?, ?, ...``)."""
+        return (
+            f"SELECT {', '.join(quote_identifier(c) for c in self.columns)} "
+            f"FROM {quote_identifier(self.table)} "
+            f"WHERE {quote_identifier(SHARD_COLUMN)} IN ({placeholders}) "
+            f"ORDER BY {', '.join(self.order_by)}"
+        )
+
+    def distinct_sql(self, placeholders: str) -> str:
+        """The query that finds which of some shards hold rows (index only)."""
+        col = quote_identifier(SHARD_COLUMN)
+        return (
+            f"SELECT DISTINCT {col} FROM {quote_identifier(self.table)} "
+            f"WHERE {col} IN ({placeholders})"
+        )
+
+
+def open_source(database: Path, table: str) -> SourceTable:
+    """Check that ``database`` is an SQLite file whose ``table`` has an htm7 column."""
+    database = Path(database).expanduser().resolve()
+    if not database.is_file():
+        raise InputError(
+            f"database file {database} does not exist",
+            where=str(database),
+            hint="give the SQLite file holding the catalog with --database",
+        )
+    try:
+        with closing(connect_readonly(database)) as conn:
+            kind = conn.execute(
+                "SELECT type FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?",
+                (table,),
+            ).fetchone()
+            if kind is None:
+                names = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                        "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                    )
+                ]
+                raise InputError(
+                    f"database {database} has no table {table!r}",
+                    where=f"{database}:{table}",
+                    hint=f"choose one with --table; tables there: {', '.join(names) or 'none'}",
+                )
+            described = table_columns(conn, table)
+    except sqlite3.DatabaseError as exc:
+        raise InputError(
+            f"cannot read {database} as an SQLite database: {exc}",
+            where=str(database),
+            hint="--database must be an SQLite file (the catalog's database data)",
+        ) from None
+    names = [c[0] for c in described]
+    if SHARD_COLUMN not in names:
+        raise InputError(
+            f"table {table!r} of {database} has no {SHARD_COLUMN} column "
+            f"(columns: {', '.join(names)})",
+            where=f"{database}:{table}",
+            hint=f"add an indexed {SHARD_COLUMN} column with each row's HTM level-7 trixel id",
+        )
+    # Rows come grouped by shard (iter_shards relies on it), then in a stable order:
+    # primary key, else rowid, else (a view) every column.
+    primary = [c[0] for c in sorted((c for c in described if c[2] > 0), key=lambda c: c[2])]
+    tiebreak = [quote_identifier(c) for c in primary or ([] if kind[0] == "table" else names)]
+    order = [quote_identifier(SHARD_COLUMN), *(tiebreak or ["rowid"])]
+    return SourceTable(
+        database, table, tuple(names), tuple(c[1] for c in described), tuple(dict.fromkeys(order))
+    )
+
+
+def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def shards_with_rows(source: SourceTable, shards: Iterable[int]) -> list[int]:
+    """Those of ``shards`` that hold at least one row, sorted."""
+    wanted = sorted(set(shards))
+    found: set[int] = set()
+    with closing(connect_readonly(source.database)) as conn:
+        for chunk in _chunks(wanted):
+            sql = source.distinct_sql(", ".join("?" * len(chunk)))
+            found.update(int(r[0]) for r in conn.execute(sql, list(chunk)))
+    return sorted(found)
+
+
+def iter_shards(source: SourceTable, shards: Iterable[int]) -> Iterator[tuple[int, Table]]:
+    """``(shard, rows)`` for each of ``shards`` that holds rows, in shard order.
+
+    Reads one chunk of shards at a time, so memory stays bounded by the chunk.
+    """
+    names, types = list(source.columns), list(source.decltypes)
+    position = names.index(SHARD_COLUMN)
+    with closing(connect_readonly(source.database)) as conn:
+        for chunk in _chunks(sorted(set(shards))):
+            sql = source.select_sql(", ".join("?" * len(chunk)))
+            rows = conn.execute(sql, list(chunk)).fetchall()
+            for shard, group in groupby(rows, key=itemgetter(position)):  # ordered by shard
+                yield int(shard), table_from_rows(names, types, list(group))
+
+
+def read_shards(database: Path, table: str, shards: Iterable[int]) -> dict[int, Table]:
+    """Rows of ``table`` grouped by htm7 shard, for those of ``shards`` that hold rows."""
+    return dict(iter_shards(open_source(database, table), shards))
+
+
+# -- the export -----------------------------------------------------------------------
+@dataclass
+class ExportReport:
+    """What an export wrote: Butler run, shards, rows, bytes and catalog entries."""
+
+    run: str
+    shards: list[int] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+    files_registered: int = 0
+    activity_id: int | None = None
+    dataset_type: str = DATASET_TYPE
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A fully validated export: what to read, where to write, what to record."""
+
+    source: SourceTable
+    repo: Path
+    run: str
+    dataset_type: DatasetType
+    shards: list[int]
+    provenance: dict[str, Any]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def export_refcat(
+    backbone: Backbone,
+    repo: Path,
+    database: Path,
+    *,
+    visits: Sequence[int] = (),
+    instrument: str | None = None,
+    polygon: Sequence[tuple[float, float]] = (),
+    table: str = "refcat",
+    run: str | None = None,
+    file_format: FileFormat = "parquet",
+    progress: ProgressFactory | None = None,
+) -> ExportReport:
+    """Export the catalog rows of a sky region as ``ref_cat`` shards tracked in the backbone.
+
+    The region is the union of ``visits`` (regions from the Butler registry) or the
+    convex ``polygon`` of (ra, dec) degree vertices; exactly one must be given. Shards
+    go into the new Butler ``run`` (default ``refcats/export/<UTC time>``) and are
+    registered on the archive endpoint, whose root must be the repository's datastore
+    root. All of this is validated before anything is written.
+
+    Raises:
+        InputError: a bad database, table, region, run, format or archive endpoint.
+    """
+    from lsst.daf.butler import Butler
+
+    started = _now()
+    if bool(visits) == bool(polygon):
+        raise InputError(
+            "give the sky region either as visits or as a polygon, not "
+            + ("both" if visits else "neither"),
+            where="--visits / --polygon",
+            hint='e.g. --visits 1000,1001 or --polygon "10,0 11,0 10.5,1"',
+        )
+    if file_format not in _FORMATTERS:
+        raise InputError(
+            f"unknown file format {file_format!r}",
+            where="--format",
+            hint=f"use one of: {', '.join(_FORMATTERS)}",
+        )
+    poly = polygon_region(polygon) if polygon else None
+    source = open_source(database, table)
+    archive = backbone.archive_name()
+    repo = Path(repo).expanduser().resolve()
+    if not (repo / "butler.yaml").is_file() and not repo.is_file():
+        raise InputError(
+            f"{repo} is not a Butler repository",
+            where=str(repo),
+            hint="give the repository root (the directory holding butler.yaml) with --repo",
+        )
+    run = run if run is not None else f"refcats/export/{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    with Butler.from_config(str(repo), writeable=True) as butler:
+        _check_archive_root(backbone, archive, butler)
+        _check_run(butler, run)
+        if poly is not None:
+            regions: list[Region] = [poly]
+            region_info: dict[str, Any] = {"kind": "polygon", "vertices_deg": list(polygon)}
+        else:
+            instrument, regions = visit_regions(butler, visits, instrument)
+            region_info = {
+                "kind": "visits",
+                "instrument": instrument,
+                "visits": sorted(set(visits)),
+            }
+        plan = _plan(butler, source, repo, run, regions, region_info)
+        # Everything is valid: from here on the export writes.
+        provenance = {**plan.provenance, "file_format": file_format, "started": started}
+        report = ExportReport(run=run)
+        report.activity_id = backbone.catalog.add_activity("export", run, info=provenance)
+        try:
+            _write_and_ingest(backbone, butler, plan, file_format, report, progress or no_bars)
+        except BaseException as exc:
+            _record_failure(backbone, report.activity_id, exc)
+            raise
+    backbone.catalog.finish_activity(
+        report.activity_id,
+        {
+            "status": "succeeded",
+            "finished": _now(),
+            "shard_count": len(report.shards),
+            "rows": report.rows,
+            "bytes": report.bytes,
+        },
+    )
+    return report
+
+
+def _plan(
+    butler: Butler,
+    source: SourceTable,
+    repo: Path,
+    run: str,
+    regions: list[Region],
+    region_info: dict[str, Any],
+) -> _Plan:
+    """Find the shards to write and describe the export for the provenance record."""
+    dataset_type = _dataset_type(butler)
+    candidates = overlapping_shards(regions)
+    shards = shards_with_rows(source, candidates)
+    if not shards:
+        raise InputError(
+            f"table {source.table!r} of {source.database} has no rows in the "
+            f"{len(candidates)} HTM{HTM_LEVEL} trixels overlapping the region",
+            where="--visits / --polygon",
+            hint="check that the region and the database cover the same part of the sky",
+        )
+    size, md5 = md5_file(source.database)
+    provenance = {
+        "producer": PRODUCER,
+        "source": {
+            "database": str(source.database),
+            "size_bytes": size,
+            "md5": md5,
+            "table": source.table,
+            "columns": list(source.columns),
+        },
+        "query": {
+            "sql": source.select_sql("?, ..."),
+            "parameters": f"the htm7 ids below, at most {CHUNK} per statement",
+            "shards": shards,
+        },
+        "region": region_info,
+        "candidate_trixels": len(candidates),
+        "repo": str(repo),
+        "run": run,
+        "dataset_type": DATASET_TYPE,
+        "status": "running",
+    }
+    return _Plan(source, repo, run, dataset_type, shards, provenance)
+
+
+def _record_failure(backbone: Backbone, activity_id: int, exc: BaseException) -> None:
+    """Mark the activity failed; a failure to do so must not hide the original error."""
+    try:
+        backbone.catalog.finish_activity(
+            activity_id,
+            {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "finished": _now()},
+        )
+    except Exception:
+        _log.warning("could not record the failure of export activity %d", activity_id)
+
+
+def _write_and_ingest(
+    backbone: Backbone,
+    butler: Butler,
+    plan: _Plan,
+    file_format: str,
+    report: ExportReport,
+    bar: ProgressFactory,
+) -> None:
+    """Write the shard files, ingest them (move) into a new run, register them."""
+    from lsst.daf.butler import DataCoordinate, DatasetRef, FileDataset
+
+    from .butler import register_refs
+
+    formatter, extension = _FORMATTERS[file_format]
+    with tempfile.TemporaryDirectory(prefix="skybatch-export-") as scratch:
+        datasets: list[FileDataset] = []
+        with bar("write shards", len(plan.shards)) as advance:
+            for shard, rows in iter_shards(plan.source, plan.shards):
+                path = Path(scratch) / f"{DATASET_TYPE}_htm{HTM_LEVEL}_{shard}{extension}"
+                _write_shard(rows, path, file_format)
+                data_id = DataCoordinate.standardize(
+                    {SHARD_COLUMN: shard}, universe=butler.dimensions
+                )
+                ref = DatasetRef(plan.dataset_type, data_id, run=plan.run)
+                datasets.append(FileDataset(str(path), [ref], formatter=formatter))
+                report.shards.append(shard)
+                report.rows += len(rows)
+                advance()
+        butler.registry.registerDatasetType(plan.dataset_type)
+        with butler.transaction():  # the run and its datasets appear together or not at all
+            butler.collections.register(plan.run)
+            butler.ingest(*datasets, transfer="move")
+    refs: list[DatasetRef] = [d.refs[0] for d in datasets]
+    try:
+        registered = register_refs(
+            backbone,
+            butler,
+            refs,
+            producer=PRODUCER,
+            activity_id=report.activity_id,
+            progress=bar,
+        )
+    except BaseException as exc:
+        exc.add_note(
+            f"the shards are in Butler run {plan.run!r} but not all are in the catalog; "
+            f"register them with `skybatch backbone register-butler {plan.repo} {plan.run}`"
+        )
+        raise
+    report.files_registered = registered.registered
+    report.bytes = registered.bytes
+
+
+def _write_shard(rows: Table, path: Path, file_format: str) -> None:
+    if file_format == "sqlite":
+        from .formatters import write_sqlite_table
+
+        write_sqlite_table(rows, path)
+    else:
+        import pyarrow.parquet as pq
+        from lsst.daf.butler.formatters.parquet import astropy_to_arrow
+
+        pq.write_table(astropy_to_arrow(rows), path)
+
+
+def _check_archive_root(backbone: Backbone, archive: str, butler: Butler) -> None:
+    """The archive endpoint must be the datastore root, or catalog paths would be wrong."""
+    root = backbone.endpoint(archive).root.resolve()
+    roots = [Path(r.ospath).resolve() for r in butler.get_datastore_roots().values() if r]
+    if root not in roots:
+        raise InputError(
+            f"archive endpoint {archive!r} ({root}) is not the datastore root of the "
+            f"repository ({', '.join(map(str, roots)) or 'none'})",
+            where=f"endpoint {archive!r}",
+            hint="export into the repository whose datastore the archive endpoint holds",
+        )
+
+
+def _check_run(butler: Butler, run: str) -> None:
+    from lsst.daf.butler import MissingCollectionError
+
+    if not run.strip() or run != run.strip() or any(c in run for c in "*?,\n"):
+        raise InputError(
+            f"{run!r} is not a usable run name",
+            where="--run",
+            hint="use a name like refcats/export/2026-05-01 (no spaces, commas or wildcards)",
+        )
+    try:
+        butler.collections.get_info(run)
+    except MissingCollectionError:
+        return
+    raise InputError(
+        f"collection {run!r} already exists in the repository",
+        where="--run",
+        hint="an export always writes a new run: choose another --run name",
+    )
+
+
+def _dataset_type(butler: Butler) -> DatasetType:
+    """``ref_cat`` (htm7, ArrowAstropy); an existing definition must match it."""
+    from lsst.daf.butler import DatasetType, MissingDatasetTypeError
+
+    wanted = DatasetType(DATASET_TYPE, (SHARD_COLUMN,), STORAGE_CLASS, universe=butler.dimensions)
+    try:
+        existing = butler.get_dataset_type(DATASET_TYPE)
+    except MissingDatasetTypeError:
+        return wanted
+    if existing.dimensions != wanted.dimensions or existing.storageClass_name != STORAGE_CLASS:
+        raise InputError(
+            f"dataset type {DATASET_TYPE!r} exists with dimensions "
+            f"{list(existing.dimensions.names)} and storage class {existing.storageClass_name}",
+            where=DATASET_TYPE,
+            hint=f"the export writes {DATASET_TYPE} with dimensions ({SHARD_COLUMN},) and "
+            f"storage class {STORAGE_CLASS}; use a repository without a conflicting definition",
+        )
+    return existing
