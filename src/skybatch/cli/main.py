@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from skybatch import __version__
+from skybatch.cli.backbone import backbone
 from skybatch.cli.context import CliContext
 from skybatch.cli.db import db
 from skybatch.cli.demo import demo
@@ -78,6 +79,7 @@ def cli(
     ctx.obj = CliContext(settings=settings)
 
 
+cli.add_command(backbone)
 cli.add_command(db)
 cli.add_command(demo)
 
