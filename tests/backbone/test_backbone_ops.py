@@ -250,3 +250,18 @@ def test_release_makes_files_unreadable_until_recalled(backbone: Backbone, make_
     with pytest.raises(NearlineError):
         backbone.endpoint("archive").open_read(files[0].path)
     assert _states(backbone, files, "archive") == {f.path: ReplicaState.NEARLINE for f in files}
+
+
+def test_a_refused_replicate_does_not_recall_from_tape_first(
+    backbone: Backbone,
+    make_files,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    backbone.add_endpoint("site:tiny", "site", str(tmp_path / "site"), {"quota_bytes": 1000})
+    files = make_files(3, 10_000, "run/nl")
+    release_to_tape(backbone, files)
+    mounts_before = backbone.tape_endpoint("archive").tape_stats().mounts
+    with pytest.raises(QuotaExceededError):
+        replicate(backbone, files, "site:tiny")
+    assert backbone.tape_endpoint("archive").tape_stats().mounts == mounts_before
+    assert set(_states(backbone, files, "archive").values()) == {"nearline"}

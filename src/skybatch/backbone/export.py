@@ -11,32 +11,38 @@ it came from.
 Every input is checked before anything is written: a bad database, table, region, run
 or endpoint leaves the Butler and the catalog untouched.
 
-The shard helpers (:func:`overlapping_shards`, :func:`read_shards`) are also used by the
-demo survey, which writes its reference catalog straight into the Butler.
+Regions, shards and the source table are in :mod:`skybatch.backbone.shards`, also used
+by the demo survey, which writes its reference catalog straight into the Butler.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import groupby
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from lsst.sphgeom import DISJOINT, ConvexPolygon, HtmPixelization, LonLat, Region, UnitVector3d
+from lsst.sphgeom import Region
 
 from skybatch.errors import InputError
 from skybatch.progress import ProgressFactory, no_bars
 
 from .checksums import md5_file
-from .formatters import connect_readonly, quote_identifier, table_columns, table_from_rows
+from .shards import (
+    CHUNK,
+    HTM_LEVEL,
+    SHARD_COLUMN,
+    SourceTable,
+    iter_shards,
+    open_source,
+    overlapping_shards,
+    polygon_region,
+    shards_with_rows,
+    visit_regions,
+)
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -44,248 +50,19 @@ if TYPE_CHECKING:
 
     from .service import Backbone
 
-__all__ = [
-    "DATASET_TYPE",
-    "HTM_LEVEL",
-    "ExportReport",
-    "SourceTable",
-    "export_refcat",
-    "iter_shards",
-    "open_source",
-    "overlapping_shards",
-    "polygon_region",
-    "read_shards",
-    "visit_regions",
-]
+__all__ = ["DATASET_TYPE", "ExportReport", "FileFormat", "export_refcat"]
 
 _log = logging.getLogger(__name__)
 
-HTM_LEVEL = 7
-SHARD_COLUMN = "htm7"
 DATASET_TYPE = "ref_cat"
 STORAGE_CLASS = "ArrowAstropy"
 PRODUCER = "export-refcat"
-CHUNK = 500
-"""htm7 ids per ``IN (...)`` statement: below SQLite's bound-parameter limit."""
 
 FileFormat = Literal["parquet", "sqlite"]
 _FORMATTERS: dict[str, tuple[str, str]] = {
     "parquet": ("lsst.daf.butler.formatters.parquet.ParquetFormatter", ".parq"),
     "sqlite": ("skybatch.backbone.formatters.SqliteTableFormatter", ".sqlite3"),
 }
-
-
-# -- regions and shards ---------------------------------------------------------------
-def overlapping_shards(regions: Region | Iterable[Region], level: int = HTM_LEVEL) -> list[int]:
-    """HTM trixels that really overlap any of ``regions``, sorted.
-
-    ``envelope`` over-covers (it returns whole index ranges around the region); each
-    candidate is kept only if sphgeom cannot prove it disjoint from the region, so the
-    result holds every overlapping trixel and, for polygons, no others.
-    """
-    pix = HtmPixelization(level)
-    shards: set[int] = set()
-    for region in [regions] if isinstance(regions, Region) else regions:
-        for begin, end in pix.envelope(region):
-            shards.update(
-                i for i in range(begin, end) if not pix.pixel(i).relate(region) & DISJOINT
-            )
-    return sorted(shards)
-
-
-def polygon_region(vertices: Sequence[tuple[float, float]]) -> ConvexPolygon:
-    """The convex hull of ``(ra, dec)`` vertices in degrees (at least three)."""
-    where = "--polygon"
-    if len(vertices) < 3:
-        raise InputError(
-            f"a polygon needs at least 3 vertices, got {len(vertices)}",
-            where=where,
-            hint='give three or more "ra,dec" pairs in degrees, e.g. "10,0 11,0 10.5,1"',
-        )
-    for ra, dec in vertices:
-        if not (math.isfinite(ra) and math.isfinite(dec) and -90.0 <= dec <= 90.0):
-            raise InputError(
-                f"polygon vertex ({ra}, {dec}) is not a sky position",
-                where=where,
-                hint="ra and dec are degrees; dec must lie in [-90, 90]",
-            )
-    points = [UnitVector3d(LonLat.fromDegrees(ra, dec)) for ra, dec in vertices]
-    try:
-        return ConvexPolygon.convexHull(points)
-    except (ValueError, RuntimeError) as exc:
-        raise InputError(
-            f"the polygon vertices do not span a convex sky polygon: {exc}",
-            where=where,
-            hint="give at least 3 distinct, non-collinear vertices within one hemisphere",
-        ) from None
-
-
-def visit_regions(
-    butler: Butler, visits: Sequence[int], instrument: str | None = None
-) -> tuple[str, list[Region]]:
-    """The instrument and the sky regions of ``visits`` from the Butler registry.
-
-    ``instrument`` defaults to the only instrument of the repository.
-    """
-    known = sorted(
-        str(r.name) for r in butler.query_dimension_records("instrument", limit=None, explain=False)
-    )
-    if instrument is None:
-        if len(known) != 1:
-            raise InputError(
-                f"the repository has {len(known)} instruments ({', '.join(known) or 'none'})",
-                where="--instrument",
-                hint="name the instrument of the visits with --instrument",
-            )
-        instrument = known[0]
-    elif instrument not in known:
-        raise InputError(
-            f"instrument {instrument!r} is not in the repository",
-            where="--instrument",
-            hint=f"known instruments: {', '.join(known) or 'none'}",
-        )
-    wanted = sorted(set(visits))
-    records = butler.query_dimension_records(
-        "visit",
-        instrument=instrument,
-        where=f"visit IN ({', '.join(str(int(v)) for v in wanted)})",
-        limit=None,
-        explain=False,
-    )
-    found = {int(r.id): r.region for r in records}
-    missing = [v for v in wanted if v not in found]
-    if missing:
-        raise InputError(
-            f"visit(s) {', '.join(map(str, missing))} of {instrument} are not in the repository",
-            where="--visits",
-            hint="list the visits with `butler query-dimension-records REPO visit`",
-        )
-    no_region = [v for v in wanted if found[v] is None]
-    if no_region:
-        raise InputError(
-            f"visit(s) {', '.join(map(str, no_region))} have no sky region in the registry",
-            where="--visits",
-            hint="define the visits with regions, or give the area with --polygon",
-        )
-    return instrument, [found[v] for v in wanted]
-
-
-# -- the source table -----------------------------------------------------------------
-@dataclass(frozen=True)
-class SourceTable:
-    """A validated table (or view) of an SQLite database that has an ``htm7`` column."""
-
-    database: Path
-    table: str
-    columns: tuple[str, ...]
-    decltypes: tuple[str, ...]
-    order_by: tuple[str, ...]
-
-    def select_sql(self, placeholders: str) -> str:
-        """The query that reads the rows of some shards (``placeholders``: ``?, ?, ...``)."""
-        return (
-            f"SELECT {', '.join(quote_identifier(c) for c in self.columns)} "
-            f"FROM {quote_identifier(self.table)} "
-            f"WHERE {quote_identifier(SHARD_COLUMN)} IN ({placeholders}) "
-            f"ORDER BY {', '.join(self.order_by)}"
-        )
-
-    def distinct_sql(self, placeholders: str) -> str:
-        """The query that finds which of some shards hold rows (index only)."""
-        col = quote_identifier(SHARD_COLUMN)
-        return (
-            f"SELECT DISTINCT {col} FROM {quote_identifier(self.table)} "
-            f"WHERE {col} IN ({placeholders})"
-        )
-
-
-def open_source(database: Path, table: str) -> SourceTable:
-    """Check that ``database`` is an SQLite file whose ``table`` has an htm7 column."""
-    database = Path(database).expanduser().resolve()
-    if not database.is_file():
-        raise InputError(
-            f"database file {database} does not exist",
-            where=str(database),
-            hint="give the SQLite file holding the catalog with --database",
-        )
-    try:
-        with closing(connect_readonly(database)) as conn:
-            kind = conn.execute(
-                "SELECT type FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?",
-                (table,),
-            ).fetchone()
-            if kind is None:
-                names = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                        "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-                    )
-                ]
-                raise InputError(
-                    f"database {database} has no table {table!r}",
-                    where=f"{database}:{table}",
-                    hint=f"choose one with --table; tables there: {', '.join(names) or 'none'}",
-                )
-            described = table_columns(conn, table)
-    except sqlite3.DatabaseError as exc:
-        raise InputError(
-            f"cannot read {database} as an SQLite database: {exc}",
-            where=str(database),
-            hint="--database must be an SQLite file (the catalog's database data)",
-        ) from None
-    names = [c[0] for c in described]
-    if SHARD_COLUMN not in names:
-        raise InputError(
-            f"table {table!r} of {database} has no {SHARD_COLUMN} column "
-            f"(columns: {', '.join(names)})",
-            where=f"{database}:{table}",
-            hint=f"add an indexed {SHARD_COLUMN} column with each row's HTM level-7 trixel id",
-        )
-    # Rows come grouped by shard (iter_shards relies on it), then in a stable order:
-    # primary key, else rowid, else (a view) every column.
-    primary = [c[0] for c in sorted((c for c in described if c[2] > 0), key=lambda c: c[2])]
-    tiebreak = [quote_identifier(c) for c in primary or ([] if kind[0] == "table" else names)]
-    order = [quote_identifier(SHARD_COLUMN), *(tiebreak or ["rowid"])]
-    return SourceTable(
-        database, table, tuple(names), tuple(c[1] for c in described), tuple(dict.fromkeys(order))
-    )
-
-
-def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
-
-
-def shards_with_rows(source: SourceTable, shards: Iterable[int]) -> list[int]:
-    """Those of ``shards`` that hold at least one row, sorted."""
-    wanted = sorted(set(shards))
-    found: set[int] = set()
-    with closing(connect_readonly(source.database)) as conn:
-        for chunk in _chunks(wanted):
-            sql = source.distinct_sql(", ".join("?" * len(chunk)))
-            found.update(int(r[0]) for r in conn.execute(sql, list(chunk)))
-    return sorted(found)
-
-
-def iter_shards(source: SourceTable, shards: Iterable[int]) -> Iterator[tuple[int, Table]]:
-    """``(shard, rows)`` for each of ``shards`` that holds rows, in shard order.
-
-    Reads one chunk of shards at a time, so memory stays bounded by the chunk.
-    """
-    names, types = list(source.columns), list(source.decltypes)
-    position = names.index(SHARD_COLUMN)
-    with closing(connect_readonly(source.database)) as conn:
-        for chunk in _chunks(sorted(set(shards))):
-            sql = source.select_sql(", ".join("?" * len(chunk)))
-            rows = conn.execute(sql, list(chunk)).fetchall()
-            for shard, group in groupby(rows, key=itemgetter(position)):  # ordered by shard
-                yield int(shard), table_from_rows(names, types, list(group))
-
-
-def read_shards(database: Path, table: str, shards: Iterable[int]) -> dict[int, Table]:
-    """Rows of ``table`` grouped by htm7 shard, for those of ``shards`` that hold rows."""
-    return dict(iter_shards(open_source(database, table), shards))
 
 
 # -- the export -----------------------------------------------------------------------

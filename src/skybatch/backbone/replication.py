@@ -120,11 +120,16 @@ def replicate(
     if not todo:
         _pin(backbone, ids, target, pin_until)
         return report
-    sources = _choose_sources(backbone, todo, by_file, target, source, report, progress)
+    sources, to_recall = _choose_sources(backbone, todo, by_file, target, source)
     needed = sum(f.size_bytes for f in todo)
+    # Room on the target first: a refused request must not have paid for a recall.
     report.evicted, report.evicted_bytes = ensure_space(
         backbone, target, needed, {f.id for f in files}
     )
+    if to_recall:
+        from .staging import recall
+
+        report.recalled = recall(backbone, to_recall, sources[to_recall[0].id], progress).files
     request = catalog.open_request(kind, target, [f.id for f in todo], needed, priority=priority)
     catalog.set_replicas([f.id for f in todo], target, ReplicaState.STAGING)
     done: list[int] = []
@@ -200,12 +205,11 @@ def _choose_sources(
     by_file: dict[int, dict[str, str]],
     target: str,
     source: str | None,
-    report: ReplicateReport,
-    progress: ProgressFactory | None,
-) -> dict[int, str]:
-    """An online source replica per file; nearline archive files are recalled first."""
-    from .staging import recall
+) -> tuple[dict[int, str], list[FileInfo]]:
+    """An online source replica per file, and the archive files to recall first.
 
+    Raises FileMissingError, before anything moves, for a file with neither.
+    """
     archive = next((e.name for e in backbone.catalog.endpoints() if e.kind == "archive"), None)
     chosen: dict[int, str] = {}
     to_recall: list[FileInfo] = []
@@ -216,6 +220,7 @@ def _choose_sources(
         if online:
             chosen[f.id] = online[0]
         elif archive in candidates and states.get(archive) == ReplicaState.NEARLINE:
+            assert archive is not None
             chosen[f.id] = archive
             to_recall.append(f)
         else:
@@ -224,10 +229,7 @@ def _choose_sources(
                 where=f.path,
                 hint="run `skybatch backbone locate` to see its replicas; nothing was copied",
             )
-    if to_recall:
-        assert archive is not None
-        report.recalled = recall(backbone, to_recall, archive, progress).files
-    return chosen
+    return chosen, to_recall
 
 
 def stage_back(

@@ -17,7 +17,8 @@ from astropy.table import Table
 from lsst.daf.butler import Butler, DatasetType
 from lsst.sphgeom import HtmPixelization, LonLat, Region, UnitVector3d
 
-from ..backbone.export import DATASET_TYPE, HTM_LEVEL, overlapping_shards, read_shards
+from ..backbone.export import DATASET_TYPE
+from ..backbone.shards import HTM_LEVEL, overlapping_shards, read_shards
 from .params import SurveyParams
 
 REFCAT_TABLE = "refcat"
