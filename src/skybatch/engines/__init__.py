@@ -1,0 +1,1 @@
+"""Execution engines: run ready jobs (local processes; Slurm and Parsl for clusters)."""

@@ -1,0 +1,149 @@
+"""The batch interface every engine implements, and the one job state machine.
+
+skybatch owns the graph: its scheduler decides which jobs are ready, retries failed
+ones (with more memory after an out-of-memory failure) and restarts runs. Engines
+only submit, poll and cancel; they report what happened in engine terms translated
+to :class:`JobStatus`, and :func:`transition` is the only place a job's state changes.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from skybatch.errors import SkybatchError
+
+if TYPE_CHECKING:
+    from skybatch.job.spec import JobSpec
+
+__all__ = [
+    "TRANSITIONS",
+    "Engine",
+    "EngineCapabilities",
+    "FailureKind",
+    "InvalidTransitionError",
+    "JobState",
+    "JobStatus",
+    "transition",
+]
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"  # waiting for the jobs it depends on
+    READY = "ready"  # inputs exist; may be submitted
+    SUBMITTED = "submitted"  # handed to the engine
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # this attempt failed; retried (-> ready) or held
+    HELD = "held"  # out of retries: waits for the operator
+    CANCELLED = "cancelled"
+
+
+#: Allowed transitions: the whole state machine in one table.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.READY, JobState.CANCELLED}),
+    JobState.READY: frozenset({JobState.SUBMITTED, JobState.PENDING, JobState.CANCELLED}),
+    JobState.SUBMITTED: frozenset(
+        {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.FAILED: frozenset({JobState.READY, JobState.HELD}),
+    JobState.HELD: frozenset({JobState.READY, JobState.CANCELLED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.HELD, JobState.CANCELLED})
+
+
+class InvalidTransitionError(SkybatchError):
+    """A job was asked to move between states the state machine does not connect."""
+
+
+def transition(current: JobState, new: JobState, *, job: str = "") -> JobState:
+    """Return ``new`` if ``current -> new`` is allowed; raise InvalidTransitionError."""
+    if new == current:
+        return new
+    if new not in TRANSITIONS[current]:
+        raise InvalidTransitionError(
+            f"job {job or '?'} cannot go from {current} to {new}",
+            where=job or None,
+            hint=f"allowed from {current}: {', '.join(sorted(TRANSITIONS[current])) or 'none'}",
+        )
+    return new
+
+
+class FailureKind(enum.StrEnum):
+    """Why an attempt failed; drives the retry policy."""
+
+    NONE = "none"
+    ERROR = "error"  # the job itself failed (task exception, bad exit code)
+    OUT_OF_MEMORY = "out_of_memory"  # retry with memory x factor (capped)
+    TIMEOUT = "timeout"  # walltime exceeded
+    NODE_FAILURE = "node_failure"  # plain retry
+    PREEMPTED = "preempted"  # plain retry
+    CANCELLED = "cancelled"
+    LOST = "lost"  # the engine no longer knows the job
+
+
+class JobStatus(BaseModel):
+    """What an engine reports about one submitted job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    engine_id: str
+    state: JobState  # SUBMITTED, RUNNING, SUCCEEDED, FAILED or CANCELLED
+    exit_code: int | None = None
+    failure: FailureKind = FailureKind.NONE
+    message: str | None = None
+    max_rss_mb: float | None = None
+
+
+class EngineCapabilities(BaseModel):
+    """What an engine can do; callers check these, never probe for NotImplementedError."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_parallel_jobs: int
+    enforces_memory: bool = False
+    warm_workers: bool = False
+    isolation_modes: tuple[str, ...] = ("process",)
+    reattach: bool = False  # a restarted manager can poll jobs submitted before
+    shared_filesystem: bool = True
+
+
+class Engine(ABC):
+    """Submits job specs and reports their states; nothing else."""
+
+    name: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> EngineCapabilities:
+        """This instance's capabilities (may depend on its settings)."""
+
+    @abstractmethod
+    def submit(self, specs: Sequence[JobSpec]) -> list[str]:
+        """Start the jobs; return one engine id per spec, in order."""
+
+    @abstractmethod
+    def poll(self, engine_ids: Sequence[str]) -> list[JobStatus]:
+        """Current status of each job, in order (unknown ids: FAILED with failure LOST)."""
+
+    @abstractmethod
+    def cancel(self, engine_ids: Sequence[str]) -> None:
+        """Stop the jobs (idempotent)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release workers and resources; running jobs are cancelled."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
