@@ -1,0 +1,1 @@
+"""Carrying one pipeline over one data selection through every step (``skybatch run``)."""

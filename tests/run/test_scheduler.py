@@ -1,0 +1,162 @@
+"""The scheduler on the real local engine, with the engines' test runner as the job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from skybatch.db.state import open_state_db
+from skybatch.engines.base import JobState
+from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
+from skybatch.job.spec import JobSpec
+from skybatch.run.models import JobAttemptRow, JobRow, RunRow
+from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
+from skybatch.settings import load_settings
+
+
+def _workflow(jobs: list[JobNode]) -> Workflow:
+    return Workflow(
+        run="test/run",
+        repo="/nowhere",
+        butler_config="/nowhere/butler.yaml",
+        pipeline="p.yaml",
+        input_collections=[],
+        data_query="",
+        qgraph="/nowhere/graph.qg",
+        created=datetime.now(UTC),
+        quanta_per_task={},
+        expansion_s=0.0,
+        jobs=jobs,
+    )
+
+
+def _node(name: str, deps: list[str] | None = None, memory_mb: int = 300) -> JobNode:
+    return JobNode(
+        name=name,
+        label=name.split("-")[0],
+        quanta=[name],
+        task_labels=[name.split("-")[0]],
+        data_ids=[{}],
+        resources=ResourceRequest(memory_mb=memory_mb, walltime_s=60),
+        depends_on=deps or [],
+    )
+
+
+@pytest.fixture
+def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
+    sessions = open_state_db(load_settings(home=tmp_path / "home"))
+    with sessions.begin() as session:
+        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
+        session.add(row)
+        session.flush()
+        run_id = row.id
+    order: list[str] = []
+
+    def make_spec(job: JobNode, row: JobRow) -> JobSpec:
+        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        order.append(job.name)
+        spec = JobSpec(
+            run="test/run",
+            job=job.name,
+            attempt=row.attempts,
+            qgraph="/nowhere/graph.qg",
+            quantum_ids=job.quanta,
+            butler_config="/nowhere/butler.yaml",
+            workdir=str(job_dir / "work"),
+            report_path=str(job_dir / "report.json"),
+            memory_mb=row.memory_mb,
+            walltime_s=row.walltime_s,
+        )
+        (job_dir / "spec.json").write_text(spec.model_dump_json())
+        return spec
+
+    return sessions, run_id, make_spec, order
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    from skybatch.engines.local import LocalEngine, LocalSettings
+
+    return LocalEngine(
+        LocalSettings(max_workers=2, runner="skybatch.engines.testing:behave", preload=[])
+    )
+
+
+def _jobs(sessions) -> dict[str, JobRow]:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return {j.name: j for j in session.scalars(select(JobRow))}
+
+
+def test_jobs_run_after_their_dependencies_and_all_succeed(setup) -> None:  # type: ignore[no-untyped-def]
+    sessions, run_id, make_spec, order = setup
+    workflow = _workflow(
+        [
+            _node("ok-a"),
+            _node("ok-b", ["ok-a"]),
+            _node("ok-c", ["ok-a"]),
+            _node("ok-d", ["ok-b", "ok-c"]),
+        ]
+    )
+    with _engine() as engine:
+        scheduler = Scheduler(sessions, run_id, workflow, engine, SchedulerHooks(make_spec))
+        assert scheduler.create_jobs() == 4
+        assert scheduler.create_jobs() == 0  # idempotent
+        result = scheduler.run()
+    assert result.succeeded and result.counts == {"succeeded": 4}
+    assert order[0] == "ok-a" and order[-1] == "ok-d"
+
+
+def test_a_failing_job_is_retried_then_held_and_its_dependents_never_run(setup) -> None:  # type: ignore[no-untyped-def]
+    sessions, run_id, make_spec, order = setup
+    workflow = _workflow([_node("fail-x"), _node("ok-after", ["fail-x"]), _node("ok-free")])
+    with _engine() as engine:
+        scheduler = Scheduler(
+            sessions, run_id, workflow, engine, SchedulerHooks(make_spec), RetryPolicy(3)
+        )
+        scheduler.create_jobs()
+        result = scheduler.run()
+    jobs = _jobs(sessions)
+    assert jobs["fail-x"].state == JobState.HELD and jobs["fail-x"].attempts == 3
+    assert jobs["fail-x"].exit_code == 3
+    assert jobs["ok-after"].state == JobState.PENDING
+    assert jobs["ok-free"].state == JobState.SUCCEEDED
+    assert not result.succeeded
+    assert order.count("fail-x") == 3 and "ok-after" not in order
+
+
+def test_out_of_memory_is_retried_with_escalated_memory_up_to_the_cap(setup) -> None:  # type: ignore[no-untyped-def]
+    sessions, run_id, make_spec, _order = setup
+    workflow = _workflow([_node("oom-big", memory_mb=100)])
+    policy = RetryPolicy(max_attempts=3, memory_factor=2.0, memory_cap_mb=300)
+    with _engine() as engine:
+        scheduler = Scheduler(sessions, run_id, workflow, engine, SchedulerHooks(make_spec), policy)
+        scheduler.create_jobs()
+        scheduler.run()
+    with sessions() as session:
+        attempts = session.scalars(select(JobAttemptRow).order_by(JobAttemptRow.attempt)).all()
+        memory = [a.memory_mb for a in attempts]
+        failures = {a.failure for a in attempts}
+    assert memory == [100, 200, 300]  # x2, then capped
+    assert failures == {"out_of_memory"}
+    assert _jobs(sessions)["oom-big"].memory_mb == 300  # kept for restarts
+
+
+def test_resume_treats_jobs_of_a_dead_driver_as_lost_and_finishes(setup) -> None:  # type: ignore[no-untyped-def]
+    sessions, run_id, make_spec, _order = setup
+    workflow = _workflow([_node("ok-a"), _node("ok-b", ["ok-a"])])
+    with _engine() as engine:
+        scheduler = Scheduler(sessions, run_id, workflow, engine, SchedulerHooks(make_spec))
+        scheduler.create_jobs()
+    # A previous driver had submitted ok-a and then died.
+    with sessions.begin() as session:
+        row = session.scalars(select(JobRow).where(JobRow.name == "ok-a")).one()
+        row.state, row.attempts, row.engine_id = JobState.SUBMITTED.value, 1, "local-gone"
+    with _engine() as engine:
+        scheduler = Scheduler(sessions, run_id, workflow, engine, SchedulerHooks(make_spec))
+        assert scheduler.recover_orphans() == 1
+        result = scheduler.run()
+    assert result.succeeded
+    assert _jobs(sessions)["ok-a"].attempts == 1  # a lost attempt is not held against the job
