@@ -1,0 +1,197 @@
+"""Stage-out (seed step 11, last part): outputs to their endpoint, then the catalog.
+
+Each output is copied from the job datastore to the same logical path on the site
+cache (``stage_out="site"``) or the archive (``"archive"``) with the backbone's
+two-phase write: temporary name, size + md5 compared with what the job measured,
+rename. The endpoint is synced once, and only then, when the spec names a state
+database, are the files registered in the backbone catalog with their Butler identity
+and producer ``job:<name>``, and provenance recorded: one activity per executed quantum,
+``wasGeneratedBy`` edges from its outputs and ``used`` edges from those of its inputs
+the catalog knows. Registration is idempotent for identical files, so a job whose
+stage-out is re-run does not duplicate anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skybatch.backbone.catalog import Catalog, FileRecord
+from skybatch.backbone.endpoints.posix import PosixEndpoint
+from skybatch.backbone.errors import BackboneError
+from skybatch.backbone.models import EdgeRelation
+from skybatch.backbone.transfer import write_verified
+
+from .errors import JobSpecError, StageOutError
+from .execute import ExecutedQuantum
+from .spec import JobSpec, OutputFileReport
+
+__all__ = ["StageOutResult", "stage_out", "target_of"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageOutResult:
+    endpoint: str
+    files: int = 0
+    bytes: int = 0
+    file_ids: dict[str, int] = field(default_factory=dict)  # logical path -> catalog id
+    activities: dict[str, int] = field(default_factory=dict)  # quantum id -> activity id
+
+
+def target_of(spec: JobSpec) -> tuple[str, Path]:
+    """(endpoint name, root on this host) that outputs go to; JobSpecError if unset."""
+    if spec.stage_out == "archive":
+        if not spec.archive_root:
+            raise JobSpecError(
+                "stage_out is 'archive' but archive_root is empty",
+                where="archive_root",
+                hint="set archive_root to the central archive (Butler datastore) root",
+            )
+        return spec.archive_endpoint, Path(spec.archive_root)
+    if not spec.site_root:
+        raise JobSpecError(
+            "stage_out is 'site' but no site_root is given",
+            where="site_root",
+            hint="set site_root, or stage_out='archive' on sites without a shared filesystem",
+        )
+    if spec.db_url and not spec.site_endpoint:
+        raise JobSpecError(
+            "stage_out is 'site' with a db_url but no site_endpoint to register the files on",
+            where="site_endpoint",
+            hint="set site_endpoint to the backbone name of the site cache (e.g. site:local)",
+        )
+    return spec.site_endpoint or "site", Path(spec.site_root)
+
+
+def stage_out(
+    spec: JobSpec,
+    datastore: Path,
+    outputs: list[OutputFileReport],
+    executed: list[ExecutedQuantum],
+) -> StageOutResult:
+    """Copy ``outputs`` to their endpoint, verified; register them when ``spec.db_url`` is set.
+
+    Sets ``file_id`` on each registered output.
+    """
+    name, root = target_of(spec)
+    if not root.is_dir():
+        raise StageOutError(
+            f"the stage-out directory {root} of {name} does not exist on this host",
+            where=str(root),
+            hint="check that the shared filesystem is mounted on this node",
+        )
+    endpoint = PosixEndpoint(name, root)
+    result = StageOutResult(endpoint=name)
+    for output in outputs:
+        try:
+            write_verified(
+                datastore / output.path,
+                endpoint,
+                output.path,
+                (output.size_bytes, output.md5),
+                durable=False,
+            )
+        except (BackboneError, OSError) as exc:
+            reason = exc.message if isinstance(exc, BackboneError) else str(exc)
+            raise StageOutError(
+                f"cannot copy output {output.path} ({output.dataset_type}) to {name}: {reason}",
+                where=f"{name}:{output.path}",
+                hint="check free space and permissions on the target, then retry the job",
+            ) from exc
+        result.files += 1
+        result.bytes += output.size_bytes
+    if outputs:
+        endpoint.sync()  # durable before the catalog says the files exist
+    _log.info("staged out %d file(s), %d bytes, to %s", result.files, result.bytes, name)
+    if spec.db_url:
+        _register(spec, name, outputs, executed, result)
+    return result
+
+
+def _register(
+    spec: JobSpec,
+    endpoint: str,
+    outputs: list[OutputFileReport],
+    executed: list[ExecutedQuantum],
+    result: StageOutResult,
+) -> None:
+    from skybatch.db.engine import database_errors, make_engine, session_factory
+
+    assert spec.db_url is not None
+    engine = make_engine(spec.db_url)
+    try:
+        with database_errors(spec.db_url, "register job outputs in"):
+            catalog = Catalog(session_factory(engine))
+            records = [_record(spec, o) for o in outputs]
+            result.file_ids = catalog.register(records, endpoint) if records else {}
+            for output in outputs:
+                output.file_id = result.file_ids.get(output.path)
+            for item in executed:
+                if item.report.status != "skipped":
+                    result.activities[str(item.quantum_id)] = _quantum_provenance(
+                        catalog, spec, item, outputs
+                    )
+    finally:
+        engine.dispose()
+    _log.info(
+        "registered %d file(s) on %s and %d quantum activities",
+        len(result.file_ids),
+        endpoint,
+        len(result.activities),
+    )
+
+
+def _record(spec: JobSpec, output: OutputFileReport) -> FileRecord:
+    # A component file of a disassembled composite ("type.component": dataset type
+    # names have no other dots) shares its parent's dataset id, which is unique in the
+    # catalog: it is registered by path and type only, as skybatch.backbone.butler does.
+    component = "." in output.dataset_type
+    return FileRecord(
+        path=output.path,
+        size_bytes=output.size_bytes,
+        md5=output.md5,
+        dataset_id=None if component else output.dataset_id,
+        dataset_type=output.dataset_type,
+        data_id=output.data_id,
+        run=output.run,
+        producer=f"job:{spec.job}",
+    )
+
+
+def _quantum_provenance(
+    catalog: Catalog, spec: JobSpec, item: ExecutedQuantum, outputs: list[OutputFileReport]
+) -> int:
+    """One activity for the quantum, with its wasGeneratedBy and used edges."""
+    report = item.report
+    info: dict[str, Any] = {
+        "task_label": report.task_label,
+        "data_id": report.data_id,
+        "job": spec.job,
+        "attempt": spec.attempt,
+        "run": spec.run,
+        "status": report.status,
+        "stats": report.stats.model_dump(mode="json") if report.stats else None,
+    }
+    if report.error:
+        info["error"] = report.error
+    activity = catalog.add_activity("quantum", str(item.quantum_id), info)
+    generated = [
+        o.file_id for o in outputs if o.generated_by == report.quantum_id and o.file_id is not None
+    ]
+    if generated:
+        catalog.add_edges(EdgeRelation.WAS_GENERATED_BY, generated, activity_id=activity)
+    used_ids: set[uuid.UUID]
+    if item.provenance is not None:
+        used_ids = set(item.provenance.actual_inputs)
+    else:
+        used_ids = {ref.id for refs in item.quantum.inputs.values() for ref in refs}
+    known = catalog.files_by_dataset_ids([str(i) for i in sorted(used_ids)])
+    if known:
+        catalog.add_edges(EdgeRelation.USED, [f.id for f in known.values()], activity_id=activity)
+    catalog.finish_activity(activity)
+    return activity
