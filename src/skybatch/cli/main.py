@@ -19,6 +19,8 @@ from skybatch.cli.backbone import backbone
 from skybatch.cli.context import CliContext
 from skybatch.cli.db import db
 from skybatch.cli.demo import demo
+from skybatch.cli.run import report, run
+from skybatch.cli.workflow import workflow
 from skybatch.errors import SkybatchError, exit_code_for
 from skybatch.logging_setup import configure_logging
 from skybatch.settings import load_settings
@@ -82,6 +84,9 @@ def cli(
 cli.add_command(backbone)
 cli.add_command(db)
 cli.add_command(demo)
+cli.add_command(report)
+cli.add_command(run)
+cli.add_command(workflow)
 
 
 def _print_error(text: str) -> None:

@@ -1,0 +1,182 @@
+"""``skybatch run`` and ``skybatch report``: one pipeline over one data selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skybatch.cli.context import CliContext, pass_cli_context
+from skybatch.errors import InputError
+
+__all__ = ["report", "run"]
+
+
+def _resources(values: tuple[str, ...]) -> dict[str, Any]:
+    from skybatch.graph.workflow import ResourceRequest
+
+    out: dict[str, Any] = {}
+    for value in values:
+        label, _, spec = value.partition("=")
+        try:
+            fields = dict(item.split(":", 1) for item in spec.split(","))
+            out[label] = ResourceRequest(**{k: int(v) for k, v in fields.items()})
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"bad --resources value {value!r}: {exc}",
+                where="--resources",
+                hint="write LABEL=memory_mb:4096,cores:1,walltime_s:3600",
+            ) from None
+    return out
+
+
+def _clusters(values: tuple[str, ...]) -> list[Any]:
+    from skybatch.graph.workflow import ClusterRule
+
+    out = []
+    for value in values:
+        parts = value.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise InputError(
+                f"bad --cluster value {value!r}",
+                where="--cluster",
+                hint="write NAME:task1,task2[:dim1,dim2], e.g. step1:isr,calibrate:visit,detector",
+            )
+        dims = parts[2].split(",") if len(parts) == 3 and parts[2] else []
+        out.append(ClusterRule(name=parts[0], tasks=parts[1].split(","), dimensions=dims))
+    return out
+
+
+@click.command()
+@click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--pipeline", help="Pipeline YAML, optionally PATH#label1,label2.")
+@click.option("--input", "inputs", multiple=True, help="Input collection (repeatable).")
+@click.option("--query", default="", help="Data query (Butler WHERE expression).")
+@click.option("--output-run", default=None, help="Output RUN. [default: u/USER/PIPELINE/TIME]")
+@click.option("--site", default=None, help="Backbone site endpoint. [default: site:local]")
+@click.option("--engine", default="local", show_default=True, help="Execution engine.")
+@click.option("--workers", type=int, default=None, help="Parallel jobs. [default: cores]")
+@click.option(
+    "--isolation",
+    type=click.Choice(["warm", "process"]),
+    default="warm",
+    show_default=True,
+    help="warm: long-lived workers with the LSST stack imported; process: one per job.",
+)
+@click.option("--retries", type=int, default=3, show_default=True, help="Attempts per job.")
+@click.option("--memory-factor", type=float, default=2.0, show_default=True)
+@click.option("--memory-cap-mb", type=int, default=16384, show_default=True)
+@click.option("--memory-mb", type=int, default=2048, show_default=True, help="Default request.")
+@click.option("--resources", multiple=True, help="LABEL=memory_mb:N,cores:N,walltime_s:N")
+@click.option("--cluster", multiple=True, help="NAME:task1,task2[:dim1,dim2]")
+@click.option("--intermediate", multiple=True, help="Dataset type deleted after the run.")
+@click.option("--catalog-db-url", default=None, help="SQL database for object catalogs.")
+@click.option("--junk-tarball/--no-junk-tarball", default=False)
+@click.option("--resume", default=None, metavar="RUN", help="Finish an interrupted run.")
+@pass_cli_context
+def run(cli: CliContext, **kw: Any) -> None:
+    """Run a pipeline over a data selection, end to end.
+
+    \b
+    Example:
+      skybatch run --repo demo-survey/repo --pipeline pipelines/demo_drp.yaml \\
+          --input DemoCam/defaults --query "instrument='DemoCam'"
+      skybatch run --resume u/me/demo_drp/20261125T010203Z
+    """
+    from skybatch.graph.workflow import ResourceRequest
+    from skybatch.progress import make_progress
+    from skybatch.run.driver import RunOptions, resume_run, submit_run
+
+    with make_progress() as bar:
+        task = bar.add_task("jobs", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if kw["resume"]:
+            summary = resume_run(cli.settings, kw["resume"], progress)
+        else:
+            missing = [n for n in ("repo", "pipeline") if not kw[n]] + (
+                [] if kw["inputs"] else ["input"]
+            )
+            if missing:
+                raise InputError(
+                    f"missing --{', --'.join(missing)}",
+                    where=f"--{missing[0]}",
+                    hint="give --repo, --pipeline and --input (or --resume RUN)",
+                )
+            options = RunOptions(
+                repo=kw["repo"],
+                pipeline=kw["pipeline"],
+                inputs=list(kw["inputs"]),
+                query=kw["query"],
+                output_run=kw["output_run"],
+                site=kw["site"],
+                engine=kw["engine"],
+                workers=kw["workers"],
+                isolation=kw["isolation"],
+                max_attempts=kw["retries"],
+                memory_factor=kw["memory_factor"],
+                memory_cap_mb=kw["memory_cap_mb"],
+                resources=_resources(kw["resources"]),
+                default_resources=ResourceRequest(memory_mb=kw["memory_mb"]),
+                cluster=_clusters(kw["cluster"]),
+                intermediates=list(kw["intermediate"]),
+                catalog_db_url=kw["catalog_db_url"],
+                junk_tarball=kw["junk_tarball"],
+            )
+            summary = submit_run(cli.settings, options, progress)
+    click.echo(f"run {summary.run}: {summary.state}")
+    click.echo(f"  quanta: {summary.quanta}; jobs: {summary.jobs}")
+    click.echo(f"  expansion {summary.expansion_s:.1f} s; execution {summary.wall_s:.1f} s")
+    click.echo(f"  outputs ingested into the Butler: {summary.outputs_ingested}")
+    click.echo(f"  object catalog rows loaded: {summary.catalog_rows}")
+    click.echo(f"  workdir: {summary.workdir}")
+    click.echo(f"  report: skybatch report {summary.run}")
+    if summary.state != "succeeded":
+        from skybatch.errors import DataError
+
+        raise DataError(
+            f"run {summary.run} did not finish: jobs {summary.jobs}",
+            where=summary.run,
+            hint=f"see `skybatch report {summary.run}`, fix the cause, then "
+            f"`skybatch run --resume {summary.run}`",
+        )
+
+
+@click.command()
+@click.argument("run_name", metavar="RUN", required=False)
+@click.option("--list", "list_", is_flag=True, help="List runs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli_context
+def report(cli: CliContext, run_name: str | None, list_: bool, as_json: bool) -> None:
+    """Per-task quanta counts of RUN and the first error line of each failure."""
+    from skybatch.db.state import open_state_db
+    from skybatch.run.report import list_runs, run_report
+
+    sessions = open_state_db(cli.settings)
+    if list_ or not run_name:
+        runs = list_runs(sessions)
+        if as_json:
+            click.echo(json.dumps(runs, indent=2))
+        for r in runs:
+            click.echo(f"{r['run']}  {r['state']}  {r['created']}")
+        return
+    data = run_report(sessions, run_name)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"run {data['run']}: {data['state']}  ({data['pipeline']})")
+    click.echo(f"{'task':<16} {'expected':>8} {'succeeded':>9} {'failed':>6} {'running':>7}")
+    for label, c in data["tasks"].items():
+        click.echo(
+            f"{label:<16} {c['expected']:>8} {c['succeeded']:>9} {c['failed']:>6} {c['running']:>7}"
+        )
+    click.echo(f"jobs: {data['jobs']}")
+    for f in data["failures"]:
+        click.echo(
+            f"  {f['state']:<9} {f['job']}: exit {f['exit_code']} ({f['failure']}), "
+            f"{f['attempts']} attempt(s), memory {f['memory_mb']} MB: {f['error']}"
+        )

@@ -1,0 +1,429 @@
+"""``skybatch run``: one pipeline over one data selection, carried through every step.
+
+submit: provenance files (step 4) → expansion into a quantum graph (step 5) → workflow
+of jobs (step 9) → init outputs → scheduler: staging of each job's inputs (steps 6, 8),
+execution on the engine (steps 10, 11) → end of pipeline: stage-back (14), Butler
+ingest and object catalogs (12), intermediate cleanup (15). Every step records its
+state, so ``resume`` after a crash or ``kill -9`` continues without re-running
+succeeded jobs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from skybatch.backbone.catalog import FileRecord
+from skybatch.backbone.checksums import md5_file
+from skybatch.backbone.replication import replicate
+from skybatch.backbone.service import Backbone
+from skybatch.db.models import utcnow
+from skybatch.engines.base import Engine, JobState
+from skybatch.errors import InputError
+from skybatch.graph.workflow import ClusterRule, JobNode, ResourceRequest, Workflow
+from skybatch.job.spec import FileSpec, JobReport, JobSpec
+from skybatch.settings import Settings
+
+from .models import JobRow, RunRow, RunState
+from .scheduler import RetryPolicy, Scheduler, SchedulerHooks
+
+__all__ = ["RunOptions", "RunSummary", "resume_run", "submit_run"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_SITE = "site:local"
+
+
+@dataclass
+class RunOptions:
+    """What the operator asks for (the CLI flags of ``skybatch run``)."""
+
+    repo: Path
+    pipeline: str
+    inputs: list[str]
+    query: str = ""
+    output_run: str | None = None
+    site: str | None = None
+    engine: str = "local"
+    workers: int | None = None
+    isolation: str = "warm"
+    max_attempts: int = 3
+    memory_factor: float = 2.0
+    memory_cap_mb: int = 16_384
+    resources: dict[str, ResourceRequest] = field(default_factory=dict)
+    default_resources: ResourceRequest = field(default_factory=ResourceRequest)
+    cluster: list[ClusterRule] = field(default_factory=list)
+    intermediates: list[str] = field(default_factory=list)
+    catalog_tables: list[str] = field(default_factory=lambda: ["src", "deepCoadd_src"])
+    catalog_db_url: str | None = None
+    junk_tarball: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in vars(self).items()}
+        data["repo"] = str(self.repo)
+        data["resources"] = {k: v.model_dump() for k, v in self.resources.items()}
+        data["default_resources"] = self.default_resources.model_dump()
+        data["cluster"] = [c.model_dump() for c in self.cluster]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunOptions:
+        data = dict(data)
+        data["repo"] = Path(data["repo"])
+        data["resources"] = {k: ResourceRequest(**v) for k, v in data["resources"].items()}
+        data["default_resources"] = ResourceRequest(**data["default_resources"])
+        data["cluster"] = [ClusterRule(**c) for c in data["cluster"]]
+        return cls(**data)
+
+
+@dataclass
+class RunSummary:
+    run: str
+    state: str
+    workdir: Path
+    quanta: int
+    jobs: dict[str, int]
+    expansion_s: float
+    wall_s: float
+    outputs_ingested: int = 0
+    catalog_rows: int = 0
+    cleaned: int = 0
+
+
+def _default_run_name(pipeline: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(pipeline.partition("#")[0]).stem)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"u/{getpass.getuser()}/{stem}/{stamp}"
+
+
+class _Context:
+    """Objects one run needs, built once."""
+
+    def __init__(self, settings: Settings, options: RunOptions, run: str) -> None:
+        self.settings = settings
+        self.options = options
+        self.run = run
+        self.backbone = Backbone.from_settings(settings)
+        self.sessions = self.backbone.catalog.sessions
+        self.workdir = settings.home / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run)
+        self.repo = options.repo.resolve()
+        self.butler_config = str(self.repo / "butler.yaml")
+        self.archive = self._ensure_archive()
+        self.site = self._ensure_site()
+
+    def _ensure_archive(self) -> str:
+        for row in self.backbone.catalog.endpoints():
+            if row.kind == "archive":
+                if Path(row.root).resolve() != self.repo:
+                    raise InputError(
+                        f"the archive endpoint {row.name!r} is {row.root}, not this repo",
+                        where="--repo",
+                        hint="use the repository the archive endpoint is rooted at",
+                    )
+                return row.name
+        self.backbone.add_endpoint("archive", "archive", str(self.repo), {})
+        return "archive"
+
+    def _ensure_site(self) -> str:
+        name = self.options.site or DEFAULT_SITE
+        known = {e.name for e in self.backbone.catalog.endpoints()}
+        if name not in known:
+            if self.options.site is not None:
+                self.backbone.catalog.endpoint_row(name)  # raises with the known names
+            self.backbone.add_endpoint(name, "site", str(self.settings.home / "site-cache"), {})
+        return name
+
+    def make_engine(self) -> Engine:
+        from skybatch.engines.local import LocalEngine, LocalSettings
+
+        if self.options.engine != "local":
+            raise InputError(
+                f"unknown engine {self.options.engine!r}",
+                where="--engine",
+                hint="this installation provides: local",
+            )
+        settings = LocalSettings(isolation=self.options.isolation)
+        if self.options.workers:
+            settings = settings.model_copy(update={"max_workers": self.options.workers})
+        return LocalEngine(settings)
+
+
+def submit_run(settings: Settings, options: RunOptions, progress: Any = None) -> RunSummary:
+    """Validate, expand and execute a new run; returns when it has finished."""
+    from skybatch.graph.build import build_workflow
+    from skybatch.graph.expand import expand
+
+    run = options.output_run or _default_run_name(options.pipeline)
+    ctx = _Context(settings, options, run)
+    with ctx.sessions() as session:
+        if session.scalar(select(RunRow).where(RunRow.name == run)) is not None:
+            raise InputError(
+                f"run {run!r} already exists",
+                where="--output-run",
+                hint=f"resume it with `skybatch run --resume {run}` or choose another name",
+            )
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    qgraph = ctx.workdir / "graph.qg"
+    expansion = expand(options.repo, options.pipeline, options.inputs, run, options.query, qgraph)
+    workflow = build_workflow(
+        qgraph,
+        repo=ctx.repo,
+        butler_config=ctx.butler_config,
+        run=run,
+        pipeline=options.pipeline,
+        input_collections=options.inputs,
+        where=options.query,
+        expansion_s=expansion.expansion_s,
+        cluster_rules=options.cluster,
+        resources=options.resources,
+        default_resources=options.default_resources,
+        catalog=ctx.backbone.catalog,
+    )
+    workflow.save(ctx.workdir / "workflow.json")
+    from .provenance import write_submission_provenance
+
+    write_submission_provenance(ctx.backbone, ctx.workdir, run, options.to_json(), options.pipeline)
+    with ctx.sessions.begin() as session:
+        session.add(
+            RunRow(
+                name=run,
+                repo=str(ctx.repo),
+                pipeline=options.pipeline,
+                input_collections=options.inputs,
+                data_query=options.query,
+                site=ctx.site,
+                engine=options.engine,
+                workdir=str(ctx.workdir),
+                state=RunState.RUNNING.value,
+                options=options.to_json(),
+                summary={
+                    "quanta_per_task": workflow.quanta_per_task,
+                    "expansion_s": workflow.expansion_s,
+                },
+                started_at=utcnow(),
+            )
+        )
+    from skybatch.ingest.butler import write_init_outputs
+
+    init_refs = write_init_outputs(str(qgraph), ctx.butler_config)
+    (ctx.workdir / "init-outputs.json").write_text(json.dumps([asdict(r) for r in init_refs]))
+    _register_init_outputs(ctx, init_refs)
+    _register_inputs(ctx, workflow)
+    return _execute(ctx, workflow, progress)
+
+
+def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary:
+    """Finish a run after a crash: succeeded jobs stay, the rest run (again)."""
+    backbone = Backbone.from_settings(settings)
+    with backbone.catalog.sessions() as session:
+        row = session.scalar(select(RunRow).where(RunRow.name == run))
+        if row is None:
+            raise InputError(
+                f"no run named {run!r}",
+                where="--resume",
+                hint="list runs with `skybatch report --list`",
+            )
+        options = RunOptions.from_json(row.options)
+        workdir = Path(row.workdir)
+    ctx = _Context(settings, options, run)
+    ctx.workdir = workdir
+    workflow = Workflow.load(workdir / "workflow.json")
+    with ctx.sessions.begin() as session:
+        live = session.scalar(select(RunRow).where(RunRow.name == run))
+        assert live is not None
+        live.state = RunState.RUNNING.value
+        live.message = None
+    return _execute(ctx, workflow, progress, resume=True)
+
+
+def _register_init_outputs(ctx: _Context, init_refs: list[Any]) -> None:
+    """Configs, packages and init-outputs: into the Butler and the backbone catalog now,
+    since jobs may read them (init-inputs) and must find them staged."""
+    from lsst.daf.butler import Butler
+
+    from skybatch.backbone.butler import register_refs
+    from skybatch.ingest.butler import ingest_outputs
+
+    ingest_outputs(ctx.repo, ctx.butler_config, str(ctx.workdir / "graph.qg"), init_refs)
+    with Butler.from_config(str(ctx.repo)) as butler:
+        refs = [r for o in init_refs if (r := butler.get_dataset(o.dataset_id)) is not None]
+        register_refs(ctx.backbone, butler, refs, endpoint=ctx.archive, producer="pre-exec-init")
+
+
+def _register_inputs(ctx: _Context, workflow: Workflow) -> None:
+    """Register the run's pre-existing input files (archive) in the backbone catalog."""
+    produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
+    inputs = {
+        f.dataset_id: f for job in workflow.jobs for f in job.inputs if f.dataset_id not in produced
+    }
+    known = ctx.backbone.catalog.files_by_dataset_ids(list(inputs))
+    archive = ctx.backbone.endpoint(ctx.archive)
+    records = []
+    for f in inputs.values():
+        if f.dataset_id in known:
+            continue
+        size, md5 = md5_file(archive.local_path(f.path))
+        records.append(
+            FileRecord(
+                f.path,
+                size,
+                md5,
+                f.dataset_id,
+                f.dataset_type,
+                f.data_id,
+                run=None,
+                producer="butler",
+            )
+        )
+    if records:
+        ctx.backbone.catalog.register(records, ctx.archive)
+
+
+def _execute(
+    ctx: _Context, workflow: Workflow, progress: Any, *, resume: bool = False
+) -> RunSummary:
+    start = time.perf_counter()
+    with ctx.sessions() as session:
+        run_row = session.scalar(select(RunRow).where(RunRow.name == ctx.run))
+        assert run_row is not None
+        run_id = run_row.id
+    produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
+    pin_until = datetime.now(UTC) + timedelta(days=1)
+
+    def stage_inputs(jobs: Sequence[JobNode]) -> None:
+        ids = [f.dataset_id for job in jobs for f in job.inputs if f.dataset_id not in produced]
+        if not ids:
+            return
+        files = list(ctx.backbone.catalog.files_by_dataset_ids(ids).values())
+        replicate(ctx.backbone, files, ctx.site, pin_until=pin_until)
+
+    site_root = str(ctx.backbone.endpoint(ctx.site).root)
+
+    def make_spec(job: JobNode, row: JobRow) -> JobSpec:
+        job_dir = ctx.workdir / "jobs" / job.name / f"attempt-{row.attempts}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        spec = JobSpec(
+            run=ctx.run,
+            job=job.name,
+            attempt=row.attempts,
+            qgraph=str(ctx.workdir / "graph.qg"),
+            quantum_ids=job.quanta,
+            butler_config=ctx.butler_config,
+            workdir=str(job_dir / "work"),
+            report_path=str(job_dir / "report.json"),
+            inputs=job.inputs,
+            outputs=job.outputs,
+            site_endpoint=ctx.site,
+            site_root=site_root,
+            archive_endpoint=ctx.archive,
+            archive_root=str(ctx.repo),
+            db_url=ctx.settings.database_url(),
+            memory_mb=row.memory_mb,
+            cores=row.cores,
+            walltime_s=row.walltime_s,
+            junk_tarball=ctx.options.junk_tarball,
+        )
+        (job_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
+        return spec
+
+    def before_retry(job: JobNode) -> None:
+        _forget_outputs(ctx, job.outputs)
+
+    policy = RetryPolicy(
+        ctx.options.max_attempts, ctx.options.memory_factor, ctx.options.memory_cap_mb
+    )
+    with ctx.make_engine() as engine:
+        scheduler = Scheduler(
+            ctx.sessions,
+            run_id,
+            workflow,
+            engine,
+            SchedulerHooks(make_spec, stage_inputs, before_retry, progress or (lambda d, t: None)),
+            policy,
+        )
+        scheduler.create_jobs()
+        if resume:
+            for name in _unfinished_jobs(ctx, run_id):
+                _forget_outputs(ctx, scheduler.nodes[name].outputs)
+            scheduler.recover_orphans()
+        result = scheduler.run()
+    summary = RunSummary(
+        run=ctx.run,
+        state=RunState.SUCCEEDED.value if result.succeeded else RunState.FAILED.value,
+        workdir=ctx.workdir,
+        quanta=sum(workflow.quanta_per_task.values()),
+        jobs=result.counts,
+        expansion_s=workflow.expansion_s,
+        wall_s=0.0,
+    )
+    if result.succeeded:
+        from .finish import finish_run
+
+        finish_run(ctx, workflow, summary)
+    summary.wall_s = time.perf_counter() - start
+    with ctx.sessions.begin() as session:
+        live = session.get(RunRow, run_id)
+        assert live is not None
+        live.state = summary.state
+        live.finished_at = utcnow()
+        live.summary = {
+            **live.summary,
+            "jobs": result.counts,
+            "wall_s": summary.wall_s,
+            "outputs_ingested": summary.outputs_ingested,
+            "catalog_rows": summary.catalog_rows,
+            "cleaned": summary.cleaned,
+        }
+    return summary
+
+
+def _unfinished_jobs(ctx: _Context, run_id: int) -> list[str]:
+    with ctx.sessions() as session:
+        return list(
+            session.scalars(
+                select(JobRow.name).where(
+                    JobRow.run_id == run_id, JobRow.state != JobState.SUCCEEDED.value
+                )
+            )
+        )
+
+
+def _forget_outputs(ctx: _Context, outputs: list[FileSpec]) -> None:
+    """Remove what a failed or interrupted attempt left, so the retry writes afresh."""
+    from skybatch.backbone.maintenance import delete
+
+    known = ctx.backbone.catalog.files_by_dataset_ids([o.dataset_id for o in outputs])
+    if known:
+        delete(ctx.backbone, list(known.values()))
+    site = ctx.backbone.endpoint(ctx.site)
+    for o in outputs:
+        site.remove(o.path)
+
+
+def read_reports(workdir: Path, names: list[str] | None = None) -> list[JobReport]:
+    """The newest report of every job (succeeded attempts win)."""
+    out = []
+    for job_dir in sorted((workdir / "jobs").glob("*")):
+        if names is not None and job_dir.name not in names:
+            continue
+        attempts = sorted(job_dir.glob("attempt-*/report.json"), key=lambda p: p.parent.name)
+        reports = []
+        for path in attempts:
+            try:
+                reports.append(JobReport.model_validate_json(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        good = [r for r in reports if r.status == "succeeded"]
+        if good or reports:
+            out.append((good or reports)[-1])
+    return out

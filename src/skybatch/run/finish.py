@@ -1,0 +1,79 @@
+"""End of pipeline for a run whose jobs all succeeded (seed steps 12, 14, 15)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from skybatch.backbone.replication import stage_back
+from skybatch.graph.workflow import Workflow
+from skybatch.ingest.butler import OutputRef, ingest_outputs, outputs_of
+
+if TYPE_CHECKING:
+    from .driver import RunSummary, _Context
+
+__all__ = ["finish_run"]
+
+_log = logging.getLogger(__name__)
+
+
+def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
+    """Stage back, ingest into the Butler, load object catalogs, clean intermediates."""
+    from .driver import read_reports
+
+    reports = read_reports(ctx.workdir)
+    # Step 14: outputs from the site cache to the archive (= datastore root), verified.
+    stage_back(ctx.backbone, ctx.site, ctx.run)
+    # Step 12: register outputs (and init outputs) in the central Butler in place.
+    init_refs = [
+        OutputRef(**r) for r in json.loads((ctx.workdir / "init-outputs.json").read_text())
+    ]
+    outputs = outputs_of(reports)
+    summary.outputs_ingested = ingest_outputs(
+        ctx.repo, ctx.butler_config, str(ctx.workdir / "graph.qg"), [*init_refs, *outputs]
+    )
+    summary.catalog_rows = _load_catalogs(ctx, outputs)
+    # Step 15: intermediates go from the site cache, the archive and the Butler.
+    summary.cleaned = _clean_intermediates(ctx, outputs)
+    # Inputs staged for this run no longer need to stay pinned.
+    site_files = [p.file.id for p in ctx.backbone.catalog.replicas_on(ctx.site)]
+    ctx.backbone.catalog.pin(site_files, ctx.site, None)
+
+
+def _load_catalogs(ctx: _Context, outputs: list[OutputRef]) -> int:
+    from lsst.daf.butler import Butler
+
+    from skybatch.ingest.catalogs import load_tables
+
+    wanted = [o for o in outputs if o.dataset_type in ctx.options.catalog_tables]
+    if not wanted:
+        return 0
+    url = ctx.options.catalog_db_url or f"sqlite:///{ctx.settings.home / 'catalogs.sqlite3'}"
+    with Butler.from_config(str(ctx.repo)) as butler:
+
+        def items() -> Any:
+            for o in wanted:
+                ref = butler.get_dataset(o.dataset_id)
+                if ref is not None:
+                    yield o.dataset_type, o.dataset_id, o.data_id, butler.get(ref)
+
+        return load_tables(url, items())
+
+
+def _clean_intermediates(ctx: _Context, outputs: list[OutputRef]) -> int:
+    if not ctx.options.intermediates:
+        return 0
+    from lsst.daf.butler import Butler
+
+    from skybatch.backbone.maintenance import delete
+
+    doomed = [o for o in outputs if o.dataset_type in ctx.options.intermediates]
+    if not doomed:
+        return 0
+    with Butler.from_config(str(ctx.repo), writeable=True) as butler:
+        refs = [r for o in doomed if (r := butler.get_dataset(o.dataset_id)) is not None]
+        butler.pruneDatasets(refs, disassociate=True, unstore=True, purge=True)
+    files = ctx.backbone.catalog.files_by_dataset_ids([o.dataset_id for o in doomed])
+    delete(ctx.backbone, list(files.values()))
+    return len(doomed)
