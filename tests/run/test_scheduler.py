@@ -159,4 +159,4 @@ def test_resume_treats_jobs_of_a_dead_driver_as_lost_and_finishes(setup) -> None
         assert scheduler.recover_orphans() == 1
         result = scheduler.run()
     assert result.succeeded
-    assert _jobs(sessions)["ok-a"].attempts == 1  # a lost attempt is not held against the job
+    assert _jobs(sessions)["ok-a"].attempts == 2  # the lost attempt keeps its number

@@ -123,7 +123,7 @@ class Scheduler:
                 row.failure = FailureKind.LOST.value
                 row.error = "the driver stopped while the job was running"
         for row in rows:
-            self._after_failure(row.id, FailureKind.LOST, count_attempt=False)
+            self._after_failure(row.id, FailureKind.LOST)
         return len(rows)
 
     # -- the loop -----------------------------------------------------------------

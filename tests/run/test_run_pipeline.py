@@ -1,0 +1,187 @@
+"""`skybatch run` end to end on the demo survey: outputs, catalog, retries, resume, cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lsst.daf.butler import Butler
+from sqlalchemy import select
+
+from skybatch.backbone.checksums import md5_file
+from skybatch.backbone.models import FileRow
+from skybatch.demo.driver import pipeline_path
+from skybatch.demo.survey import DEFAULTS, Survey
+from skybatch.graph.workflow import ResourceRequest
+from skybatch.run.driver import RunOptions, submit_run
+from skybatch.run.models import JobAttemptRow, JobRow, RunRow
+from skybatch.run.report import run_report
+from skybatch.settings import load_settings
+
+pytestmark = pytest.mark.slow
+SKYBATCH = str(Path(sys.executable).parent / "skybatch")
+
+
+def _options(survey: Survey, **kw) -> RunOptions:  # type: ignore[no-untyped-def]
+    return RunOptions(
+        repo=survey.repo, pipeline=str(pipeline_path()), inputs=[DEFAULTS], workers=2, **kw
+    )
+
+
+def _outputs(survey: Survey, run: str) -> set[tuple[str, tuple]]:  # type: ignore[type-arg]
+    with Butler.from_config(str(survey.repo)) as butler:
+        refs = butler.query_all_datasets(run, find_first=False, limit=None)
+        return {(r.datasetType.name, tuple(sorted(r.dataId.required.items()))) for r in refs}
+
+
+def test_run_ingests_outputs_registers_files_and_reports_success(
+    survey: Survey, tmp_path: Path
+) -> None:
+    settings = load_settings(home=tmp_path / "home")
+    summary = submit_run(settings, _options(survey, output_run="t/run"))
+    assert summary.state == "succeeded"
+    outputs = _outputs(survey, "t/run")
+    types = {t for t, _ in outputs}
+    assert {"postISRCCD", "calexp", "src", "visitSummary", "deepCoadd", "deepCoadd_src"} <= types
+    assert {"isr_config", "calibrate_metadata", "coadd_log", "packages"} <= types
+
+    from skybatch.backbone.service import Backbone
+
+    backbone = Backbone.from_settings(settings)
+    with Butler.from_config(str(survey.repo)) as butler:
+        refs = butler.query_all_datasets("t/run", find_first=False, limit=None)
+        files = backbone.catalog.files_by_dataset_ids([str(r.id) for r in refs])
+        assert len(files) == len(refs), "every output file is in the backbone catalog"
+        for ref in refs:
+            f = files[str(ref.id)]
+            assert f.producer and f.md5 and f.run == "t/run"
+            local = Path(butler.getURI(ref).ospath)
+            assert md5_file(local) == (f.size_bytes, f.md5)
+    report = run_report(backbone.catalog.sessions, "t/run")
+    assert report["state"] == "succeeded" and report["failures"] == []
+    for counts in report["tasks"].values():
+        assert counts["succeeded"] == counts["expected"] > 0
+    # The submission provenance is archived and linked to the run.
+    provenance = backbone.catalog.files(path_prefix="skybatch/provenance/t/run/")
+    assert {Path(f.path).name for f in provenance} == {
+        "config.json",
+        "pipeline-expanded.yaml",
+        "packages.json",
+    }
+
+
+def test_an_out_of_memory_job_is_retried_with_more_memory(survey: Survey, tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home")
+    options = _options(
+        survey,
+        output_run="t/oom",
+        query="visit = 1000 AND detector = 0",
+        resources={"calibrate": ResourceRequest(memory_mb=60)},
+        memory_factor=20.0,
+        memory_cap_mb=4096,
+    )
+    summary = submit_run(settings, options)
+    assert summary.state == "succeeded"
+    from skybatch.backbone.service import Backbone
+
+    sessions = Backbone.from_settings(settings).catalog.sessions
+    with sessions() as session:
+        job = session.scalars(select(JobRow).where(JobRow.label == "calibrate")).one()
+        attempts = session.scalars(
+            select(JobAttemptRow)
+            .where(JobAttemptRow.job_id == job.id)
+            .order_by(JobAttemptRow.attempt)
+        ).all()
+    assert [a.failure for a in attempts] == ["out_of_memory", "none"]
+    assert [a.memory_mb for a in attempts] == [60, 1200]
+    assert job.memory_mb == 1200
+
+
+def test_kill_9_then_resume_gives_the_outputs_of_an_uninterrupted_run(
+    survey: Survey, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    reference = submit_run(
+        load_settings(home=tmp_path / "ref-home"), _options(survey, output_run="t/ref")
+    )
+    assert reference.state == "succeeded"
+    expected = {(t, d) for t, d in _outputs(survey, "t/ref")}
+
+    cmd = [
+        SKYBATCH,
+        "--home",
+        str(home),
+        "run",
+        "--repo",
+        str(survey.repo),
+        "--pipeline",
+        str(pipeline_path()),
+        "--input",
+        DEFAULTS,
+        "--output-run",
+        "t/killed",
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sessions = None
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        db = home / "state.sqlite3"
+        if not db.exists():
+            continue
+        from skybatch.db.state import open_state_db
+
+        sessions = sessions or open_state_db(load_settings(home=home))
+        with sessions() as session:
+            done = len(session.scalars(select(JobRow).where(JobRow.state == "succeeded")).all())
+        if done >= 4:
+            break
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 4 <= done < 18
+
+    resumed = subprocess.run(
+        [SKYBATCH, "--home", str(home), "run", "--resume", "t/killed"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got = _outputs(survey, "t/killed")
+    assert got == expected
+    assert sessions is not None
+    with sessions() as session:
+        run = session.scalars(select(RunRow).where(RunRow.name == "t/killed")).one()
+        assert run.state == "succeeded"
+        paths = session.scalars(select(FileRow.path).where(FileRow.run == "t/killed")).all()
+    assert len(paths) == len(set(paths))  # no duplicate outputs
+    with Butler.from_config(str(survey.repo)) as butler:
+        n_refs = len(butler.query_all_datasets("t/killed", find_first=False, limit=None))
+    assert n_refs == len(expected)
+
+
+def test_intermediates_are_gone_after_cleanup_and_final_outputs_are_not(
+    survey: Survey, tmp_path: Path
+) -> None:
+    settings = load_settings(home=tmp_path / "home")
+    options = _options(survey, output_run="t/clean", intermediates=["postISRCCD"])
+    assert submit_run(settings, options).state == "succeeded"
+    types = {t for t, _ in _outputs(survey, "t/clean")}
+    assert "postISRCCD" not in types and {"calexp", "deepCoadd"} <= types
+    from skybatch.backbone.service import Backbone
+
+    catalog = Backbone.from_settings(settings).catalog
+    assert catalog.files(run="t/clean", dataset_type="postISRCCD") == []
+    assert catalog.files(run="t/clean", dataset_type="calexp")
+    leftovers = list((survey.repo / "t/clean").rglob("postISRCCD*"))
+    leftovers += list((tmp_path / "home" / "site-cache" / "t/clean").rglob("postISRCCD*"))
+    assert [p for p in leftovers if p.is_file()] == []
