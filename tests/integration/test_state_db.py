@@ -24,6 +24,27 @@ def test_embedded_database_is_created_and_migrated_on_first_use(tmp_path: Path) 
         assert session.scalars(select(Operation)).all() == []
 
 
+def test_commands_starting_together_on_a_fresh_home_all_get_a_migrated_database(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from skybatch.settings import load_settings; "
+        "from skybatch.db.state import open_state_db; "
+        "open_state_db(load_settings(home=sys.argv[1]))"
+    )
+    home = str(tmp_path / "home")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, home], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    assert current_revision(load_settings(home=home).database_url()) == head_revision()
+
+
 def test_server_database_behind_head_is_refused_with_the_fix(postgres_url: str) -> None:
     settings = load_settings(db={"url": postgres_url})
     with pytest.raises(DatabaseError) as info:

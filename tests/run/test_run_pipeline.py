@@ -185,3 +185,52 @@ def test_intermediates_are_gone_after_cleanup_and_final_outputs_are_not(
     leftovers = list((survey.repo / "t/clean").rglob("postISRCCD*"))
     leftovers += list((tmp_path / "home" / "site-cache" / "t/clean").rglob("postISRCCD*"))
     assert [p for p in leftovers if p.is_file()] == []
+
+
+def test_a_failing_task_is_retried_then_held_with_its_error_and_blocks_downstream(
+    survey: Survey, tmp_path: Path
+) -> None:
+    """A raw that is not FITS makes isr fail: the job is retried up to the limit, held
+    with the task's error; everything downstream is blocked (the run ends, it does not
+    hang) and the outputs of the jobs that succeeded are ingested."""
+    settings = load_settings(home=tmp_path / "home")
+    with Butler.from_config(str(survey.repo)) as butler:
+        (ref,) = butler.query_datasets(
+            "raw",
+            collections="DemoCam/raw/all",
+            where="instrument = 'DemoCam' AND exposure = 1000 AND detector = 0",
+        )
+        raw = Path(butler.getURI(ref).ospath)
+    raw.write_bytes(b"this is not a FITS file\n" * 200)
+    options = _options(survey, output_run="t/bad", query="visit = 1000", max_attempts=2)
+    summary = submit_run(settings, options)
+    assert summary.state == "failed"
+    assert summary.jobs == {"held": 1, "pending": 4, "succeeded": 4}
+
+    from skybatch.backbone.service import Backbone
+
+    sessions = Backbone.from_settings(settings).catalog.sessions
+    report = run_report(sessions, "t/bad")
+    (failure,) = report["failures"]
+    assert failure["job"] == "isr-exp1000-det0" and failure["state"] == "held"
+    assert failure["attempts"] == 2 and failure["exit_code"] == 1
+    assert "not appear to be a valid FITS file" in failure["error"]
+    assert report["tasks"]["isr"] == {
+        "expected": 2,
+        "succeeded": 1,
+        "failed": 1,
+        "running": 0,
+        "blocked": 0,
+    }
+    assert report["tasks"]["calibrate"]["blocked"] == 1
+    assert report["tasks"]["visitSummary"]["blocked"] == 1
+    assert report["tasks"]["coadd"] == {
+        "expected": 4,
+        "succeeded": 2,
+        "failed": 0,
+        "running": 0,
+        "blocked": 2,
+    }
+    # What succeeded is already in the Butler.
+    types = {t for t, _ in _outputs(survey, "t/bad")}
+    assert {"postISRCCD", "calexp"} <= types and "visitSummary" not in types

@@ -111,7 +111,15 @@ def test_jobs_run_after_their_dependencies_and_all_succeed(setup) -> None:  # ty
 
 def test_a_failing_job_is_retried_then_held_and_its_dependents_never_run(setup) -> None:  # type: ignore[no-untyped-def]
     sessions, run_id, make_spec, order = setup
-    workflow = _workflow([_node("fail-x"), _node("ok-after", ["fail-x"]), _node("ok-free")])
+    # ok-later is two levels below the failure: the run must still end, not wait on it.
+    workflow = _workflow(
+        [
+            _node("fail-x"),
+            _node("ok-after", ["fail-x"]),
+            _node("ok-later", ["ok-after", "ok-free"]),
+            _node("ok-free"),
+        ]
+    )
     with _engine() as engine:
         scheduler = Scheduler(
             sessions, run_id, workflow, engine, SchedulerHooks(make_spec), RetryPolicy(3)
@@ -122,9 +130,29 @@ def test_a_failing_job_is_retried_then_held_and_its_dependents_never_run(setup) 
     assert jobs["fail-x"].state == JobState.HELD and jobs["fail-x"].attempts == 3
     assert jobs["fail-x"].exit_code == 3
     assert jobs["ok-after"].state == JobState.PENDING
+    assert jobs["ok-later"].state == JobState.PENDING
     assert jobs["ok-free"].state == JobState.SUCCEEDED
     assert not result.succeeded
     assert order.count("fail-x") == 3 and "ok-after" not in order
+
+
+def test_releasing_held_jobs_gives_them_a_fresh_budget_of_attempts(setup) -> None:  # type: ignore[no-untyped-def]
+    sessions, run_id, make_spec, order = setup
+    workflow = _workflow([_node("fail-x"), _node("ok-after", ["fail-x"])])
+    with _engine() as engine:
+        scheduler = Scheduler(
+            sessions, run_id, workflow, engine, SchedulerHooks(make_spec), RetryPolicy(2)
+        )
+        scheduler.create_jobs()
+        scheduler.run()
+        assert scheduler.release_held() == ["fail-x"]
+        assert _jobs(sessions)["fail-x"].state == JobState.PENDING
+        scheduler.run()
+        assert scheduler.release_held() == ["fail-x"]
+    jobs = _jobs(sessions)
+    # Held again after its second budget (attempts 3 and 4); released once more.
+    assert jobs["fail-x"].attempts == 4 and jobs["fail-x"].attempt_limit == 6
+    assert order.count("fail-x") == 4 and "ok-after" not in order
 
 
 def test_out_of_memory_is_retried_with_escalated_memory_up_to_the_cap(setup) -> None:  # type: ignore[no-untyped-def]

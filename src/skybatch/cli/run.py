@@ -161,6 +161,7 @@ def report(cli: CliContext, run_name: str | None, list_: bool, as_json: bool) ->
         runs = list_runs(sessions)
         if as_json:
             click.echo(json.dumps(runs, indent=2))
+            return
         for r in runs:
             click.echo(f"{r['run']}  {r['state']}  {r['created']}")
         return
@@ -169,11 +170,10 @@ def report(cli: CliContext, run_name: str | None, list_: bool, as_json: bool) ->
         click.echo(json.dumps(data, indent=2, default=str))
         return
     click.echo(f"run {data['run']}: {data['state']}  ({data['pipeline']})")
-    click.echo(f"{'task':<16} {'expected':>8} {'succeeded':>9} {'failed':>6} {'running':>7}")
-    for label, c in data["tasks"].items():
-        click.echo(
-            f"{label:<16} {c['expected']:>8} {c['succeeded']:>9} {c['failed']:>6} {c['running']:>7}"
-        )
+    columns = ("expected", "succeeded", "failed", "running", "blocked")
+    click.echo(f"{'task':<16} " + " ".join(f"{c:>9}" for c in columns))
+    for label, counts in data["tasks"].items():
+        click.echo(f"{label:<16} " + " ".join(f"{counts[c]:>9}" for c in columns))
     click.echo(f"jobs: {data['jobs']}")
     for f in data["failures"]:
         click.echo(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from pathlib import Path
+
 from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.engine import (
@@ -31,8 +34,16 @@ def open_state_db(settings: Settings) -> sessionmaker[Session]:
     head = head_revision()
     current = current_revision(url, engine=engine)
     if current != head:
-        if sqlite_path(url) is not None:
-            upgrade(url, engine=engine)
+        db_path = sqlite_path(url)
+        if db_path is not None:
+            # Two commands starting together on a fresh home must not both migrate:
+            # one does, under an exclusive lock; the other then finds it at head.
+            lock = Path(f"{db_path}.migrate.lock")
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            with open(lock, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                if current_revision(url, engine=engine) != head:
+                    upgrade(url, engine=engine)
         else:
             engine.dispose()
             raise DatabaseError(

@@ -52,7 +52,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     ),
     JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
     JobState.FAILED: frozenset({JobState.READY, JobState.HELD}),
-    JobState.HELD: frozenset({JobState.READY, JobState.CANCELLED}),
+    JobState.HELD: frozenset({JobState.READY, JobState.PENDING, JobState.CANCELLED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.CANCELLED: frozenset(),
 }

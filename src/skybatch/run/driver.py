@@ -356,6 +356,9 @@ def _execute(
             for name in _unfinished_jobs(ctx, run_id):
                 _forget_outputs(ctx, scheduler.nodes[name].outputs)
             scheduler.recover_orphans()
+            released = scheduler.release_held()
+            if released:
+                _log.info("resume: %d held job(s) get new attempts", len(released))
         result = scheduler.run()
     summary = RunSummary(
         run=ctx.run,
@@ -366,10 +369,9 @@ def _execute(
         expansion_s=workflow.expansion_s,
         wall_s=0.0,
     )
-    if result.succeeded:
-        from .finish import finish_run
+    from .finish import finish_partial, finish_run
 
-        finish_run(ctx, workflow, summary)
+    (finish_run if result.succeeded else finish_partial)(ctx, workflow, summary)
     summary.wall_s = time.perf_counter() - start
     with ctx.sessions.begin() as session:
         live = session.get(RunRow, run_id)

@@ -1,4 +1,11 @@
-"""End of pipeline for a run whose jobs all succeeded (seed steps 12, 14, 15)."""
+"""End of pipeline (seed steps 12, 14, 15).
+
+A run whose jobs all succeeded is finished in full: stage back, ingest, catalogs,
+cleanup, unpin. A run that stopped with held jobs has the outputs of its succeeded
+jobs staged back and ingested (as BPS's final job does), so they are usable and safe
+at once; catalogs, cleanup of intermediates (a resumed job may still read them) and
+unpinning wait for the resume that finishes the run. Both are idempotent.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from skybatch.ingest.butler import OutputRef, ingest_outputs, outputs_of
 if TYPE_CHECKING:
     from .driver import RunSummary, _Context
 
-__all__ = ["finish_run"]
+__all__ = ["finish_partial", "finish_run"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +46,19 @@ def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
     # Inputs staged for this run no longer need to stay pinned.
     site_files = [p.file.id for p in ctx.backbone.catalog.replicas_on(ctx.site)]
     ctx.backbone.catalog.pin(site_files, ctx.site, None)
+
+
+def finish_partial(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
+    """Stage back and ingest what the succeeded jobs of an unfinished run produced."""
+    from .driver import read_reports
+
+    outputs = outputs_of(read_reports(ctx.workdir))
+    if not outputs:
+        return
+    stage_back(ctx.backbone, ctx.site, ctx.run)
+    summary.outputs_ingested = ingest_outputs(
+        ctx.repo, ctx.butler_config, str(ctx.workdir / "graph.qg"), outputs
+    )
 
 
 def _load_catalogs(ctx: _Context, outputs: list[OutputRef]) -> int:

@@ -65,6 +65,9 @@ class JobRow(Base):
     label: Mapped[str] = mapped_column(String(256))
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The attempt after which a failure holds the job (None: the run's policy);
+    # raised when an operator resumes a run with held jobs.
+    attempt_limit: Mapped[int | None] = mapped_column(Integer, default=None)
     memory_mb: Mapped[int] = mapped_column(Integer)  # current request (escalated after OOM)
     cores: Mapped[int] = mapped_column(Integer, default=1)
     walltime_s: Mapped[int] = mapped_column(Integer)

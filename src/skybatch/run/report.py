@@ -31,7 +31,9 @@ def list_runs(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
 
 
 def run_report(sessions: sessionmaker[Session], run: str) -> dict[str, Any]:
-    """Per-task quanta counts (expected, succeeded, failed, running) and failed jobs."""
+    """Per-task quanta counts (expected, succeeded, failed, running, blocked) and the
+    failed jobs with their exit code and first error line. Blocked quanta belong to jobs
+    that never ran because a job upstream of them is held (only once the run stopped)."""
     with sessions() as session:
         row = session.scalar(select(RunRow).where(RunRow.name == run))
         if row is None:
@@ -60,23 +62,23 @@ def run_report(sessions: sessionmaker[Session], run: str) -> dict[str, Any]:
             .group_by(QuantumRunRow.task_label, QuantumRunRow.status)
         ).all()
         jobs = session.scalars(select(JobRow).where(JobRow.run_id == row.id)).all()
-        running_quanta: dict[str, int] = {}
+        stopped = row.state != "running"
+
+        def zero() -> dict[str, int]:
+            return {"expected": 0, "succeeded": 0, "failed": 0, "running": 0, "blocked": 0}
+
+        tasks: dict[str, dict[str, int]] = {}
+        for label, n in expected.items():
+            tasks[label] = zero()
+            tasks[label]["expected"] = n
+        for label, status, count in quanta:
+            if status in ("succeeded", "failed"):
+                tasks.setdefault(label, zero())[status] += count
         for job in jobs:
             if job.state in (JobState.SUBMITTED.value, JobState.RUNNING.value):
-                running_quanta[job.label] = running_quanta.get(job.label, 0) + job.n_quanta
-        tasks: dict[str, dict[str, int]] = {
-            label: {"expected": n, "succeeded": 0, "failed": 0, "running": 0}
-            for label, n in expected.items()
-        }
-        for label, status, count in quanta:
-            entry = tasks.setdefault(
-                label, {"expected": 0, "succeeded": 0, "failed": 0, "running": 0}
-            )
-            if status in ("succeeded", "failed"):
-                entry[status] += count
-        for label, count in running_quanta.items():
-            if label in tasks:
-                tasks[label]["running"] += count
+                tasks.setdefault(job.label, zero())["running"] += job.n_quanta
+            elif stopped and job.state == JobState.PENDING.value:
+                tasks.setdefault(job.label, zero())["blocked"] += job.n_quanta
         job_states: dict[str, int] = {}
         for job in jobs:
             job_states[job.state] = job_states.get(job.state, 0) + 1

@@ -26,7 +26,7 @@ from skybatch.job.spec import JobReport, JobSpec
 
 from .models import JobAttemptRow, JobRow, QuantumRunRow
 
-__all__ = ["RetryPolicy", "Scheduler", "SchedulerHooks"]
+__all__ = ["RetryPolicy", "Scheduler", "SchedulerHooks", "blocked_jobs"]
 
 _log = logging.getLogger(__name__)
 
@@ -126,6 +126,20 @@ class Scheduler:
             self._after_failure(row.id, FailureKind.LOST)
         return len(rows)
 
+    def release_held(self) -> list[str]:
+        """Give every held job of the run a fresh budget of attempts (an operator's
+        resume after fixing the cause); they go back to pending. Returns their names."""
+        with self.sessions.begin() as session:
+            rows = session.scalars(
+                select(JobRow).where(
+                    JobRow.run_id == self.run_id, JobRow.state == JobState.HELD.value
+                )
+            ).all()
+            for row in rows:
+                row.state = transition(JobState(row.state), JobState.PENDING, job=row.name)
+                row.attempt_limit = row.attempts + self.policy.max_attempts
+            return [row.name for row in rows]
+
     # -- the loop -----------------------------------------------------------------
     def run(self) -> SchedulerResult:
         capacity = self.engine.capabilities.max_parallel_jobs
@@ -159,16 +173,15 @@ class Scheduler:
         return {row.name: row for row in rows}
 
     def _any_releasable(self) -> bool:
+        """Whether some pending job can still run: none of its ancestors is held or
+        cancelled (a failure blocks everything downstream of it, not just its children)."""
         with self.sessions() as session:
-            rows = self._states(session)
-        blocked = {JobState.HELD.value, JobState.CANCELLED.value}
-        for row in rows.values():
-            if row.state != JobState.PENDING.value:
-                continue
-            deps = [rows[d].state for d in self.nodes[row.name].depends_on]
-            if not any(state in blocked for state in deps):
-                return True
-        return False
+            states = {name: row.state for name, row in self._states(session).items()}
+        blocked = blocked_jobs(self.nodes, states)
+        return any(
+            state == JobState.PENDING.value and name not in blocked
+            for name, state in states.items()
+        )
 
     def _release_ready(self) -> bool:
         with self.sessions() as session:
@@ -298,7 +311,7 @@ class Scheduler:
                 return
             if not count_attempt:
                 row.attempts = max(0, row.attempts - 1)
-            if row.attempts >= self.policy.max_attempts:
+            if row.attempts >= (row.attempt_limit or self.policy.max_attempts):
                 row.state = transition(JobState(row.state), JobState.HELD, job=row.name)
                 return
             if failure == FailureKind.OUT_OF_MEMORY:
@@ -311,6 +324,28 @@ class Scheduler:
             row = session.get(JobRow, job_id)
             assert row is not None
             row.state = transition(JobState(row.state), JobState.READY, job=row.name)
+
+
+def blocked_jobs(nodes: dict[str, JobNode], states: dict[str, str]) -> set[str]:
+    """Names of the jobs that cannot run because they, or a job upstream of them, are
+    held or cancelled (iterative, so graph depth is not bounded by the recursion limit)."""
+    stop = {JobState.HELD.value, JobState.CANCELLED.value}
+    memo: dict[str, bool] = {}
+    for root in nodes:
+        stack = [root]
+        while stack:
+            name = stack[-1]
+            if name in memo:
+                stack.pop()
+                continue
+            deps = nodes[name].depends_on
+            todo = [d for d in deps if d not in memo]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            memo[name] = states.get(name) in stop or any(memo[d] for d in deps)
+    return {name for name, is_blocked in memo.items() if is_blocked}
 
 
 def _read_report(path: str) -> JobReport | None:
