@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
-## Build the demo survey and run the demo pipeline over it.
+## Build the demo survey and run the demo pipeline over it with skybatch run.
 demo: install
 	$(BIN)/skybatch demo run $(DEMO_DIR)
 

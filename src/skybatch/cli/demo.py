@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skybatch.cli.context import CliContext, pass_cli_context
+from skybatch.errors import DataError, InputError
+
+if TYPE_CHECKING:
+    from skybatch.demo.driver import SkybatchResult
 
 DEFAULT_DIR = Path("demo-survey")
 
@@ -39,7 +44,6 @@ def _params(visits: int, detectors: int, size: int, seed: int) -> Any:
     from pydantic import ValidationError
 
     from skybatch.demo.params import SurveyParams
-    from skybatch.errors import InputError
 
     try:
         return SurveyParams(visits=visits, detectors=detectors, size=size, seed=seed)
@@ -90,9 +94,15 @@ def init_cmd(
     required=False,
 )
 @_survey_options
-@click.option("--output", default=None, help="Output collection. [default: demo/pipetask/<time>]")
 @click.option(
-    "-j", "--processes", type=int, default=1, show_default=True, help="pipetask processes."
+    "--output", default=None, help="Output RUN collection. [default: demo/run/<UTC time>]"
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Parallel jobs. [default: the engine's default]",
 )
 @pass_cli_context
 def run_cmd(
@@ -103,26 +113,44 @@ def run_cmd(
     size: int,
     seed: int,
     output: str | None,
-    processes: int,
+    workers: int | None,
 ) -> None:
     """Build the demo survey in DIRECTORY (if not there yet) and run the demo pipeline.
 
-    The pipeline (isr, calibrate, visitSummary, coadd) runs with `pipetask run`; the
-    command prints where the outputs are. [default DIRECTORY: ./demo-survey]
+    The pipeline (isr, calibrate, visitSummary, coadd) runs with skybatch's own
+    execution, as `skybatch run` does; the command prints where the outputs are and
+    how to see the run with `skybatch report RUN`. [default DIRECTORY: ./demo-survey]
     """
-    from skybatch.demo.driver import init_survey, run_with_pipetask
+    from skybatch.demo.driver import check_home, init_survey, run_with_skybatch
     from skybatch.demo.survey import Survey
-    from skybatch.progress import rich_bars
+    from skybatch.progress import make_progress, rich_bars
 
     survey = Survey(directory)
-    with _recorded(cli, "demo run", directory=directory, output=output) as op:
+    arguments = {"directory": directory, "output": output, "workers": workers}
+    with _recorded(cli, "demo run", **arguments) as op:
+        check_home(cli.settings, survey)
         if not survey.repo.joinpath("butler.yaml").exists():
             survey = init_survey(directory, _params(visits, detectors, size, seed), rich_bars())
+            click.echo(f"built the demo survey in {survey.root.resolve()}")
         else:
             click.echo(f"using the existing demo survey in {survey.root.resolve()}")
-        result = run_with_pipetask(survey, output=output, processes=processes)
-        op.message = f"{result.quanta} quanta into {result.output}"
-    _report(result)
+        with make_progress() as bar:
+            task = bar.add_task("jobs", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = run_with_skybatch(cli.settings, survey, output, workers, progress)
+        _report(result)
+        summary = result.summary
+        if not result.succeeded:
+            raise DataError(
+                f"run {summary.run} did not finish: jobs {_counts(summary.jobs)}",
+                where=summary.run,
+                hint=f"see `skybatch report {summary.run}`, fix the cause, then "
+                f"`skybatch run --resume {summary.run}`",
+            )
+        op.message = f"{summary.quanta} quanta into {summary.run}"
 
 
 def _recorded(cli: CliContext, command: str, **arguments: Any) -> Any:
@@ -133,18 +161,34 @@ def _recorded(cli: CliContext, command: str, **arguments: Any) -> Any:
     return record_operation(open_state_db(cli.settings), command, arguments)
 
 
-def _report(result: Any) -> None:
+def _counts(jobs: Mapping[str, int]) -> str:
+    """``succeeded=17, failed=1``: job states are str enums, whose repr is noisy."""
+    return ", ".join(f"{state}={n}" for state, n in jobs.items()) or "none"
+
+
+def _report(result: SkybatchResult) -> None:
     from skybatch.demo.report import visit_table
 
+    summary = result.summary
     repo = result.survey.repo.resolve()
     click.echo("")
-    click.echo(f"pipeline finished: {result.quanta} quanta in {result.wall_s:.1f} s")
+    if not result.succeeded:
+        click.echo(f"run {summary.run}: {summary.state}")
+        click.echo(f"  quanta: {summary.quanta}; jobs: {_counts(summary.jobs)}")
+        click.echo(f"  Butler repository: {repo}")
+        click.echo(f"  workdir (job logs): {summary.workdir}")
+        return
+    click.echo(
+        f"pipeline finished: {summary.quanta} quanta in {result.wall_s:.1f} s "
+        f"(expansion {summary.expansion_s:.1f} s); jobs: {_counts(summary.jobs)}"
+    )
     click.echo(f"  Butler repository: {repo}")
-    click.echo(f"  output collection: {result.output}")
-    click.echo(f"  files under:       {repo / result.output}")
-    click.echo(f"  pipetask log:      {result.log_path.resolve()}")
+    click.echo(f"  output collection: {summary.run}")
+    click.echo(f"  files under:       {repo / summary.run}")
+    click.echo(f"  workdir:           {summary.workdir}")
     click.echo("  datasets: " + ", ".join(f"{k}={v}" for k, v in result.datasets.items()))
     click.echo("")
-    click.echo(visit_table(result.survey, result.output))
+    click.echo(visit_table(result.survey, summary.run))
     click.echo("")
-    click.echo(f"explore: butler query-datasets {repo} deepCoadd --collections {result.output}")
+    click.echo(f"report:  skybatch report {summary.run}")
+    click.echo(f"explore: butler query-datasets {repo} deepCoadd --collections {summary.run}")

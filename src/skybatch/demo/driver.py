@@ -1,8 +1,10 @@
 """Drivers behind ``skybatch demo``: build a survey and run the demo pipeline on it.
 
-``run_with_pipetask`` runs the LSST ``pipetask run`` command over the survey (the
-reference way to execute a pipeline on one machine); later skybatch drivers replace it
-with skybatch's own execution.
+``run_with_skybatch`` runs the demo pipeline with skybatch's own execution (what
+``skybatch run`` does: expansion, workflow, staging, local engine, Butler ingest) and is
+what ``skybatch demo run`` uses. ``run_with_pipetask`` runs the LSST ``pipetask run``
+command over the survey: the reference way to execute a pipeline on one machine, kept
+for benchmarks and tests that compare against it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -23,6 +26,12 @@ from ..errors import ExternalToolError, InputError
 from ..progress import ProgressFactory, make_progress, no_bars
 from .params import SurveyParams
 from .survey import DEFAULTS, Survey, build_survey
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..run.driver import RunSummary
+    from ..settings import Settings
 
 _EXECUTED = re.compile(r"Executed (\d+) quanta successfully, (\d+) failed and (\d+) remain")
 _GRAPH = re.compile(r"QuantumGraph contains (\d+) quanta")
@@ -37,6 +46,92 @@ def init_survey(
     directory: Path, params: SurveyParams, progress: ProgressFactory | None = None
 ) -> Survey:
     return build_survey(directory, params, progress)
+
+
+def _require_survey(survey: Survey) -> None:
+    if not survey.repo.joinpath("butler.yaml").exists():
+        raise InputError(
+            f"no demo survey in {survey.root}",
+            where=str(survey.root),
+            hint="create one with `skybatch demo init DIR` first",
+        )
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass
+class SkybatchResult:
+    """A demo pipeline run executed by skybatch (``skybatch.run.driver.submit_run``)."""
+
+    survey: Survey
+    summary: RunSummary
+    wall_s: float
+    datasets: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def output(self) -> str:
+        """The output RUN collection (also the skybatch run name)."""
+        return self.summary.run
+
+    @property
+    def succeeded(self) -> bool:
+        return self.summary.state == "succeeded"
+
+
+def run_with_skybatch(
+    settings: Settings,
+    survey: Survey,
+    output: str | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SkybatchResult:
+    """Run the demo pipeline over the survey with skybatch's own execution.
+
+    Equivalent to ``skybatch run --repo SURVEY/repo --pipeline pipelines/demo_drp.yaml
+    --input DemoCam/defaults --output-run OUTPUT [--workers N]``. ``output`` defaults to
+    ``demo/run/<UTC time>``, ``workers`` to the engine's default. ``progress(done,
+    total)`` is called as jobs finish. A run that did not succeed is returned, not
+    raised: its state is in ``result.summary.state``.
+    """
+    from ..run.driver import RunOptions, submit_run
+
+    _require_survey(survey)
+    check_home(settings, survey)
+    options = RunOptions(
+        repo=survey.repo,
+        pipeline=str(pipeline_path()),
+        inputs=[DEFAULTS],
+        output_run=output or f"demo/run/{_stamp()}",
+        workers=workers,
+    )
+    start = time.perf_counter()
+    summary = submit_run(settings, options, progress)
+    result = SkybatchResult(survey, summary, time.perf_counter() - start)
+    if result.succeeded:
+        result.datasets = count_outputs(survey, result.output)
+    return result
+
+
+def check_home(settings: Settings, survey: Survey) -> None:
+    """Refuse a skybatch home whose archive endpoint is rooted at another repository.
+
+    ``submit_run`` would refuse it too, but only after the survey is built and naming
+    ``--repo``, an option ``skybatch demo run`` does not have.
+    """
+    from ..backbone.service import Backbone
+
+    repo = survey.repo.resolve()
+    for row in Backbone.from_settings(settings).catalog.endpoints():
+        if row.kind == "archive" and Path(row.root).resolve() != repo:
+            raise InputError(
+                f"the skybatch home {settings.home} already archives {row.root}, "
+                f"not the demo survey's repository {repo}",
+                where=str(settings.home),
+                hint="run each demo survey with its own skybatch home "
+                "(`skybatch --home DIR demo run ...`)",
+            )
 
 
 @dataclass
@@ -59,14 +154,13 @@ def run_with_pipetask(
     console: Console | None = None,
     show_progress: bool = True,
 ) -> PipetaskResult:
-    """Run ``pipetask run`` for the demo pipeline; raise ExternalToolError on failure."""
-    if not survey.repo.joinpath("butler.yaml").exists():
-        raise InputError(
-            f"no demo survey in {survey.root}",
-            where=str(survey.root),
-            hint="create one with `skybatch demo init DIR` first",
-        )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    """Run ``pipetask run`` for the demo pipeline; raise ExternalToolError on failure.
+
+    The reference executor (benchmarks, tests); ``skybatch demo run`` uses
+    :func:`run_with_skybatch`.
+    """
+    _require_survey(survey)
+    stamp = _stamp()
     output = output or f"demo/pipetask/{stamp}"
     log_dir = survey.root / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -133,4 +227,14 @@ def count_outputs(survey: Survey, collection: str) -> Counter[str]:
     return counts
 
 
-__all__ = ["PipetaskResult", "init_survey", "no_bars", "pipeline_path", "run_with_pipetask"]
+__all__ = [
+    "PipetaskResult",
+    "SkybatchResult",
+    "check_home",
+    "count_outputs",
+    "init_survey",
+    "no_bars",
+    "pipeline_path",
+    "run_with_pipetask",
+    "run_with_skybatch",
+]

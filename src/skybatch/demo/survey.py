@@ -114,7 +114,7 @@ def _build(survey: Survey, params: SurveyParams, bar: ProgressFactory) -> None:
     Butler.makeRepo(str(survey.repo), config=Config(REPO_CONFIG))
     butler = Butler.from_config(str(survey.repo), writeable=True)
     try:
-        regions = _insert_dimensions(butler, params, truth)
+        regions = insert_dimensions(butler, params, truth)
         radius = params.focal_plane_deg * 1.2 + 0.01
         catalog = refcat_mod.generate(params, radius)
         refcat_mod.write_database(catalog, survey.refcat_db)
@@ -133,7 +133,7 @@ def _build(survey: Survey, params: SurveyParams, bar: ProgressFactory) -> None:
     survey.truth_path.write_text(truth.model_dump_json(indent=2))
 
 
-def _insert_dimensions(butler: Butler, params: SurveyParams, truth: SurveyTruth) -> list[Region]:
+def insert_dimensions(butler: Butler, params: SurveyParams, truth: SurveyTruth) -> list[Region]:
     reg = butler.registry
     reg.insertDimensionData(
         "instrument",

@@ -35,7 +35,7 @@ from skybatch.job.spec import FileSpec, JobReport, JobSpec
 from skybatch.settings import Settings
 
 from .models import JobRow, RunRow, RunState
-from .scheduler import RetryPolicy, Scheduler, SchedulerHooks
+from .scheduler import RetryPolicy, Scheduler, SchedulerHooks, read_report
 
 __all__ = ["RunOptions", "RunSummary", "resume_run", "submit_run"]
 
@@ -418,13 +418,11 @@ def read_reports(workdir: Path, names: list[str] | None = None) -> list[JobRepor
     for job_dir in sorted((workdir / "jobs").glob("*")):
         if names is not None and job_dir.name not in names:
             continue
-        attempts = sorted(job_dir.glob("attempt-*/report.json"), key=lambda p: p.parent.name)
-        reports = []
-        for path in attempts:
-            try:
-                reports.append(JobReport.model_validate_json(path.read_text()))
-            except (OSError, ValueError):
-                continue
+        attempts = sorted(
+            job_dir.glob("attempt-*/report.json"),
+            key=lambda p: int(p.parent.name.rpartition("-")[2] or 0),
+        )
+        reports = [r for path in attempts if (r := read_report(str(path))) is not None]
         good = [r for r in reports if r.status == "succeeded"]
         if good or reports:
             out.append((good or reports)[-1])

@@ -15,8 +15,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.models import utcnow
@@ -110,7 +111,9 @@ class Scheduler:
         return len(new)
 
     def recover_orphans(self) -> int:
-        """Jobs a previous (killed) driver had submitted are lost: fail them for a retry."""
+        """Jobs a previous (killed) driver had submitted are lost: each is retried, or
+        held if that was its last attempt. Returns how many there were."""
+        retry: list[str] = []
         with self.sessions.begin() as session:
             rows = session.scalars(
                 select(JobRow).where(
@@ -122,8 +125,23 @@ class Scheduler:
                 row.state = transition(JobState(row.state), JobState.FAILED, job=row.name)
                 row.failure = FailureKind.LOST.value
                 row.error = "the driver stopped while the job was running"
-        for row in rows:
-            self._after_failure(row.id, FailureKind.LOST)
+                session.execute(
+                    update(JobAttemptRow)
+                    .where(JobAttemptRow.job_id == row.id, JobAttemptRow.attempt == row.attempts)
+                    .values(
+                        state=JobState.FAILED.value,
+                        failure=FailureKind.LOST.value,
+                        error=row.error,
+                        finished_at=utcnow(),
+                    )
+                )
+                if row.attempts >= (row.attempt_limit or self.policy.max_attempts):
+                    row.state = transition(JobState(row.state), JobState.HELD, job=row.name)
+                else:
+                    row.state = transition(JobState(row.state), JobState.READY, job=row.name)
+                    retry.append(row.name)
+        for name in retry:
+            self.hooks.before_retry(self.nodes[name])
         return len(rows)
 
     def release_held(self) -> list[str]:
@@ -142,113 +160,122 @@ class Scheduler:
 
     # -- the loop -----------------------------------------------------------------
     def run(self) -> SchedulerResult:
+        """Run until every job succeeded or nothing more can run; return the counts.
+
+        The run's jobs are loaded once and kept in memory: a pending job waits on a
+        counter of unfinished dependencies, so each loop costs what changed, not the
+        size of the workflow. The state changes of one loop are written in one
+        transaction before the loop sleeps (a killed driver loses at most the
+        changes of its last loop, which resume treats as lost jobs).
+        """
+        self._load()
         capacity = self.engine.capabilities.max_parallel_jobs
         while True:
             changed = self._release_ready()
             changed |= self._submit(capacity - len(self._in_flight))
             changed |= self._poll()
-            counts = self._counts()
-            done = counts.get(JobState.SUCCEEDED.value, 0)
-            self.hooks.progress(done, len(self.nodes))
-            if not self._in_flight and not self._can_progress(counts):
-                return SchedulerResult(counts)
+            self._flush()
+            self.hooks.progress(self._n_succeeded, len(self.nodes))
+            if not self._in_flight and not self._ready and not self._runnable_pending():
+                return SchedulerResult(self._counts())
             if not changed:
                 time.sleep(self.poll_s)
 
+    def _load(self) -> None:
+        with self.sessions() as session:
+            rows = session.scalars(select(JobRow).where(JobRow.run_id == self.run_id)).all()
+            for row in rows:
+                session.expunge(row)
+        self._jobs = {row.name: row for row in rows}
+        self._by_id = {row.id: row for row in rows}
+        self._children: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for node in self.nodes.values():
+            for dep in node.depends_on:
+                self._children[dep].append(node.name)
+        succeeded = JobState.SUCCEEDED.value
+        self._waiting = {
+            name: sum(self._jobs[d].state != succeeded for d in node.depends_on)
+            for name, node in self.nodes.items()
+        }
+        self._n_succeeded = sum(row.state == succeeded for row in rows)
+        self._ready: dict[str, None] = {  # insertion-ordered set
+            name: None for name, row in self._jobs.items() if row.state == JobState.READY.value
+        }
+        self._releasable: dict[str, None] = {
+            name: None
+            for name, row in self._jobs.items()
+            if row.state == JobState.PENDING.value and self._waiting[name] == 0
+        }
+        self._blocked = blocked_jobs(
+            self.nodes, {name: row.state for name, row in self._jobs.items()}
+        )
+        self._dirty: set[int] = set()
+        self._new_attempts: list[JobAttemptRow] = []
+        self._attempt_updates: list[dict[str, Any]] = []
+        self._quanta: list[dict[str, Any]] = []
+
+    def _set(self, row: JobRow, state: JobState) -> None:
+        row.state = transition(JobState(row.state), state, job=row.name).value
+        self._dirty.add(row.id)
+
     def _counts(self) -> dict[str, int]:
-        with self.sessions() as session:
-            states = session.scalars(select(JobRow.state).where(JobRow.run_id == self.run_id))
-            out: dict[str, int] = {}
-            for state in states:
-                out[state] = out.get(state, 0) + 1
-            return out
+        out: dict[str, int] = {}
+        for row in self._jobs.values():
+            out[row.state] = out.get(row.state, 0) + 1
+        return out
 
-    def _can_progress(self, counts: dict[str, int]) -> bool:
-        if counts.get(JobState.READY.value) or counts.get(JobState.SUBMITTED.value):
+    def _runnable_pending(self) -> bool:
+        """Whether a pending job can still run: one is releasable now, or one is
+        waiting on a job that is still going (not held/cancelled upstream)."""
+        if self._releasable:
             return True
-        return bool(counts.get(JobState.PENDING.value)) and self._any_releasable()
-
-    def _states(self, session: Session) -> dict[str, JobRow]:
-        rows = session.scalars(select(JobRow).where(JobRow.run_id == self.run_id))
-        return {row.name: row for row in rows}
-
-    def _any_releasable(self) -> bool:
-        """Whether some pending job can still run: none of its ancestors is held or
-        cancelled (a failure blocks everything downstream of it, not just its children)."""
-        with self.sessions() as session:
-            states = {name: row.state for name, row in self._states(session).items()}
-        blocked = blocked_jobs(self.nodes, states)
         return any(
-            state == JobState.PENDING.value and name not in blocked
-            for name, state in states.items()
+            row.state == JobState.PENDING.value and name not in self._blocked
+            for name, row in self._jobs.items()
         )
 
     def _release_ready(self) -> bool:
-        with self.sessions() as session:
-            rows = self._states(session)
-            ready = [
-                row.name
-                for row in rows.values()
-                if row.state == JobState.PENDING.value
-                and all(
-                    rows[d].state == JobState.SUCCEEDED.value
-                    for d in self.nodes[row.name].depends_on
-                )
-            ]
-        if not ready:
+        if not self._releasable:
             return False
-        self.hooks.stage_inputs([self.nodes[name] for name in ready])
-        with self.sessions.begin() as session:
-            for row in session.scalars(
-                select(JobRow).where(JobRow.run_id == self.run_id, JobRow.name.in_(ready))
-            ):
-                row.state = transition(JobState(row.state), JobState.READY, job=row.name)
+        names = list(self._releasable)
+        self._releasable.clear()
+        self.hooks.stage_inputs([self.nodes[name] for name in names])
+        for name in names:
+            self._set(self._jobs[name], JobState.READY)
+            self._ready[name] = None
         return True
 
     def _submit(self, room: int) -> bool:
-        if room <= 0:
+        if room <= 0 or not self._ready:
             return False
-        with self.sessions() as session:
-            rows = session.scalars(
-                select(JobRow)
-                .where(JobRow.run_id == self.run_id, JobRow.state == JobState.READY.value)
-                .order_by(JobRow.id)
-                .limit(room)
-            ).all()
-            for row in rows:
-                session.expunge(row)
-        if not rows:
-            return False
+        names = list(self._ready)[:room]
+        rows = [self._jobs[name] for name in names]
         specs = []
         for row in rows:
             row.attempts += 1
             specs.append(self.hooks.make_spec(self.nodes[row.name], row))
         engine_ids = self.engine.submit(specs)
-        with self.sessions.begin() as session:
-            for row, spec, engine_id in zip(rows, specs, engine_ids, strict=True):
-                live = session.get(JobRow, row.id)
-                assert live is not None
-                live.state = transition(JobState(live.state), JobState.SUBMITTED, job=live.name)
-                live.attempts = row.attempts
-                live.engine_id = engine_id
-                session.add(
-                    JobAttemptRow(
-                        job_id=row.id,
-                        attempt=row.attempts,
-                        engine_id=engine_id,
-                        state=JobState.SUBMITTED.value,
-                        memory_mb=row.memory_mb,
-                        report_path=spec.report_path,
-                    )
+        for name, row, spec, engine_id in zip(names, rows, specs, engine_ids, strict=True):
+            del self._ready[name]
+            self._set(row, JobState.SUBMITTED)
+            row.engine_id = engine_id
+            self._new_attempts.append(
+                JobAttemptRow(
+                    job_id=row.id,
+                    attempt=row.attempts,
+                    engine_id=engine_id,
+                    state=JobState.SUBMITTED.value,
+                    memory_mb=row.memory_mb,
+                    report_path=spec.report_path,
                 )
-                self._in_flight[engine_id] = _InFlight(row.id, engine_id, spec)
+            )
+            self._in_flight[engine_id] = _InFlight(row.id, engine_id, spec)
         return True
 
     def _poll(self) -> bool:
         if not self._in_flight:
             return False
-        ids = list(self._in_flight)
-        statuses = self.engine.poll(ids)
+        statuses = self.engine.poll(list(self._in_flight))
         changed = False
         for status in statuses:
             flight = self._in_flight[status.engine_id]
@@ -257,73 +284,115 @@ class Scheduler:
                 self._finish(flight, status)
                 changed = True
             elif status.state == JobState.RUNNING:
-                changed |= self._mark_running(flight.job_id)
+                row = self._by_id[flight.job_id]
+                if row.state == JobState.SUBMITTED.value:
+                    self._set(row, JobState.RUNNING)
+                    changed = True
         return changed
 
-    def _mark_running(self, job_id: int) -> bool:
-        with self.sessions.begin() as session:
-            row = session.get(JobRow, job_id)
-            if row is None or row.state != JobState.SUBMITTED.value:
-                return False
-            row.state = transition(JobState(row.state), JobState.RUNNING, job=row.name)
-            return True
-
     def _finish(self, flight: _InFlight, status: JobStatus) -> None:
-        report = _read_report(flight.spec.report_path)
+        report = read_report(flight.spec.report_path)
         state = status.state
         failure = status.failure
         if state == JobState.SUCCEEDED and report is not None and report.status != "succeeded":
             state, failure = JobState.FAILED, FailureKind.ERROR
         error = (report.error if report else None) or status.message
         exit_code = report.exit_code if report else status.exit_code
-        with self.sessions.begin() as session:
-            row = session.get(JobRow, flight.job_id)
-            assert row is not None
-            row.state = transition(JobState(row.state), state, job=row.name)
-            row.exit_code = exit_code
-            row.failure = failure.value if state == JobState.FAILED else None
-            row.error = error if state == JobState.FAILED else None
-            attempt = session.scalars(
-                select(JobAttemptRow).where(
-                    JobAttemptRow.job_id == row.id, JobAttemptRow.attempt == row.attempts
-                )
-            ).one()
-            attempt.state = state.value
-            attempt.failure = failure.value
-            attempt.exit_code = exit_code
-            attempt.error = error
-            attempt.finished_at = utcnow()
-            attempt.max_rss_mb = (report.stats.max_rss_mb if report else None) or status.max_rss_mb
-            attempt.cpu_s = report.stats.cpu_s if report else None
-            if report is not None:
-                _record_quanta(session, self.run_id, row, report)
-        if state == JobState.FAILED:
-            self._after_failure(flight.job_id, failure)
+        row = self._by_id[flight.job_id]
+        self._set(row, state)
+        row.exit_code = exit_code
+        row.failure = failure.value if state == JobState.FAILED else None
+        row.error = error if state == JobState.FAILED else None
+        self._attempt_updates.append(
+            {
+                "job_id": row.id,
+                "attempt": row.attempts,
+                "state": state.value,
+                "failure": failure.value,
+                "exit_code": exit_code,
+                "error": error,
+                "finished_at": utcnow(),
+                "max_rss_mb": (report.stats.max_rss_mb if report else None) or status.max_rss_mb,
+                "cpu_s": report.stats.cpu_s if report else None,
+            }
+        )
+        if report is not None:
+            self._quanta.extend(_quantum_rows(self.run_id, row, report))
+        if state == JobState.SUCCEEDED:
+            self._n_succeeded += 1
+            for child in self._children[row.name]:
+                self._waiting[child] -= 1
+                if self._waiting[child] == 0 and self._jobs[child].state == JobState.PENDING.value:
+                    self._releasable[child] = None
+        elif state == JobState.FAILED:
+            self._retry_or_hold(row, failure)
+        else:
+            self._block_downstream(row.name)
 
-    def _after_failure(
-        self, job_id: int, failure: FailureKind, *, count_attempt: bool = True
-    ) -> None:
+    def _retry_or_hold(self, row: JobRow, failure: FailureKind) -> None:
         """Retry (with more memory after OOM) or hold for the operator."""
+        if row.attempts >= (row.attempt_limit or self.policy.max_attempts):
+            self._set(row, JobState.HELD)
+            self._block_downstream(row.name)
+            return
+        if failure == FailureKind.OUT_OF_MEMORY:
+            row.memory_mb = min(
+                self.policy.memory_cap_mb, int(row.memory_mb * self.policy.memory_factor)
+            )
+        self.hooks.before_retry(self.nodes[row.name])
+        self._set(row, JobState.READY)
+        self._ready[row.name] = None
+
+    def _block_downstream(self, name: str) -> None:
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            if current in self._blocked:
+                continue
+            self._blocked.add(current)
+            stack.extend(self._children[current])
+
+    def _flush(self) -> None:
+        """Write this loop's changes in one transaction."""
+        if not (self._dirty or self._new_attempts or self._attempt_updates or self._quanta):
+            return
+        now = utcnow()
         with self.sessions.begin() as session:
-            row = session.get(JobRow, job_id)
-            assert row is not None
-            if failure == FailureKind.CANCELLED:
-                return
-            if not count_attempt:
-                row.attempts = max(0, row.attempts - 1)
-            if row.attempts >= (row.attempt_limit or self.policy.max_attempts):
-                row.state = transition(JobState(row.state), JobState.HELD, job=row.name)
-                return
-            if failure == FailureKind.OUT_OF_MEMORY:
-                row.memory_mb = min(
-                    self.policy.memory_cap_mb, int(row.memory_mb * self.policy.memory_factor)
+            if self._dirty:
+                session.execute(
+                    update(JobRow),
+                    [
+                        {
+                            "id": row.id,
+                            "state": row.state,
+                            "attempts": row.attempts,
+                            "memory_mb": row.memory_mb,
+                            "engine_id": row.engine_id,
+                            "exit_code": row.exit_code,
+                            "failure": row.failure,
+                            "error": row.error,
+                            "updated_at": now,
+                        }
+                        for row in (self._by_id[i] for i in self._dirty)
+                    ],
                 )
-            name = row.name
-        self.hooks.before_retry(self.nodes[name])
-        with self.sessions.begin() as session:
-            row = session.get(JobRow, job_id)
-            assert row is not None
-            row.state = transition(JobState(row.state), JobState.READY, job=row.name)
+            session.add_all(self._new_attempts)
+            session.flush()
+            for values in self._attempt_updates:
+                session.execute(
+                    update(JobAttemptRow)
+                    .where(
+                        JobAttemptRow.job_id == values["job_id"],
+                        JobAttemptRow.attempt == values["attempt"],
+                    )
+                    .values({k: v for k, v in values.items() if k not in ("job_id", "attempt")})
+                )
+            if self._quanta:
+                session.execute(insert(QuantumRunRow), self._quanta)
+        self._dirty.clear()
+        self._new_attempts = []
+        self._attempt_updates.clear()
+        self._quanta.clear()
 
 
 def blocked_jobs(nodes: dict[str, JobNode], states: dict[str, str]) -> set[str]:
@@ -348,32 +417,34 @@ def blocked_jobs(nodes: dict[str, JobNode], states: dict[str, str]) -> set[str]:
     return {name for name, is_blocked in memo.items() if is_blocked}
 
 
-def _read_report(path: str) -> JobReport | None:
+def read_report(path: str) -> JobReport | None:
+    """The job report at ``path``; None if it is missing or unreadable (a job that died
+    before writing it)."""
     try:
-        with open(path) as stream:
+        with open(path, "rb") as stream:
             return JobReport.model_validate_json(stream.read())
     except (OSError, ValueError):
         return None
 
 
-def _record_quanta(session: Session, run_id: int, job: JobRow, report: JobReport) -> None:
-    for q in report.quanta:
-        session.add(
-            QuantumRunRow(
-                run_id=run_id,
-                job_id=job.id,
-                attempt=report.attempt,
-                quantum_id=q.quantum_id,
-                task_label=q.task_label,
-                data_id=q.data_id,
-                status=q.status,
-                start=q.stats.start if q.stats else None,
-                end=q.stats.end if q.stats else None,
-                cpu_s=q.stats.cpu_s if q.stats else None,
-                max_rss_mb=q.stats.max_rss_mb if q.stats else None,
-                error=q.error,
-            )
-        )
+def _quantum_rows(run_id: int, job: JobRow, report: JobReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run_id,
+            "job_id": job.id,
+            "attempt": report.attempt,
+            "quantum_id": q.quantum_id,
+            "task_label": q.task_label,
+            "data_id": q.data_id,
+            "status": q.status,
+            "start": q.stats.start if q.stats else None,
+            "end": q.stats.end if q.stats else None,
+            "cpu_s": q.stats.cpu_s if q.stats else None,
+            "max_rss_mb": q.stats.max_rss_mb if q.stats else None,
+            "error": q.error,
+        }
+        for q in report.quanta
+    ]
 
 
-__all__ += ["TERMINAL", "SchedulerResult"]
+__all__ += ["TERMINAL", "SchedulerResult", "read_report"]

@@ -30,7 +30,7 @@ from skybatch.engines.errors import EngineClosedError, EngineConfigError, JobSpe
 from skybatch.engines.local.jobs import LocalJob, job_files, write_spec
 from skybatch.engines.local.pools import ProcessPool, WarmPool
 from skybatch.engines.local.settings import LocalSettings
-from skybatch.engines.local.slots import tree_rss_mb
+from skybatch.engines.local.slots import TreeSampler
 
 if TYPE_CHECKING:
     from skybatch.job.spec import JobSpec
@@ -67,6 +67,7 @@ class LocalEngine(Engine):
         else:
             self._pool = ProcessPool(self.settings, self._wake)
         self._lock = threading.Lock()
+        self._sampler = TreeSampler()
         self._jobs: dict[str, LocalJob] = {}
         self._queue: deque[LocalJob] = deque()
         self._spec_owner: dict[Path, LocalJob] = {}  # spec file -> last job using it
@@ -269,7 +270,8 @@ class LocalEngine(Engine):
         samples = []
         for job, slot in targets:
             proc = slot.ps if slot is not None else None
-            samples.append((job, slot, tree_rss_mb(proc) if proc is not None else None))
+            samples.append((job, slot, self._sampler.rss_mb(proc) if proc is not None else None))
+        self._sampler.forget({slot.ps.pid for _, slot in targets if slot and slot.ps})
         now = time.monotonic()
         with self._lock:
             for job, slot, rss in samples:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
+import psutil
+
 from skybatch.engines.base import FailureKind, JobState
 from skybatch.engines.local.jobs import LocalJob, describe_exit
 from skybatch.engines.local.settings import LocalSettings
@@ -128,7 +130,10 @@ class WarmPool:
         growth = self._settings.recycle_rss_growth_mb
         if growth is None or worker.ps is None or worker.baseline_rss_mb is None:
             return
-        rss = tree_rss_mb(worker.ps)
+        try:  # an idle worker has no children: its own RSS is one small /proc read
+            rss: float | None = worker.ps.memory_info().rss / (1024 * 1024)
+        except psutil.Error:
+            rss = None
         if rss is not None and rss - worker.baseline_rss_mb > growth:
             log.info("local engine: recycling %s (idle RSS %.0f MB)", worker.process.name, rss)
             worker.stop()

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -23,7 +24,7 @@ import psutil
 from skybatch.engines.local.jobs import LocalJob
 from skybatch.engines.local.worker import process_command, worker_main
 
-__all__ = ["ProcessRun", "WarmWorker", "kill_tree", "tree_rss_mb"]
+__all__ = ["ProcessRun", "TreeSampler", "WarmWorker", "kill_tree", "tree_rss_mb"]
 
 MB = 1024 * 1024
 
@@ -45,6 +46,43 @@ def tree_rss_mb(proc: psutil.Process) -> float | None:
         except psutil.Error:
             continue
     return total / MB
+
+
+class TreeSampler:
+    """:func:`tree_rss_mb` for frequent sampling: listing a process's descendants scans
+    every process of the machine, so the list is refreshed every ``refresh_s`` seconds
+    while the members' RSS (one small /proc read each) is read on every sample."""
+
+    def __init__(self, refresh_s: float = 1.0) -> None:
+        self.refresh_s = refresh_s
+        self._members: dict[int, tuple[float, list[psutil.Process]]] = {}
+
+    def rss_mb(self, proc: psutil.Process) -> float | None:
+        now = time.monotonic()
+        cached = self._members.get(proc.pid)
+        if cached is None or now - cached[0] > self.refresh_s or cached[1][0] is not proc:
+            try:
+                members = [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                self._members.pop(proc.pid, None)
+                return None
+            self._members[proc.pid] = (now, members)
+        else:
+            members = cached[1]
+        total = 0
+        for member in members:
+            try:
+                total += member.memory_info().rss
+            except psutil.Error:
+                if member is proc:
+                    self._members.pop(proc.pid, None)
+                    return None
+        return total / MB
+
+    def forget(self, alive: set[int]) -> None:
+        """Drop the cached trees of processes not in ``alive``."""
+        for pid in [p for p in self._members if p not in alive]:
+            del self._members[pid]
 
 
 def kill_tree(proc: psutil.Process | None) -> None:
