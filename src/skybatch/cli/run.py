@@ -131,6 +131,8 @@ def run(cli: CliContext, **kw: Any) -> None:
     click.echo(f"run {summary.run}: {summary.state}")
     click.echo(f"  quanta: {summary.quanta}; jobs: {summary.jobs}")
     click.echo(f"  expansion {summary.expansion_s:.1f} s; execution {summary.wall_s:.1f} s")
+    if summary.phases:
+        click.echo("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.phases.items()))
     click.echo(f"  outputs ingested into the Butler: {summary.outputs_ingested}")
     click.echo(f"  object catalog rows loaded: {summary.catalog_rows}")
     click.echo(f"  workdir: {summary.workdir}")

@@ -255,36 +255,64 @@ class DatastorePaths:
             ) from None
         # Any root will do: only the path relative to it is kept.
         self._locations = LocationFactory("file:///datastore-root/")
+        self._by_type: dict[tuple[str, Any], tuple[Any, str | None]] = {}
 
     def predict(self, ref: Any) -> list[tuple[str | None, str]]:
-        """``(component, path)`` of each file of ``ref``; component is None when whole."""
-        from lsst.daf.butler import FileDescriptor
-        from lsst.daf.butler.datastore.file_templates import FileTemplateValidationError
+        """``(component, path)`` of each file of ``ref``; component is None when whole.
 
+        The template check and the formatter's file extension are worked out once per
+        dataset type, component and instrument (formatter overrides can be per
+        instrument); each further ref only formats its template.
+        """
         if self._composites.shouldBeDisassembled(ref):
             parts = [(c, ref.makeComponentRef(c)) for c in ref.datasetType.storageClass.components]
         else:
             parts = [(None, ref)]
         out: list[tuple[str | None, str]] = []
         for component, part in parts:
-            try:
-                template = self._templates.getTemplate(part)
-                template.validateTemplate(part)
-            except (KeyError, FileTemplateValidationError) as exc:
-                raise InputError(
-                    f"no usable file template for {part.datasetType.name}: {exc}",
-                    where=f"datastore templates of {self.config_path}",
-                    hint="add a template that uses every dimension of the dataset type",
-                ) from None
-            location = self._locations.fromPath(template.format(part), trusted_path=True)
-            descriptor = FileDescriptor(
-                location, storageClass=part.datasetType.storageClass, component=component
-            )
-            formatter = self._formatters.getFormatter(
-                part, descriptor, dataId=part.dataId, ref=part
-            )
-            out.append((component, formatter.make_updated_location(location).pathInStore.path))
+            key = (part.datasetType.name, part.dataId.get("instrument"))
+            cached = self._by_type.get(key)
+            if cached is None:
+                template = self._template(part)
+                path = self._full_path(part, template)
+                base = template.format(part)
+                # The extension, when the formatter only appends one (the usual case).
+                extension = path[len(base) :] if path.startswith(base) else None
+                self._by_type[key] = (template, extension)
+                out.append((component, path))
+                continue
+            template, extension = cached
+            if extension is None:
+                out.append((component, self._full_path(part, template)))
+            else:
+                out.append((component, template.format(part) + extension))
         return out
+
+    def _template(self, part: Any) -> Any:
+        from lsst.daf.butler.datastore.file_templates import FileTemplateValidationError
+
+        try:
+            template = self._templates.getTemplate(part)
+            template.validateTemplate(part)
+        except (KeyError, FileTemplateValidationError) as exc:
+            raise InputError(
+                f"no usable file template for {part.datasetType.name}: {exc}",
+                where=f"datastore templates of {self.config_path}",
+                hint="add a template that uses every dimension of the dataset type",
+            ) from None
+        return template
+
+    def _full_path(self, part: Any, template: Any) -> str:
+        from lsst.daf.butler import FileDescriptor
+
+        location = self._locations.fromPath(template.format(part), trusted_path=True)
+        descriptor = FileDescriptor(
+            location,
+            storageClass=part.datasetType.storageClass,
+            component=part.datasetType.component(),
+        )
+        formatter = self._formatters.getFormatter(part, descriptor, dataId=part.dataId, ref=part)
+        return str(formatter.make_updated_location(location).pathInStore.path)
 
 
 def _file_datastore_config(config: Any) -> Any:

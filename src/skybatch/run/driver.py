@@ -98,6 +98,22 @@ class RunSummary:
     outputs_ingested: int = 0
     catalog_rows: int = 0
     cleaned: int = 0
+    #: Seconds per phase (expand, workflow, provenance, init_outputs, inputs,
+    #: execute, finish): where a run's time went.
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+class _Phases:
+    """Wall time per phase of a run, in order."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 def _default_run_name(pipeline: str) -> str:
@@ -174,9 +190,11 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
             )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     qgraph = ctx.workdir / "graph.qg"
+    phases = _Phases()
     expansion = expand(options.repo, options.pipeline, options.inputs, run, options.query, qgraph)
+    phases.mark("expand")
     workflow = build_workflow(
-        qgraph,
+        expansion,  # the graph in memory: no second read of the file
         repo=ctx.repo,
         butler_config=ctx.butler_config,
         run=run,
@@ -190,6 +208,7 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
         catalog=ctx.backbone.catalog,
     )
     workflow.save(ctx.workdir / "workflow.json")
+    phases.mark("workflow")
     from .provenance import write_submission_provenance
 
     write_submission_provenance(ctx.backbone, ctx.workdir, run, options.to_json(), options.pipeline)
@@ -213,13 +232,16 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
                 started_at=utcnow(),
             )
         )
+    phases.mark("provenance")
     from skybatch.ingest.butler import write_init_outputs
 
     init_refs = write_init_outputs(str(qgraph), ctx.butler_config)
     (ctx.workdir / "init-outputs.json").write_text(json.dumps([asdict(r) for r in init_refs]))
     _register_init_outputs(ctx, init_refs)
+    phases.mark("init_outputs")
     _register_inputs(ctx, workflow)
-    return _execute(ctx, workflow, progress)
+    phases.mark("inputs")
+    return _execute(ctx, workflow, progress, phases=phases)
 
 
 def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary:
@@ -290,9 +312,15 @@ def _register_inputs(ctx: _Context, workflow: Workflow) -> None:
 
 
 def _execute(
-    ctx: _Context, workflow: Workflow, progress: Any, *, resume: bool = False
+    ctx: _Context,
+    workflow: Workflow,
+    progress: Any,
+    *,
+    resume: bool = False,
+    phases: _Phases | None = None,
 ) -> RunSummary:
     start = time.perf_counter()
+    phases = phases or _Phases()
     with ctx.sessions() as session:
         run_row = session.scalar(select(RunRow).where(RunRow.name == ctx.run))
         assert run_row is not None
@@ -360,6 +388,7 @@ def _execute(
             if released:
                 _log.info("resume: %d held job(s) get new attempts", len(released))
         result = scheduler.run()
+    phases.mark("execute")
     summary = RunSummary(
         run=ctx.run,
         state=RunState.SUCCEEDED.value if result.succeeded else RunState.FAILED.value,
@@ -372,6 +401,8 @@ def _execute(
     from .finish import finish_partial, finish_run
 
     (finish_run if result.succeeded else finish_partial)(ctx, workflow, summary)
+    phases.mark("finish")
+    summary.phases = {k: round(v, 3) for k, v in phases.seconds.items()}
     summary.wall_s = time.perf_counter() - start
     with ctx.sessions.begin() as session:
         live = session.get(RunRow, run_id)
@@ -385,6 +416,7 @@ def _execute(
             "outputs_ingested": summary.outputs_ingested,
             "catalog_rows": summary.catalog_rows,
             "cleaned": summary.cleaned,
+            "phases_s": summary.phases,
         }
     return summary
 

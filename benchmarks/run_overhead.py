@@ -1,0 +1,217 @@
+"""Harness overhead of `skybatch run` against `pipetask run` on a DRP-shaped graph.
+
+The graph (see ``_mock_drp.py``) has per-detector ``isr`` and ``calibrate`` quanta, a
+per-visit ``visitSummary`` gather and per-patch ``coadd`` quanta, all pipe_base mock
+tasks that read their inputs and write small outputs, so what is timed is the harness:
+graph building, process start-up, butler set-up, bookkeeping. In one invocation:
+
+* pipe_base's QuantumGraph generation alone (``AllDimensionsQuantumGraphBuilder`` with
+  datastore records, written to a ``.qg`` file), in this process;
+* ``pipetask run -j 1`` over the whole graph (one process executes every quantum);
+* ``pipetask run -j 2`` over a slice of the graph (a new process per quantum), compared
+  per quantum;
+* ``skybatch run --workers 2`` over the whole graph with all provenance on (job reports,
+  md5 and metadata of every output, junk tarballs, catalog and state database).
+
+Every command runs as a subprocess, from pipeline file to outputs in the Butler, and
+each repeat writes a fresh output run. Prints the median wall time of each, the ratios,
+and skybatch's preparation (expansion, workflow, provenance, init-outputs, input
+registration) against the plain QuantumGraph generation.
+
+    python benchmarks/run_overhead.py [--visits 26] [--detectors 16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _mock_drp import INPUT_RUN, build_repo, write_pipeline
+
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n  see {log}")
+    return elapsed
+
+
+_QG_SCRIPT = """
+import sys, time
+start = time.perf_counter()
+from lsst.daf.butler import Butler
+from lsst.pipe.base import Pipeline
+from lsst.pipe.base.all_dimensions_quantum_graph_builder import AllDimensionsQuantumGraphBuilder
+repo, pipeline, where, collection, path = sys.argv[1:]
+graph = Pipeline.from_uri(pipeline).to_graph()
+with Butler.from_config(repo) as butler:
+    builder = AllDimensionsQuantumGraphBuilder(
+        graph, butler, where=where, input_collections=[collection], output_run="bench/qg"
+    )
+    components = builder.finish(attach_datastore_records=True)
+components.write(path)
+print(time.perf_counter() - start, components.header.n_quanta)
+"""
+
+
+def qg_generation(repo: Path, pipeline: Path, where: str, qgraph: Path) -> tuple[float, int]:
+    """Seconds pipe_base takes to build a graph (datastore records attached) and write
+    it, in a fresh process from the imports on (as skybatch's expansion phase runs,
+    which is timed the same way); and the graph's quanta."""
+    out = subprocess.run(
+        [sys.executable, "-c", _QG_SCRIPT, str(repo), str(pipeline), where, INPUT_RUN, str(qgraph)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, quanta = out.stdout.split()[-2:]
+    return float(seconds), int(quanta)
+
+
+def count_outputs(repo: Path, run: str) -> int:
+    from lsst.daf.butler import Butler
+
+    with Butler.from_config(str(repo)) as butler:
+        return len(butler.query_all_datasets(run, find_first=False, limit=None))
+
+
+def pipetask(repo: Path, pipeline: Path, run: str, jobs: int, where: str, log: Path) -> float:
+    cmd = [str(BIN / "pipetask"), "run", "-b", str(repo), "-p", str(pipeline)]
+    cmd += ["-i", INPUT_RUN, "--output-run", run, "-j", str(jobs), "--register-dataset-types"]
+    if where:
+        cmd += ["-d", where]
+    return _run(cmd, log)
+
+
+def skybatch(
+    home: Path, repo: Path, pipeline: Path, run: str, workers: int, log: Path
+) -> tuple[float, dict[str, float], dict[str, int]]:
+    cmd = [str(BIN / "skybatch"), "--home", str(home), "run", "--repo", str(repo)]
+    cmd += ["--pipeline", str(pipeline), "--input", INPUT_RUN, "--output-run", run]
+    cmd += ["--workers", str(workers), "--junk-tarball"]
+    wall = _run(cmd, log)
+    report = subprocess.run(
+        [str(BIN / "skybatch"), "--home", str(home), "report", run, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(report.stdout)
+    if data["state"] != "succeeded":
+        sys.exit(f"skybatch run {run} did not succeed: {data['jobs']}")
+    return wall, data["summary"]["phases_s"], data["jobs"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visits", type=int, default=26, help="visits in the repository")
+    parser.add_argument("--detectors", type=int, default=16, help="detectors per visit")
+    parser.add_argument("--slice-visits", type=int, default=2, help="visits of the -j 2 slice")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each (median shown)")
+    parser.add_argument("--workers", type=int, default=2, help="skybatch workers")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the repo is built")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="run-overhead-") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        repo = build_repo(root / "repo", args.visits, args.detectors)
+        pipeline = write_pipeline(root / "mock_drp.yaml")
+        print(
+            f"repository with {args.visits} visits x {args.detectors} detectors built in "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+        first = 1000  # the demo geometry numbers visits from 1000
+        slice_where = f"visit IN ({', '.join(str(first + i) for i in range(args.slice_visits))})"
+
+        qg_times, n_quanta = [], 0
+        for i in range(args.repeats):
+            elapsed, n_quanta = qg_generation(repo, pipeline, "", root / f"qg-{i}.qg")
+            qg_times.append(elapsed)
+        _, n_slice = qg_generation(repo, pipeline, slice_where, root / "slice.qg")
+        print(f"graph: {n_quanta} quanta; slice ({slice_where}): {n_slice} quanta")
+
+        results: dict[str, list[float]] = {"pt1": [], "pt2": [], "sb": []}
+        phases: list[dict[str, float]] = []
+        outputs: dict[str, int] = {}
+        for i in range(args.repeats):
+            run = f"bench/pt1/{i}"
+            results["pt1"].append(pipetask(repo, pipeline, run, 1, "", root / f"{i}-pt1.log"))
+            outputs["pipetask -j 1"] = count_outputs(repo, run)
+            run = f"bench/pt2/{i}"
+            log = root / f"{i}-pt2.log"
+            results["pt2"].append(pipetask(repo, pipeline, run, 2, slice_where, log))
+            run = f"bench/sb/{i}"
+            home = root / f"home-{i}"
+            log = root / f"{i}-sb.log"
+            wall, run_phases, jobs = skybatch(home, repo, pipeline, run, args.workers, log)
+            results["sb"].append(wall)
+            phases.append(run_phases)
+            outputs["skybatch run"] = count_outputs(repo, run)
+            print(
+                f"  repeat {i + 1}/{args.repeats}: pipetask -j 1 {results['pt1'][-1]:.1f} s, "
+                f"pipetask -j 2 (slice) {results['pt2'][-1]:.1f} s, "
+                f"skybatch {wall:.1f} s ({jobs})",
+                flush=True,
+            )
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    qg = statistics.median(qg_times)
+    prep_keys = ("expand", "workflow", "provenance", "init_outputs", "inputs")
+    prep = statistics.median(sum(p.get(k, 0.0) for k in prep_keys) for p in phases)
+    expand = statistics.median(p.get("expand", 0.0) for p in phases)
+    per_q = {"pt1": med["pt1"] / n_quanta, "pt2": med["pt2"] / n_slice, "sb": med["sb"] / n_quanta}
+
+    print()
+    print(
+        f"DRP-shaped mock graph, {n_quanta} quanta; median of {args.repeats} runs; "
+        f"wall time from pipeline file to outputs in the Butler"
+    )
+    print(f"{'mode':<34} {'quanta':>7} {'wall s':>8} {'ms/quantum':>11}")
+    rows = [
+        ("pipetask run -j 1", "pt1", n_quanta),
+        ("pipetask run -j 2 (slice)", "pt2", n_slice),
+        (f"skybatch run --workers {args.workers}", "sb", n_quanta),
+    ]
+    for label, key, n in rows:
+        print(f"{label:<34} {n:>7} {med[key]:>8.2f} {1000 * per_q[key]:>11.1f}")
+    print(f"outputs in the Butler per run: {outputs}")
+    print()
+    print(f"skybatch vs pipetask -j 1: {med['pt1'] / med['sb']:.2f}x faster (target >= 1.5x)")
+    print(
+        f"skybatch vs pipetask -j 2, per quantum: {per_q['pt2'] / per_q['sb']:.1f}x faster "
+        f"(target >= 10x)"
+    )
+    print()
+    print(f"QuantumGraph generation alone (imports, pipe_base builder, write): {qg:.2f} s")
+    print(
+        f"skybatch preparation: {prep:.2f} s (its expansion {expand:.2f} s, then workflow, "
+        f"provenance, init-outputs, inputs {prep - expand:.2f} s)"
+    )
+    print(
+        f"skybatch time on top of QuantumGraph generation: {prep - qg:+.2f} s = "
+        f"{100 * (prep - qg) / qg:+.1f}% (target <= 10%)"
+    )
+    print(
+        "median phases of skybatch run (s): "
+        + ", ".join(
+            f"{k} {statistics.median(p.get(k, 0.0) for p in phases):.2f}" for k in phases[0]
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
