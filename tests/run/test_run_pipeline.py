@@ -62,6 +62,9 @@ def test_run_ingests_outputs_registers_files_and_reports_success(
             assert f.producer and f.md5 and f.run == "t/run"
             local = Path(butler.getURI(ref).ospath)
             assert md5_file(local) == (f.size_bytes, f.md5)
+    # Inputs are registered with the RUN collection the Butler holds them in.
+    raws = backbone.catalog.files(dataset_type="raw")
+    assert raws and {f.run for f in raws} == {"DemoCam/raw/all"}
     report = run_report(backbone.catalog.sessions, "t/run")
     assert report["state"] == "succeeded" and report["failures"] == []
     for counts in report["tasks"].values():

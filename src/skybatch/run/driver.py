@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -239,7 +240,7 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
     (ctx.workdir / "init-outputs.json").write_text(json.dumps([asdict(r) for r in init_refs]))
     _register_init_outputs(ctx, init_refs)
     phases.mark("init_outputs")
-    _register_inputs(ctx, workflow)
+    _register_inputs(ctx, workflow, expansion.graph)
     phases.mark("inputs")
     return _execute(ctx, workflow, progress, phases=phases)
 
@@ -282,19 +283,22 @@ def _register_init_outputs(ctx: _Context, init_refs: list[Any]) -> None:
         register_refs(ctx.backbone, butler, refs, endpoint=ctx.archive, producer="pre-exec-init")
 
 
-def _register_inputs(ctx: _Context, workflow: Workflow) -> None:
-    """Register the run's pre-existing input files (archive) in the backbone catalog."""
+def _register_inputs(ctx: _Context, workflow: Workflow, graph: Any) -> None:
+    """Register the run's pre-existing input files (archive) in the backbone catalog,
+    with the RUN collection the Butler holds each in (from the quantum graph)."""
     produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
     inputs = {
         f.dataset_id: f for job in workflow.jobs for f in job.inputs if f.dataset_id not in produced
     }
     known = ctx.backbone.catalog.files_by_dataset_ids(list(inputs))
     archive = ctx.backbone.endpoint(ctx.archive)
+    nodes = graph.bipartite_xgraph.nodes
     records = []
     for f in inputs.values():
         if f.dataset_id in known:
             continue
         size, md5 = md5_file(archive.local_path(f.path))
+        node = nodes.get(uuid.UUID(f.dataset_id))
         records.append(
             FileRecord(
                 f.path,
@@ -303,7 +307,7 @@ def _register_inputs(ctx: _Context, workflow: Workflow) -> None:
                 f.dataset_id,
                 f.dataset_type,
                 f.data_id,
-                run=None,
+                run=node.get("run") if node is not None else None,
                 producer="butler",
             )
         )
