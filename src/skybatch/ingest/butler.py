@@ -27,7 +27,11 @@ class OutputRef:
     path: str | None = None  # logical (datastore-relative) path, when known
 
 
-def _open_init(qgraph: str) -> Any:
+def _open_init(qgraph: Any) -> Any:
+    """The graph's pipeline and init quanta: read from a ``.qg`` path, or the graph
+    object itself when the caller already holds it in memory."""
+    if not isinstance(qgraph, str | Path):
+        return qgraph
     from lsst.pipe.base.pipeline_graph import TaskImportMode
     from lsst.pipe.base.quantum_graph import PredictedQuantumGraph
 
@@ -38,7 +42,7 @@ def _open_init(qgraph: str) -> Any:
     return reader.finish()
 
 
-def write_init_outputs(qgraph: str, butler_config: str) -> list[OutputRef]:
+def write_init_outputs(qgraph: Any, butler_config: str) -> list[OutputRef]:
     """Write configs, packages and task init-outputs of the run (pre-exec init).
 
     They go straight to the repository's datastore (small files written once per run)
@@ -61,7 +65,7 @@ def init_output_refs(qg: Any) -> list[OutputRef]:
 
 
 def ingest_outputs(
-    repo: Path, butler_config: str, qgraph: str, outputs: Iterable[OutputRef]
+    repo: Path, butler_config: str, qgraph: Any, outputs: Iterable[OutputRef]
 ) -> int:
     """Record output files already in the datastore in the registry; return how many."""
     from lsst.daf.butler import (

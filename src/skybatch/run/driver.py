@@ -236,9 +236,9 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
     phases.mark("provenance")
     from skybatch.ingest.butler import write_init_outputs
 
-    init_refs = write_init_outputs(str(qgraph), ctx.butler_config)
+    init_refs = write_init_outputs(expansion.graph, ctx.butler_config)
     (ctx.workdir / "init-outputs.json").write_text(json.dumps([asdict(r) for r in init_refs]))
-    _register_init_outputs(ctx, init_refs)
+    _register_init_outputs(ctx, init_refs, expansion.graph)
     phases.mark("init_outputs")
     _register_inputs(ctx, workflow, expansion.graph)
     phases.mark("inputs")
@@ -269,7 +269,7 @@ def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary
     return _execute(ctx, workflow, progress, resume=True)
 
 
-def _register_init_outputs(ctx: _Context, init_refs: list[Any]) -> None:
+def _register_init_outputs(ctx: _Context, init_refs: list[Any], graph: Any) -> None:
     """Configs, packages and init-outputs: into the Butler and the backbone catalog now,
     since jobs may read them (init-inputs) and must find them staged."""
     from lsst.daf.butler import Butler
@@ -277,7 +277,7 @@ def _register_init_outputs(ctx: _Context, init_refs: list[Any]) -> None:
     from skybatch.backbone.butler import register_refs
     from skybatch.ingest.butler import ingest_outputs
 
-    ingest_outputs(ctx.repo, ctx.butler_config, str(ctx.workdir / "graph.qg"), init_refs)
+    ingest_outputs(ctx.repo, ctx.butler_config, graph, init_refs)
     with Butler.from_config(str(ctx.repo)) as butler:
         refs = [r for o in init_refs if (r := butler.get_dataset(o.dataset_id)) is not None]
         register_refs(ctx.backbone, butler, refs, endpoint=ctx.archive, producer="pre-exec-init")

@@ -77,6 +77,7 @@ class Scheduler:
         hooks: SchedulerHooks,
         policy: RetryPolicy = RetryPolicy(),
         poll_s: float = 0.02,
+        flush_s: float = 0.25,
     ) -> None:
         self.sessions = sessions
         self.run_id = run_id
@@ -85,6 +86,8 @@ class Scheduler:
         self.hooks = hooks
         self.policy = policy
         self.poll_s = poll_s
+        self.flush_s = flush_s
+        self._last_flush = 0.0
         self.nodes = {job.name: job for job in workflow.jobs}
         self._in_flight: dict[str, _InFlight] = {}
 
@@ -165,8 +168,8 @@ class Scheduler:
         The run's jobs are loaded once and kept in memory: a pending job waits on a
         counter of unfinished dependencies, so each loop costs what changed, not the
         size of the workflow. The state changes of one loop are written in one
-        transaction before the loop sleeps (a killed driver loses at most the
-        changes of its last loop, which resume treats as lost jobs).
+        transaction at most every ``flush_s`` seconds (a killed driver loses at most
+        the changes since: resume treats those jobs as lost and runs them again).
         """
         self._load()
         capacity = self.engine.capabilities.max_parallel_jobs
@@ -177,6 +180,7 @@ class Scheduler:
             self._flush()
             self.hooks.progress(self._n_succeeded, len(self.nodes))
             if not self._in_flight and not self._ready and not self._runnable_pending():
+                self._flush(force=True)
                 return SchedulerResult(self._counts())
             if not changed:
                 time.sleep(self.poll_s)
@@ -352,10 +356,15 @@ class Scheduler:
             self._blocked.add(current)
             stack.extend(self._children[current])
 
-    def _flush(self) -> None:
-        """Write this loop's changes in one transaction."""
+    def _flush(self, *, force: bool = False) -> None:
+        """Write the changes of the last loops in one transaction, at most every
+        ``flush_s`` seconds (or at once when ``force``): a commit per loop would make
+        the database, not the jobs, set the pace."""
         if not (self._dirty or self._new_attempts or self._attempt_updates or self._quanta):
             return
+        if not force and time.monotonic() - self._last_flush < self.flush_s:
+            return
+        self._last_flush = time.monotonic()
         now = utcnow()
         with self.sessions.begin() as session:
             if self._dirty:
