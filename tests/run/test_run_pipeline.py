@@ -65,6 +65,10 @@ def test_run_ingests_outputs_registers_files_and_reports_success(
     # Inputs are registered with the RUN collection the Butler holds them in.
     raws = backbone.catalog.files(dataset_type="raw")
     assert raws and {f.run for f in raws} == {"DemoCam/raw/all"}
+    # They were staged to the site cache pinned, and are unpinned once the run is done.
+    staged = backbone.catalog.placements([f.id for f in raws], "site:local")
+    assert len(staged) == len(raws)
+    assert all(p.replica.pinned_until is None for p in staged)
     report = run_report(backbone.catalog.sessions, "t/run")
     assert report["state"] == "succeeded" and report["failures"] == []
     for counts in report["tasks"].values():

@@ -43,9 +43,14 @@ def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
     summary.catalog_rows = _load_catalogs(ctx, outputs)
     # Step 15: intermediates go from the site cache, the archive and the Butler.
     summary.cleaned = _clean_intermediates(ctx, outputs)
-    # Inputs staged for this run no longer need to stay pinned.
-    site_files = [p.file.id for p in ctx.backbone.catalog.replicas_on(ctx.site)]
-    ctx.backbone.catalog.pin(site_files, ctx.site, None)
+    # The inputs staged for this run no longer need to stay pinned on the site.
+    # (A pin is one expiry time per replica, not per user: an input another active
+    # run also staged loses its pin too and becomes evictable while that run still
+    # runs. Pins owned per run/campaign are the campaign manager's cleanup work.)
+    produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
+    inputs = {f.dataset_id for job in workflow.jobs for f in job.inputs} - produced
+    staged = ctx.backbone.catalog.files_by_dataset_ids(sorted(inputs))
+    ctx.backbone.catalog.pin([f.id for f in staged.values()], ctx.site, None)
 
 
 def finish_partial(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
