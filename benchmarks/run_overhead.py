@@ -6,7 +6,7 @@ tasks that read their inputs and write small outputs, so what is timed is the ha
 graph building, process start-up, butler set-up, bookkeeping. In one invocation:
 
 * pipe_base's QuantumGraph generation alone (``AllDimensionsQuantumGraphBuilder`` with
-  datastore records, written to a ``.qg`` file), in this process;
+  datastore records, written to a ``.qg`` file), in a fresh process from the imports on;
 * ``pipetask run -j 1`` over the whole graph (one process executes every quantum);
 * ``pipetask run -j 2`` over a slice of the graph (a new process per quantum), compared
   per quantum;
@@ -15,8 +15,8 @@ graph building, process start-up, butler set-up, bookkeeping. In one invocation:
 
 Every command runs as a subprocess, from pipeline file to outputs in the Butler, and
 each repeat writes a fresh output run. Prints the median wall time of each, the ratios,
-and skybatch's preparation (expansion, workflow, provenance, init-outputs, input
-registration) against the plain QuantumGraph generation.
+and skybatch's graph building (its expansion with the same builder, then the workflow)
+and all its submission steps against the plain QuantumGraph generation.
 
     python benchmarks/run_overhead.py [--visits 26] [--detectors 16] [--repeats 3]
 """
@@ -170,7 +170,9 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in results.items()}
     qg = statistics.median(qg_times)
-    prep_keys = ("expand", "workflow", "provenance", "init_outputs", "inputs")
+    graph_keys = ("expand", "workflow")
+    prep_keys = (*graph_keys, "provenance", "init_outputs", "inputs")
+    graph_s = statistics.median(sum(p.get(k, 0.0) for k in graph_keys) for p in phases)
     prep = statistics.median(sum(p.get(k, 0.0) for k in prep_keys) for p in phases)
     expand = statistics.median(p.get("expand", 0.0) for p in phases)
     per_q = {"pt1": med["pt1"] / n_quanta, "pt2": med["pt2"] / n_slice, "sb": med["sb"] / n_quanta}
@@ -198,12 +200,17 @@ def main() -> None:
     print()
     print(f"QuantumGraph generation alone (imports, pipe_base builder, write): {qg:.2f} s")
     print(
-        f"skybatch preparation: {prep:.2f} s (its expansion {expand:.2f} s, then workflow, "
-        f"provenance, init-outputs, inputs {prep - expand:.2f} s)"
+        f"skybatch graph building: {graph_s:.2f} s (expansion {expand:.2f} s with the same "
+        f"builder, then the workflow: jobs, file ids and paths {graph_s - expand:.2f} s)"
     )
     print(
-        f"skybatch time on top of QuantumGraph generation: {prep - qg:+.2f} s = "
-        f"{100 * (prep - qg) / qg:+.1f}% (target <= 10%)"
+        f"skybatch time on top of QuantumGraph generation: {graph_s - qg:+.2f} s = "
+        f"{100 * (graph_s - qg) / qg:+.1f}% (target <= 10%)"
+    )
+    print(
+        f"all submission steps before the first job (graph building, provenance files, "
+        f"init-outputs, input registration): {prep:.2f} s = {100 * (prep - qg) / qg:+.1f}% "
+        "on top"
     )
     print(
         "median phases of skybatch run (s): "

@@ -358,21 +358,25 @@ class DatasetFiles:
                         ]
 
     def specs(self, ref: DatasetRef) -> list[FileSpec]:
-        if ref.id not in self._cache:
+        rid = ref.id  # a property that builds a new UUID on every access
+        cached = self._cache.get(rid)
+        if cached is None:
             parent = self._canonical(ref)
             data_id = plain_data_id(parent.dataId.required)
             name = parent.datasetType.name
-            located = self.stored.get(ref.id) or self._paths.predict(parent)
-            self._cache[ref.id] = [
-                FileSpec(
-                    dataset_id=str(ref.id),
+            located = self.stored.get(rid) or self._paths.predict(parent)
+            text_id = str(rid)
+            # Built from values computed here: no validation needed.
+            cached = self._cache[rid] = [
+                FileSpec.model_construct(
+                    dataset_id=text_id,
                     dataset_type=name if component is None else f"{name}.{component}",
                     data_id=data_id,
                     path=path,
                 )
                 for component, path in located
             ]
-        return self._cache[ref.id]
+        return cached
 
     def job_inputs(self, job_quanta: Sequence[uuid.UUID]) -> list[FileSpec]:
         own = set(job_quanta)
@@ -382,8 +386,9 @@ class DatasetFiles:
             refs = [ref for refs in quantum.inputs.values() for ref in refs]
             refs += list(quantum.initInputs.values())
             for ref in refs:
-                if ref.id not in out and self.producer.get(ref.id) not in own:
-                    out[ref.id] = self.specs(ref)
+                rid = ref.id
+                if rid not in out and self.producer.get(rid) not in own:
+                    out[rid] = self.specs(ref)
         return [spec for specs in out.values() for spec in specs]
 
     def job_outputs(self, job_quanta: Sequence[uuid.UUID]) -> list[FileSpec]:
