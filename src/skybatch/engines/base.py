@@ -142,6 +142,10 @@ class Engine(ABC):
     def close(self) -> None:
         """Release workers and resources; running jobs are cancelled."""
 
+    def warm_up(self) -> None:  # noqa: B027 (optional hook, a no-op by default)
+        """Get ready for jobs before the first submit (e.g. start worker processes
+        while the caller still builds the workflow). Optional: a no-op by default."""
+
     def __enter__(self) -> Engine:
         return self
 

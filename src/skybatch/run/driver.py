@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -177,9 +178,6 @@ class _Context:
 
 def submit_run(settings: Settings, options: RunOptions, progress: Any = None) -> RunSummary:
     """Validate, expand and execute a new run; returns when it has finished."""
-    from skybatch.graph.build import build_workflow
-    from skybatch.graph.expand import expand
-
     run = options.output_run or _default_run_name(options.pipeline)
     ctx = _Context(settings, options, run)
     with ctx.sessions() as session:
@@ -190,6 +188,17 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
                 hint=f"resume it with `skybatch run --resume {run}` or choose another name",
             )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
+    # Workers start now: their imports overlap the expansion instead of following it.
+    with ctx.make_engine() as engine:
+        engine.warm_up()
+        return _submit(ctx, engine, progress)
+
+
+def _submit(ctx: _Context, engine: Engine, progress: Any) -> RunSummary:
+    from skybatch.graph.build import build_workflow
+    from skybatch.graph.expand import expand
+
+    options, run = ctx.options, ctx.run
     qgraph = ctx.workdir / "graph.qg"
     phases = _Phases()
     expansion = expand(options.repo, options.pipeline, options.inputs, run, options.query, qgraph)
@@ -242,7 +251,7 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
     phases.mark("init_outputs")
     _register_inputs(ctx, workflow, expansion.graph)
     phases.mark("inputs")
-    return _execute(ctx, workflow, progress, phases=phases)
+    return _execute(ctx, engine, workflow, progress, phases=phases)
 
 
 def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary:
@@ -266,7 +275,9 @@ def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary
         assert live is not None
         live.state = RunState.RUNNING.value
         live.message = None
-    return _execute(ctx, workflow, progress, resume=True)
+    with ctx.make_engine() as engine:
+        engine.warm_up()
+        return _execute(ctx, engine, workflow, progress, resume=True)
 
 
 def _register_init_outputs(ctx: _Context, init_refs: list[Any], graph: Any) -> None:
@@ -317,6 +328,7 @@ def _register_inputs(ctx: _Context, workflow: Workflow, graph: Any) -> None:
 
 def _execute(
     ctx: _Context,
+    engine: Engine,
     workflow: Workflow,
     progress: Any,
     *,
@@ -374,24 +386,26 @@ def _execute(
     policy = RetryPolicy(
         ctx.options.max_attempts, ctx.options.memory_factor, ctx.options.memory_cap_mb
     )
-    with ctx.make_engine() as engine:
-        scheduler = Scheduler(
-            ctx.sessions,
-            run_id,
-            workflow,
-            engine,
-            SchedulerHooks(make_spec, stage_inputs, before_retry, progress or (lambda d, t: None)),
-            policy,
-        )
-        scheduler.create_jobs()
-        if resume:
-            for name in _unfinished_jobs(ctx, run_id):
-                _forget_outputs(ctx, scheduler.nodes[name].outputs)
-            scheduler.recover_orphans()
-            released = scheduler.release_held()
-            if released:
-                _log.info("resume: %d held job(s) get new attempts", len(released))
-        result = scheduler.run()
+    scheduler = Scheduler(
+        ctx.sessions,
+        run_id,
+        workflow,
+        engine,
+        SchedulerHooks(make_spec, stage_inputs, before_retry, progress or (lambda d, t: None)),
+        policy,
+    )
+    scheduler.create_jobs()
+    if resume:
+        for name in _unfinished_jobs(ctx, run_id):
+            _forget_outputs(ctx, scheduler.nodes[name].outputs)
+        scheduler.recover_orphans()
+        released = scheduler.release_held()
+        if released:
+            _log.info("resume: %d held job(s) get new attempts", len(released))
+    result = scheduler.run()
+    # Workers take a moment to exit: let them while the outputs are ingested.
+    closer = threading.Thread(target=engine.close, name="skybatch-engine-close")
+    closer.start()
     phases.mark("execute")
     summary = RunSummary(
         run=ctx.run,
@@ -404,7 +418,10 @@ def _execute(
     )
     from .finish import finish_partial, finish_run
 
-    (finish_run if result.succeeded else finish_partial)(ctx, workflow, summary)
+    try:
+        (finish_run if result.succeeded else finish_partial)(ctx, workflow, summary)
+    finally:
+        closer.join()
     phases.mark("finish")
     summary.phases = {k: round(v, 3) for k, v in phases.seconds.items()}
     summary.wall_s = time.perf_counter() - start

@@ -131,13 +131,24 @@ class LocalEngine(Engine):
             for job in jobs:
                 self._jobs[job.engine_id] = job
                 self._queue.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name=f"skybatch-local-engine-{id(self):x}", daemon=True
-                )
-                self._thread.start()
+            self._start_thread()
         self._wake()
         return [job.engine_id for job in jobs]
+
+    def warm_up(self) -> None:
+        """Start the warm workers now: their imports overlap the caller's own work."""
+        with self._lock:
+            self._check_open()
+            self._pool.warm_up()
+            self._start_thread()
+        self._wake()
+
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name=f"skybatch-local-engine-{id(self):x}", daemon=True
+            )
+            self._thread.start()
 
     def poll(self, engine_ids: Sequence[str]) -> list[JobStatus]:
         with self._lock:

@@ -67,9 +67,18 @@ class WarmPool:
                     worker.job = None
                     queue.appendleft(job)
         starting = sum(1 for worker in live if not worker.ready)
-        missing = min(len(queue) - starting, self._settings.max_workers - len(live))
+        idle = sum(1 for worker in live if worker.ready and worker.available)
+        missing = min(len(queue) - starting - idle, self._settings.max_workers - len(live))
+        self._start(missing)
+
+    def warm_up(self) -> None:
+        """Start workers up to the limit, before any job needs them."""
+        live = [worker for worker in self.workers if not worker.retiring]
+        self._start(self._settings.max_workers - len(live))
+
+    def _start(self, n: int) -> None:
         settings = self._settings
-        for _ in range(max(0, missing)):
+        for _ in range(max(0, n)):
             name = f"skybatch-local-worker-{next(self._names)}"
             try:
                 worker = WarmWorker(self._ctx, settings.preload, settings.runner, name)
@@ -182,6 +191,9 @@ class ProcessPool:
 
     def waitables(self) -> list[Any]:
         return []  # each run's waiter thread wakes the engine when its child exits
+
+    def warm_up(self) -> None:
+        """Nothing to start ahead: each job gets a fresh interpreter."""
 
     def schedule(self, queue: deque[LocalJob]) -> None:
         while queue and len(self.runs) < self._settings.max_workers:
