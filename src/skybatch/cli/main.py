@@ -16,6 +16,7 @@ import click
 
 from skybatch import __version__
 from skybatch.cli.backbone import backbone
+from skybatch.cli.campaign import campaign
 from skybatch.cli.context import CliContext
 from skybatch.cli.db import db
 from skybatch.cli.demo import demo
@@ -82,6 +83,7 @@ def cli(
 
 
 cli.add_command(backbone)
+cli.add_command(campaign)
 cli.add_command(db)
 cli.add_command(demo)
 cli.add_command(report)

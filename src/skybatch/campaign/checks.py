@@ -1,0 +1,161 @@
+"""Checks of campaign values against the LSST middleware, without any database.
+
+Data queries are parsed with daf_butler's query expression parser, dimension names
+are looked up in the default :class:`~lsst.daf.butler.DimensionUniverse`, pipelines
+are read with pipe_base's :class:`~lsst.pipe.base.Pipeline` (labels and subsets as
+``pipetask`` resolves them). No registry is opened: a repository's own universe and
+collections are checked when a step is expanded.
+
+Each check returns ``None`` when the value is fine, else :class:`Invalid` (what is
+wrong, what to do), so callers can report it at the right place in the file. The LSST
+packages are imported on first use, keeping ``import skybatch.campaign`` light.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Invalid",
+    "check_dataset_type_name",
+    "check_dimension",
+    "check_pipeline_labels",
+    "check_query",
+    "dimension_names",
+    "load_pipeline_graph",
+]
+
+#: What pipe_base raises for a pipeline file it cannot read (bad YAML, unknown labels,
+#: missing keys, bad overrides).
+_PIPELINE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    LookupError,
+    OSError,
+    TypeError,
+    RuntimeError,
+    yaml.YAMLError,
+)
+
+_DATASET_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Why a value is invalid and what to do."""
+
+    message: str
+    hint: str
+
+
+def suggest(name: str, choices: Sequence[str]) -> str:
+    """``"did you mean 'x'? "`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def check_query(query: str, *, what: str = "data query") -> Invalid | None:
+    """Whether ``query`` is a syntactically valid Butler query expression."""
+    from lsst.daf.butler.queries.expressions.parser import ParserYaccError, parse_expression
+
+    if not query.strip():
+        return None
+    try:
+        parse_expression(query)
+    except ParserYaccError as exc:
+        return Invalid(
+            f"invalid {what} {query!r}: {exc}",
+            "write a Butler query expression, e.g. \"instrument='DemoCam' AND visit IN (1..5)\"",
+        )
+    return None
+
+
+@functools.cache
+def dimension_names() -> tuple[str, ...]:
+    """Names of every dimension in the default dimension universe, sorted."""
+    from lsst.daf.butler import DimensionUniverse
+
+    return tuple(sorted(DimensionUniverse().getStaticDimensions().names))
+
+
+def check_dimension(name: str) -> Invalid | None:
+    """Whether ``name`` is a dimension of the default universe."""
+    names = dimension_names()
+    if name in names:
+        return None
+    common = [n for n in ("visit", "exposure", "detector", "tract", "patch", "band") if n in names]
+    return Invalid(
+        f"unknown dimension {name!r}",
+        f"{suggest(name, names)}use a dimension of the Butler's default universe, e.g. "
+        + ", ".join(common),
+    )
+
+
+def check_dataset_type_name(name: str) -> Invalid | None:
+    """Whether ``name`` can name a Butler dataset type (or a component, ``calexp.wcs``)."""
+    if _DATASET_TYPE.match(name):
+        return None
+    return Invalid(
+        f"{name!r} is not a dataset type name",
+        "dataset type names are identifiers such as calexp or visitSummary",
+    )
+
+
+def split_pipeline(pipeline: str) -> tuple[str, list[str]]:
+    """``"path#a,b"`` → ``("path", ["a", "b"])`` as ``pipetask`` splits it."""
+    path, _, labels = pipeline.partition("#")
+    return path, [label.strip() for label in labels.split(",") if label.strip()]
+
+
+def check_pipeline_labels(path: Path, labels: Sequence[str]) -> Invalid | None:
+    """Whether the pipeline file ``path`` reads and defines every label or subset."""
+    from lsst.pipe.base import Pipeline
+
+    uri = f"{path}#{','.join(labels)}" if labels else str(path)
+    try:
+        Pipeline.from_uri(uri)
+    except _PIPELINE_ERRORS as exc:
+        if labels:
+            known = _labels_and_subsets(path)
+            unknown = [label for label in labels if known is not None and label not in known]
+            if unknown:
+                return Invalid(
+                    f"pipeline {path.name} has no task or subset "
+                    + ", ".join(repr(label) for label in unknown),
+                    f"{suggest(unknown[0], sorted(known or ()))}use one of: "
+                    + ", ".join(sorted(known or ())),
+                )
+        return Invalid(
+            f"cannot read pipeline {path}: {exc}",
+            "fix the pipeline file; `pipetask build -p FILE` shows the same problem",
+        )
+    return None
+
+
+def _labels_and_subsets(path: Path) -> set[str] | None:
+    from lsst.pipe.base import Pipeline
+
+    try:
+        pipeline = Pipeline.from_uri(str(path))
+    except _PIPELINE_ERRORS:
+        return None
+    return set(pipeline.task_labels) | set(pipeline.subsets)
+
+
+def load_pipeline_graph(path: Path, labels: Sequence[str]) -> Any:
+    """The :class:`~lsst.pipe.base.pipeline_graph.PipelineGraph` of a step's pipeline.
+
+    This imports the tasks (their connections define the dataset types). Raises
+    ``ImportError`` or ``ValueError`` as pipe_base does.
+    """
+    from lsst.pipe.base import Pipeline
+
+    uri = f"{path}#{','.join(labels)}" if labels else str(path)
+    return Pipeline.from_uri(uri).to_graph()

@@ -1,0 +1,123 @@
+"""Checks that need the whole, otherwise valid campaign: its pipelines' contents and
+its repository's datastore configuration.
+
+The steps' pipelines are loaded with their tasks imported (the task connections say
+which dataset types a step produces), and the file template overrides are merged into
+the repository's ``butler.yaml`` configuration. Neither opens a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import checks
+from .config import Campaign
+from .naming import check_file_templates
+from .policies import Policies
+
+__all__ = ["CrossProblem", "cross_problems"]
+
+
+@dataclass(frozen=True)
+class CrossProblem:
+    """A problem at field ``path``; ``at_key``: point at the key rather than the value."""
+
+    path: tuple[str | int, ...]
+    problem: checks.Invalid
+    at_key: bool = False
+
+
+def cross_problems(campaign: Campaign) -> list[CrossProblem]:
+    """Every problem between the campaign's fields, its pipelines and its repository."""
+    return [*_template_problems(campaign), *_pipeline_problems(campaign)]
+
+
+def _template_problems(campaign: Campaign) -> Iterator[CrossProblem]:
+    if not campaign.file_templates:
+        return
+    for name, problem in check_file_templates(campaign.file_templates, campaign.repo).items():
+        path: tuple[str | int, ...] = ("file_templates", name) if name else ("file_templates",)
+        yield CrossProblem(path, problem)
+
+
+def _pipeline_problems(campaign: Campaign) -> Iterator[CrossProblem]:
+    produced: dict[str, set[str]] = {}
+    labels: dict[str, set[str]] = {}
+    for index, step in enumerate(campaign.steps):
+        try:
+            graph = checks.load_pipeline_graph(step.pipeline_path, step.task_labels)
+        except (ImportError, ValueError, LookupError, TypeError, AttributeError) as exc:
+            yield CrossProblem(
+                ("steps", index, "pipeline"),
+                checks.Invalid(
+                    f"cannot load the tasks of pipeline {step.pipeline_uri}: {exc}",
+                    "make the tasks importable (install their package or set PYTHONPATH); "
+                    "`pipetask build -p PIPELINE` shows the same problem",
+                ),
+            )
+            continue
+        produced[step.name] = {
+            name for name in graph.dataset_types if graph.producer_of(name) is not None
+        }
+        labels[step.name] = set(graph.tasks)
+
+    all_produced = set().union(*produced.values()) if produced else set()
+    all_labels = set().union(*labels.values()) if labels else set()
+    yield from _policy_problems(("policies",), campaign.policies, all_produced, all_labels, "any")
+    for index, step in enumerate(campaign.steps):
+        if step.name not in produced:
+            continue  # its pipeline is reported above
+        yield from _policy_problems(
+            ("steps", index, "policies"),
+            step.policies,
+            produced[step.name],
+            labels[step.name],
+            "this",
+        )
+        select = step.select
+        if select is None or select.from_step not in produced:
+            continue
+        made = produced[select.from_step]
+        if select.dataset_type not in made:
+            yield CrossProblem(
+                ("steps", index, "select", "dataset_type"),
+                checks.Invalid(
+                    f"step {select.from_step!r} does not produce {select.dataset_type!r}",
+                    f"{checks.suggest(select.dataset_type, sorted(made))}use a dataset type "
+                    f"that {select.from_step} writes: {', '.join(sorted(made))}",
+                ),
+            )
+
+
+def _policy_problems(
+    prefix: tuple[str | int, ...],
+    policies: Policies,
+    produced: set[str],
+    labels: set[str],
+    which: str,
+) -> Iterator[CrossProblem]:
+    for position, name in enumerate(policies.intermediates):
+        if name not in produced:
+            yield CrossProblem(
+                (*prefix, "intermediates", position),
+                checks.Invalid(
+                    f"{which} step's pipeline does not produce {name!r}"
+                    if which == "this"
+                    else f"no step produces {name!r}",
+                    f"{checks.suggest(name, sorted(produced))}intermediates are dataset types "
+                    "the pipelines write",
+                ),
+            )
+    for label in policies.resources:
+        if label not in labels:
+            yield CrossProblem(
+                (*prefix, "resources", label),
+                checks.Invalid(
+                    f"no task labelled {label!r} in "
+                    + ("this step" if which == "this" else "any step"),
+                    f"{checks.suggest(label, sorted(labels))}use a task label: "
+                    + ", ".join(sorted(labels)),
+                ),
+                at_key=True,
+            )

@@ -1,0 +1,158 @@
+"""The step dependency graph: unique names, known dependencies, no cycles.
+
+These checks run on the validated model and, by the loader, on the raw file data as
+well, so a cycle is reported together with every other problem of the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["StepGraphProblem", "StepSpec", "step_graph_problems", "topological_order"]
+
+StepSpec = tuple[str | None, Sequence[str | None], str | None]
+"""``(name, depends_on, select.from_step)`` of one step; ``None`` where not a string."""
+
+
+@dataclass(frozen=True)
+class StepGraphProblem:
+    """A problem at ``path`` (``("steps", 2, "depends_on", 0)``)."""
+
+    path: tuple[str | int, ...]
+    message: str
+    hint: str
+
+
+def step_graph_problems(steps: Sequence[StepSpec]) -> list[StepGraphProblem]:
+    """Every problem of the steps' names and dependencies, in file order."""
+    problems: list[StepGraphProblem] = []
+    first: dict[str, int] = {}
+    for index, (name, _, _) in enumerate(steps):
+        if name is None:
+            continue
+        if name in first:
+            problems.append(
+                StepGraphProblem(
+                    ("steps", index, "name"),
+                    f"duplicate step name {name!r} (also steps[{first[name]}])",
+                    "give every step its own name",
+                )
+            )
+        else:
+            first[name] = index
+    edges: dict[str, list[str]] = {}
+    for index, (name, depends_on, _) in enumerate(steps):
+        known: list[str] = []
+        for position, dependency in enumerate(depends_on):
+            if dependency is None:
+                continue
+            where: tuple[str | int, ...] = ("steps", index, "depends_on", position)
+            if dependency == name:
+                problems.append(
+                    StepGraphProblem(where, f"step {name!r} depends on itself", "remove it")
+                )
+            elif dependency not in first:
+                problems.append(
+                    StepGraphProblem(
+                        where,
+                        f"unknown step {dependency!r}",
+                        _choose(dependency, [n for n in first if n != name]),
+                    )
+                )
+            else:
+                known.append(dependency)
+        if name is not None and first.get(name) == index:
+            edges[name] = known
+    for cycle in _cycles(edges):
+        index = first[cycle[0]]
+        problems.append(
+            StepGraphProblem(
+                ("steps", index, "depends_on"),
+                "steps depend on each other in a cycle: " + " -> ".join([*cycle, cycle[0]]),
+                "remove one of these dependencies",
+            )
+        )
+    for index, (name, _, from_step) in enumerate(steps):
+        if from_step is None or name is None or first.get(name) != index:
+            continue
+        at: tuple[str | int, ...] = ("steps", index, "select", "from_step")
+        if from_step not in first:
+            problems.append(
+                StepGraphProblem(at, f"unknown step {from_step!r}", _choose(from_step, list(first)))
+            )
+        elif from_step not in _ancestors(name, edges):
+            problems.append(
+                StepGraphProblem(
+                    at,
+                    f"step {name!r} selects on the output of {from_step!r} but does not "
+                    "depend on it",
+                    f"add {from_step} to depends_on (its output must exist first)",
+                )
+            )
+    problems.sort(key=lambda p: p.path[:2])
+    return problems
+
+
+def _choose(name: str, choices: list[str]) -> str:
+    from .checks import suggest
+
+    if not choices:
+        return "define that step first"
+    return f"{suggest(name, choices)}use one of: {', '.join(choices)}"
+
+
+def _ancestors(name: str, edges: dict[str, list[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(edges.get(name, ()))
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(edges.get(current, ()))
+    return seen
+
+
+def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:
+    """One cycle per strongly connected group of steps, each starting at its first step."""
+    order = {name: i for i, name in enumerate(edges)}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+    seen_members: set[frozenset[str]] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        path.append(name)
+        for dependency in edges.get(name, ()):
+            if state.get(dependency) == 1:
+                cycle = path[path.index(dependency) :]
+                members = frozenset(cycle)
+                if members not in seen_members:
+                    seen_members.add(members)
+                    start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
+                    cycles.append(cycle[start:] + cycle[:start])
+            elif dependency not in state:
+                visit(dependency, path)
+        path.pop()
+        state[name] = 2
+
+    for name in edges:
+        if name not in state:
+            visit(name, [])
+    return cycles
+
+
+def topological_order(steps: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """Step names so that each comes after its dependencies; file order otherwise."""
+    done: list[str] = []
+    remaining = list(steps)
+    while remaining:
+        for item in remaining:
+            name, depends_on = item
+            if all(d in done for d in depends_on):
+                done.append(name)
+                remaining.remove(item)
+                break
+        else:
+            raise ValueError("the steps' dependencies have a cycle")
+    return done

@@ -1,0 +1,41 @@
+"""Helpers of the campaign tests: paths of the example files and a CLI runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import skybatch.demo
+from skybatch.cli.main import main
+
+DATA = Path(__file__).parent / "data"
+DEMO_CAMPAIGN = DATA / "demo_campaign.yaml"
+DEMO_PIPELINES = Path(skybatch.demo.__file__).parent / "pipelines"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class CampaignCli:
+    """Runs ``skybatch --home HOME campaign ...`` in-process and captures its output."""
+
+    home: Path
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, *args: str | Path) -> Result:
+        self.capsys.readouterr()
+        code = main(["--home", str(self.home), "campaign", *map(str, args)])
+        out, err = self.capsys.readouterr()
+        return Result(code, out, err)
+
+    def assert_no_database(self) -> None:
+        """Validation must not create or touch any skybatch database."""
+        assert not (self.home / "state.sqlite3").exists()
+        assert not self.home.exists() or not any(self.home.rglob("*.sqlite3"))
