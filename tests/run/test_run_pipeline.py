@@ -197,7 +197,7 @@ def test_intermediates_are_gone_after_cleanup_and_final_outputs_are_not(
 def test_a_failing_task_is_retried_then_held_with_its_error_and_blocks_downstream(
     survey: Survey, tmp_path: Path
 ) -> None:
-    """A raw that is not FITS makes isr fail: the job is retried up to the limit, held
+    """A damaged raw makes isr fail: the job is retried up to the limit, held
     with the task's error; everything downstream is blocked (the run ends, it does not
     hang) and the outputs of the jobs that succeeded are ingested."""
     settings = load_settings(home=tmp_path / "home")
@@ -221,7 +221,10 @@ def test_a_failing_task_is_retried_then_held_with_its_error_and_blocks_downstrea
     (failure,) = report["failures"]
     assert failure["job"] == "isr-exp1000-det0" and failure["state"] == "held"
     assert failure["attempts"] == 2 and failure["exit_code"] == 1
-    assert "not appear to be a valid FITS file" in failure["error"]
+    # The job's butler reads inputs through the graph's datastore records, which hold
+    # the size the file had at ingest: the damage is caught before the task reads it.
+    assert "FileIntegrityError" in failure["error"]
+    assert "does not match size recorded" in failure["error"]
     assert report["tasks"]["isr"] == {
         "expected": 2,
         "succeeded": 1,

@@ -12,32 +12,65 @@ mode and predicts their paths from the same templates).
 Only this job's quanta are read from the graph file. Each runs with pipe_base's
 :class:`~lsst.pipe.base.single_quantum_executor.SingleQuantumExecutor`; a failure is
 recorded and the quanta that need its outputs are skipped, the others still run.
+
+In a warm worker (:mod:`skybatch.job.cache` enabled) the expensive parts that do not
+change between jobs are done once per process: the graph file stays open with its
+pipeline graph (tasks imported and configured), init quanta and dimension data read,
+and each job reads only its own quanta from it; the central repository's butler and
+datastore configuration is parsed once, its storage classes registered once, and each
+quantum's QBB (still a fresh one per quantum, with its own datastore and records) is
+built from those parsed pieces with only the datastore root changed. The job's
+``butler.yaml`` is written all the same: it is part of what a job leaves behind.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import astropy.units as u
 from lsst.daf.butler import (
+    ButlerConfig,
     Config,
     DatasetType,
     DimensionUniverse,
+    FormatterFactory,
     LimitedButler,
     Quantum,
     QuantumBackedButler,
     QuantumProvenanceData,
+    StorageClassFactory,
 )
+from lsst.daf.butler._standalone_datastore import (
+    _DatasetRecordStorageManagerDatastoreConstructionMimic as _DatasetsMimic,
+)
+from lsst.daf.butler.datastore import DatastoreConfig
+from lsst.daf.butler.datastore.composites import CompositesMap
+from lsst.daf.butler.datastore.file_templates import FileTemplates
+from lsst.daf.butler.datastores.fileDatastore import FileDatastore
+from lsst.daf.butler.registry.bridge.monolithic import MonolithicDatastoreRegistryBridgeManager
+from lsst.daf.butler.registry.databases.sqlite import SqliteDatabase
+from lsst.daf.butler.registry.opaque import ByNameOpaqueTableStorageManager
+from lsst.daf.butler.repo_relocation import replaceRoot
 from lsst.pipe.base import ExecutionResources, TaskFactory
-from lsst.pipe.base.quantum_graph import PredictedQuantumGraph
+from lsst.pipe.base.quantum_graph import (
+    PredictedQuantumGraph,
+    PredictedQuantumGraphComponents,
+    PredictedQuantumGraphReader,
+)
 from lsst.pipe.base.single_quantum_executor import SingleQuantumExecutor
+from lsst.resources import ResourcePath
+from lsst.utils import doImportType
 
+from .cache import FileKey, file_key, on_clear, process_cache_enabled
 from .errors import JobSpecError
 from .spec import JobSpec, QuantumReport
 from .stats import Meter
@@ -72,12 +105,16 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def write_job_butler_config(spec: JobSpec, workdir: Path, datastore: Path) -> Path:
-    """Write ``workdir/butler.yaml``: the central repo's config, datastore root moved.
+#: Most central repositories (butler configs) a process keeps parsed; a run has one.
+_MAX_REPOS = 4
 
-    The formatter, storage class and file template configuration must be the central
-    repository's so that files are read and named exactly as there.
-    """
+#: Central butler configs as read from their files (per-process cache):
+#: resolved path -> (file key, config).
+_central_configs: dict[str, tuple[FileKey, Config]] = {}
+
+
+def _config_source(spec: JobSpec) -> Path:
+    """The central repository's butler.yaml named by the spec (JobSpecError if absent)."""
     source = Path(spec.butler_config)
     if source.is_dir():
         source = source / "butler.yaml"
@@ -87,7 +124,42 @@ def write_job_butler_config(spec: JobSpec, workdir: Path, datastore: Path) -> Pa
             where="butler_config",
             hint="give the central repository's butler.yaml (or its directory)",
         )
-    config = Config(str(source))
+    return source
+
+
+def _read_central_config(source: Path) -> Config:
+    """``Config(source)``, read once per process when the caches are on (a private copy)."""
+    if not process_cache_enabled():
+        return Config(str(source))
+    key = file_key(source)
+    hit = _central_configs.get(key[0])
+    if hit is None or hit[0] != key:
+        if len(_central_configs) >= _MAX_REPOS:
+            _central_configs.clear()
+        hit = (key, Config(str(source)))
+        _central_configs[key[0]] = hit
+    return copy.deepcopy(hit[1])
+
+
+def central_datastore_name(datastore_config: Any) -> str:
+    """The name the central FileDatastore goes by (as FileDatastore derives it).
+
+    The graph's datastore records are keyed by it: the job datastore keeps that name so
+    it imports them, and reads each input at its recorded path (relative to the job's
+    root, where stage-in put it), not at a path predicted from the file templates.
+    """
+    name = datastore_config.get("name")
+    return str(name) if name else f"FileDatastore@{datastore_config['root']}"
+
+
+def write_job_butler_config(spec: JobSpec, workdir: Path, datastore: Path) -> Path:
+    """Write ``workdir/butler.yaml``: the central repo's config, datastore root moved.
+
+    The formatter, storage class and file template configuration must be the central
+    repository's so that files are read and named exactly as there.
+    """
+    source = _config_source(spec)
+    config = _read_central_config(source)
     datastore_cls = str(config.get("datastore", {}).get("cls", ""))
     if datastore_cls and not datastore_cls.endswith("FileDatastore"):
         raise JobSpecError(
@@ -95,6 +167,7 @@ def write_job_butler_config(spec: JobSpec, workdir: Path, datastore: Path) -> Pa
             where=f"{source}: datastore.cls",
             hint="run jobs against a repository with a single file datastore",
         )
+    config["datastore", "name"] = central_datastore_name(config["datastore"])
     config["datastore", "root"] = str(datastore.resolve())
     target = workdir / "butler.yaml"
     config.dumpToUri(str(target))
@@ -110,13 +183,19 @@ def _read_graph(spec: JobSpec, ids: list[uuid.UUID]) -> PredictedQuantumGraph:
             hint="the workflow's .qg file must be readable from the compute node",
         )
     try:
-        graph = PredictedQuantumGraph.read_execution_quanta(str(path), quantum_ids=ids)
+        if process_cache_enabled() and path.suffix == ".qg":
+            graph = _open_graph(path).read(ids)
+        else:
+            graph = PredictedQuantumGraph.read_execution_quanta(str(path), quantum_ids=ids)
     except (KeyError, LookupError) as exc:
         raise JobSpecError(
             f"quantum graph {path} does not hold all quanta of job {spec.job}: {exc}",
             where="quantum_ids",
             hint="regenerate the job specs from this run's workflow",
         ) from None
+    except BaseException:
+        _close_graph()  # whatever went wrong, the next job opens the file afresh
+        raise
     missing = [str(q) for q in ids if q not in graph.quantum_only_xgraph.nodes]
     if missing:
         raise JobSpecError(
@@ -125,6 +204,68 @@ def _read_graph(spec: JobSpec, ids: list[uuid.UUID]) -> PredictedQuantumGraph:
             hint="regenerate the job specs from this run's workflow",
         )
     return graph
+
+
+class _OpenGraph:
+    """A quantum graph file kept open (per-process cache), with what every job needs.
+
+    Opening the file deserializes the pipeline graph (importing and configuring every
+    task); the init quanta and the dimension records are read once too. Each job then
+    gets a graph of its own holding only its quanta, sharing those parts (the dimension
+    records are only ever added to, as they are deserialized on demand).
+    """
+
+    def __init__(self, path: Path, key: FileKey) -> None:
+        self.key = key
+        self._stack = ExitStack()
+        try:
+            self.reader: PredictedQuantumGraphReader = self._stack.enter_context(
+                PredictedQuantumGraph.open(str(path))
+            )
+            self.reader.read_init_quanta()
+            self.reader.read_dimension_data()
+        except BaseException:
+            self._stack.close()
+            raise
+        self._shared = self.reader.components
+
+    def read(self, ids: Iterable[uuid.UUID]) -> PredictedQuantumGraph:
+        """A graph with the quanta ``ids`` (as ``read_execution_quanta`` would give)."""
+        components = PredictedQuantumGraphComponents(
+            header=self.reader.header, pipeline_graph=self.reader.pipeline_graph
+        )
+        components.init_quanta = self._shared.init_quanta
+        components.dimension_data = self._shared.dimension_data
+        # The reader reads into its own components: lend it this job's for the read.
+        self.reader.components = components
+        try:
+            self.reader.read_quantum_datasets(ids)
+        finally:
+            self.reader.components = self._shared
+        return components.assemble()
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+_graph: _OpenGraph | None = None
+
+
+def _open_graph(path: Path) -> _OpenGraph:
+    """The open graph at ``path``, (re)opened when it is another file or has changed."""
+    global _graph
+    key = file_key(path)
+    if _graph is None or _graph.key != key:
+        _close_graph()
+        _graph = _OpenGraph(path, key)
+    return _graph
+
+
+def _close_graph() -> None:
+    global _graph
+    graph, _graph = _graph, None
+    if graph is not None:
+        graph.close()
 
 
 def parse_quantum_ids(spec: JobSpec) -> list[uuid.UUID]:
@@ -167,6 +308,11 @@ class _ButlerFactory:
         self.current: _KeptButler | None = None
 
     def __call__(self, quantum: Quantum) -> LimitedButler:
+        butler = self._make(quantum)
+        self.current = butler
+        return butler
+
+    def _make(self, quantum: Quantum) -> _KeptButler:
         butler = _KeptButler.initialize(
             config=self.config,
             quantum=quantum,
@@ -174,12 +320,163 @@ class _ButlerFactory:
             dataset_types=self.dataset_types,
         )
         assert isinstance(butler, _KeptButler)  # initialize() builds the calling class
-        self.current = butler
         return butler
 
     def release(self) -> QuantumProvenanceData | None:
         butler, self.current = self.current, None
         return butler.release() if butler is not None else None
+
+
+@dataclass
+class _RepoDatastore:
+    """The central repository's datastore, parsed once per process (per-process cache).
+
+    Everything :meth:`QuantumBackedButler.initialize` derives from the butler config
+    except the datastore root: the merged datastore configuration, formatters, file
+    templates and composites (shared by datastores, as ``FileDatastore.clone`` shares
+    them); the repository's storage classes are registered once in the (process-wide)
+    storage class factory.
+    """
+
+    key: FileKey
+    universe: DimensionUniverse
+    config: DatastoreConfig
+    formatters: FormatterFactory
+    templates: FileTemplates
+    composites: CompositesMap
+    trust: bool
+
+    @classmethod
+    def load(cls, source: Path, key: FileKey, universe: DimensionUniverse) -> _RepoDatastore | None:
+        """Parse the config at ``source``; None unless its datastore is a FileDatastore."""
+        butler_config = ButlerConfig(str(source))
+        config = DatastoreConfig(butler_config)
+        if doImportType(config["cls"]) is not FileDatastore:
+            return None
+        formatters = FormatterFactory()
+        formatters.registerFormatters(config["formatters"], universe=universe)
+        templates = FileTemplates(config["templates"], universe=universe)
+        composites = CompositesMap(config["composites"], universe=universe)
+        StorageClassFactory().addFromConfig(butler_config)
+        trust = bool(config.get("trust_get_request", False))
+        return cls(key, universe, config, formatters, templates, composites, trust)
+
+    def job_config(self, root: Path) -> DatastoreConfig:
+        """The datastore configuration of the job datastore at ``root``."""
+        config = copy.deepcopy(self.config)
+        config["name"] = central_datastore_name(self.config)  # as write_job_butler_config
+        config["root"] = str(root.resolve())
+        return config
+
+    def make_butler(
+        self,
+        config: DatastoreConfig,
+        butler_root: ResourcePath,
+        quantum: Quantum,
+        dataset_types: Mapping[str, DatasetType],
+    ) -> _KeptButler:
+        """What ``_KeptButler.initialize`` makes of the job's butler.yaml, from parsed parts."""
+        database = SqliteDatabase.fromUri("sqlite:///:memory:", origin=0)
+        try:
+            with database.declareStaticTables(create=True) as context:
+                opaque = ByNameOpaqueTableStorageManager.initialize(database, context)
+                bridge = MonolithicDatastoreRegistryBridgeManager.initialize(
+                    database,
+                    context,
+                    opaque=opaque,
+                    datasets=_DatasetsMimic,  # type: ignore[arg-type]  # as daf_butler does
+                    universe=self.universe,
+                )
+            root = ResourcePath(
+                replaceRoot(config["root"], butler_root), forceDirectory=True, forceAbsolute=True
+            )
+            datastore = FileDatastore(
+                config, bridge, root, self.formatters, self.templates, self.composites, self.trust
+            )
+            if root.isLocal and not root.exists():
+                if "create" not in config or not config["create"]:
+                    raise ValueError(f"No valid root and not allowed to create one at: {root}")
+                root.mkdir()
+            datastore._set_trust_mode(True)
+            datastore.import_records(quantum.datastore_records)
+            inputs = [ref.id for ref in itertools.chain.from_iterable(quantum.inputs.values())]
+            inputs += [ref.id for ref in quantum.initInputs.values()]
+            outputs = [ref.id for ref in itertools.chain.from_iterable(quantum.outputs.values())]
+            return _KeptButler(
+                inputs,
+                outputs,
+                self.universe,
+                datastore,
+                storageClasses=StorageClassFactory(),
+                dataset_types=dataset_types,
+                database=database,
+            )
+        except BaseException:
+            database.dispose()
+            raise
+
+
+#: Parsed central repositories (per-process cache): resolved butler.yaml -> parts.
+_repos: dict[str, _RepoDatastore | None] = {}
+_repo_keys: dict[str, tuple[FileKey, DimensionUniverse]] = {}
+
+
+def _repo_datastore(source: Path, universe: DimensionUniverse) -> _RepoDatastore | None:
+    key = file_key(source)
+    if key[0] in _repos:
+        cached_key, cached_universe = _repo_keys[key[0]]
+        if cached_key == key and cached_universe is universe:
+            return _repos[key[0]]
+    if len(_repos) >= _MAX_REPOS:
+        _repos.clear()
+        _repo_keys.clear()
+    repo = _RepoDatastore.load(source, key, universe)  # not cached if it raises
+    _repos[key[0]] = repo
+    _repo_keys[key[0]] = (key, universe)
+    return repo
+
+
+class _CachedButlerFactory(_ButlerFactory):
+    """A :class:`_ButlerFactory` building each QBB from the per-process parsed config.
+
+    The central config is parsed when the first quantum asks for a butler (so a broken
+    config fails that quantum, as it does without the cache). Repositories whose
+    datastore is not exactly a FileDatastore get ``initialize`` as before.
+    """
+
+    def __init__(
+        self,
+        config: str,
+        universe: DimensionUniverse,
+        dataset_types: Mapping[str, DatasetType],
+        source: Path,
+        root: Path,
+    ) -> None:
+        super().__init__(config, universe, dataset_types)
+        self.source = source
+        self.root = root
+        self._butler_root = ResourcePath(config).dirname()  # as ButlerConfig(config) has it
+        self._datastore_config: DatastoreConfig | None = None
+
+    def _make(self, quantum: Quantum) -> _KeptButler:
+        repo = _repo_datastore(self.source, self.universe)
+        if repo is None:
+            return super()._make(quantum)
+        if self._datastore_config is None:
+            self._datastore_config = repo.job_config(self.root)
+        return repo.make_butler(
+            self._datastore_config, self._butler_root, quantum, self.dataset_types
+        )
+
+
+def _clear() -> None:
+    _close_graph()
+    _central_configs.clear()
+    _repos.clear()
+    _repo_keys.clear()
+
+
+on_clear(_clear)
 
 
 @dataclass
@@ -218,12 +515,30 @@ def load_quanta(spec: JobSpec) -> JobQuanta:
 
 
 def execute_quanta(
-    spec: JobSpec, job: JobQuanta, butler_config: Path, meter: Meter
+    spec: JobSpec,
+    job: JobQuanta,
+    butler_config: Path,
+    meter: Meter,
+    *,
+    datastore: Path | None = None,
 ) -> list[ExecutedQuantum]:
-    """Run the job's quanta in order; return one :class:`ExecutedQuantum` per quantum."""
+    """Run the job's quanta in order; return one :class:`ExecutedQuantum` per quantum.
+
+    ``butler_config`` is the job's butler.yaml (from :func:`write_job_butler_config`)
+    and ``datastore`` the root it was written with; given that root, a process with
+    the caches on builds the QBBs from the central config parsed once per process.
+    """
     graph = job.graph
     dataset_types = {n.name: n.dataset_type for n in graph.pipeline_graph.dataset_types.values()}
-    factory = _ButlerFactory(str(butler_config), graph.pipeline_graph.universe, dataset_types)
+    universe = graph.pipeline_graph.universe
+    factory: _ButlerFactory
+    if datastore is not None and process_cache_enabled():
+        source = _config_source(spec).resolve()
+        factory = _CachedButlerFactory(
+            str(butler_config), universe, dataset_types, source, datastore
+        )
+    else:
+        factory = _ButlerFactory(str(butler_config), universe, dataset_types)
     job_metadata: dict[str, int | str | float] = {"job": spec.job, "attempt": spec.attempt}
     executor = SingleQuantumExecutor(
         task_factory=TaskFactory(),

@@ -10,6 +10,10 @@ so the scheduler never reads half a report.
 Exit codes: 0 every quantum succeeded and its outputs are staged out; 1 something
 failed in this attempt (a quantum, staging, registration; the scheduler may retry);
 2 the spec itself is wrong (retrying will not help).
+
+A process that runs many jobs (a warm worker) calls :func:`enable_process_cache` once;
+the job wrapper then keeps what does not change between jobs (see
+:mod:`skybatch.job.cache`). Reports are the same either way.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .cache import enable_process_cache, on_clear, process_cache_enabled
 from .errors import JobSpecError
 from .execute import (
     ExecutedQuantum,
@@ -43,7 +48,15 @@ from .stagein import stage_in
 from .stageout import stage_out, target_of
 from .stats import Meter
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_SPEC", "read_spec", "run_job", "run_job_file"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_SPEC",
+    "enable_process_cache",
+    "read_spec",
+    "run_job",
+    "run_job_file",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -154,7 +167,7 @@ def _run_phases(
         )
     # Everything that can be checked without moving data is checked first.
     target_of(spec)
-    registry = extractors or ExtractorRegistry.default()
+    registry = extractors or _default_extractors()
     progress.job = load_quanta(spec)
     datastore = workdir / "datastore"
     config = write_job_butler_config(spec, workdir, datastore)
@@ -163,7 +176,7 @@ def _run_phases(
     progress.phase = "stage-in"
     progress.staged = stage_in(spec, datastore).paths
     progress.phase = "execute"
-    progress.executed = execute_quanta(spec, progress.job, config, meter)
+    progress.executed = execute_quanta(spec, progress.job, config, meter, datastore=datastore)
     progress.phase = "outputs"
     progress.outputs = collect_outputs(progress.executed, datastore, registry)
     if spec.junk_tarball:
@@ -179,6 +192,27 @@ def _run_phases(
     progress.phase = "stage-out"
     stage_out(spec, datastore, progress.outputs, progress.executed)
     progress.phase = "done"
+
+
+_extractors: ExtractorRegistry | None = None
+
+
+def _default_extractors() -> ExtractorRegistry:
+    """The installed extractors; loaded once per process when the caches are on."""
+    global _extractors
+    if not process_cache_enabled():
+        return ExtractorRegistry.default()
+    if _extractors is None:
+        _extractors = ExtractorRegistry.default()
+    return _extractors
+
+
+def _forget_extractors() -> None:
+    global _extractors
+    _extractors = None
+
+
+on_clear(_forget_extractors)
 
 
 def _quantum_reports(progress: _Progress, error: str | None) -> list[QuantumReport]:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
+from .cache import on_clear, process_cache_enabled
+
 __all__ = ["PACKAGES", "JobProvenance", "gather_provenance"]
 
 #: Distributions whose versions go into every report.
@@ -54,6 +56,28 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return out
 
 
+#: Versions of PACKAGES, looked up once per process when the caches are on: the
+#: modules a process has imported do not change while it runs.
+_versions: dict[str, str] | None = None
+
+
+def _package_versions() -> dict[str, str]:
+    global _versions
+    if not process_cache_enabled():
+        return package_versions()
+    if _versions is None:
+        _versions = package_versions()
+    return dict(_versions)
+
+
+def _forget_versions() -> None:
+    global _versions
+    _versions = None
+
+
+on_clear(_forget_versions)
+
+
 def gather_provenance(
     env_allow_list: Sequence[str] = (), engine_job_id: str | None = None
 ) -> JobProvenance:
@@ -70,7 +94,7 @@ def gather_provenance(
         host=socket.gethostname() or platform.node(),
         platform=platform.platform(),
         python=f"{platform.python_implementation()} {platform.python_version()}",
-        packages=package_versions(),
+        packages=_package_versions(),
         environment=environment,
         engine_job_id=engine_job_id,
     )

@@ -9,25 +9,38 @@ and producer ``job:<name>``, and provenance recorded: one activity per executed 
 ``wasGeneratedBy`` edges from its outputs and ``used`` edges from those of its inputs
 the catalog knows. Registration is idempotent for identical files, so a job whose
 stage-out is re-run does not duplicate anything.
+
+All of a job's catalog writes are one transaction (the state database is shared with
+the driver and the other workers: one commit, one short write lock): the files are
+registered together with their provenance, or nothing is. In a warm worker (see
+:mod:`skybatch.job.cache`) the database engine and the endpoint ids are kept between
+jobs as well.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from skybatch.backbone.catalog import Catalog, FileRecord
 from skybatch.backbone.endpoints.posix import PosixEndpoint
 from skybatch.backbone.errors import BackboneError
-from skybatch.backbone.models import EdgeRelation
+from skybatch.backbone.models import EdgeRelation, EndpointRow
 from skybatch.backbone.transfer import write_verified
 
+from .cache import on_clear, process_cache_enabled
 from .errors import JobSpecError, StageOutError
 from .execute import ExecutedQuantum
 from .spec import JobSpec, OutputFileReport
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
 __all__ = ["StageOutResult", "stage_out", "target_of"]
 
@@ -120,30 +133,123 @@ def _register(
     executed: list[ExecutedQuantum],
     result: StageOutResult,
 ) -> None:
-    from skybatch.db.engine import database_errors, make_engine, session_factory
+    from skybatch.db.engine import database_errors
 
     assert spec.db_url is not None
-    engine = make_engine(spec.db_url)
     try:
-        with database_errors(spec.db_url, "register job outputs in"):
-            catalog = Catalog(session_factory(engine))
+        with (
+            database_errors(spec.db_url, "register job outputs in"),
+            _one_transaction(spec.db_url) as catalog,
+        ):
             records = [_record(spec, o) for o in outputs]
-            result.file_ids = catalog.register(records, endpoint) if records else {}
+            file_ids = catalog.register(records, endpoint) if records else {}
             for output in outputs:
-                output.file_id = result.file_ids.get(output.path)
+                output.file_id = file_ids.get(output.path)
+            activities: dict[str, int] = {}
             for item in executed:
                 if item.report.status != "skipped":
-                    result.activities[str(item.quantum_id)] = _quantum_provenance(
+                    activities[str(item.quantum_id)] = _quantum_provenance(
                         catalog, spec, item, outputs
                     )
-    finally:
-        engine.dispose()
+    except BaseException:
+        for output in outputs:  # rolled back: the report must not claim catalog ids
+            output.file_id = None
+        raise
+    result.file_ids, result.activities = file_ids, activities
     _log.info(
         "registered %d file(s) on %s and %d quantum activities",
         len(result.file_ids),
         endpoint,
         len(result.activities),
     )
+
+
+class _SessionInTransaction:
+    """Stands in for a Catalog's sessionmaker: every session it opens, with or without
+    ``begin()``, is the one session of an enclosing transaction, which commits or rolls
+    back as a whole when that transaction ends."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def __call__(self) -> nullcontext[Session]:
+        return nullcontext(self._session)
+
+    def begin(self) -> nullcontext[Session]:
+        return nullcontext(self._session)
+
+
+class _JobCatalog(Catalog):
+    """The catalog as a job uses it: endpoint ids come from a per-process cache when
+    the caches are on (endpoints are only ever added, never renamed or removed)."""
+
+    def __init__(self, sessions: Any, db_url: str) -> None:
+        super().__init__(sessions)
+        self._db_url = db_url
+
+    def endpoint_row(self, name: str) -> EndpointRow:
+        if not process_cache_enabled():
+            return super().endpoint_row(name)
+        key = (self._db_url, name)
+        row = _endpoint_rows.get(key)
+        if row is None:
+            found = super().endpoint_row(name)
+            # A plain (transient) copy: the cache must hold no session's object.
+            row = EndpointRow(
+                id=found.id,
+                name=found.name,
+                kind=found.kind,
+                root=found.root,
+                settings=dict(found.settings),
+                created_at=found.created_at,
+            )
+            _endpoint_rows[key] = row
+        return row
+
+
+#: Per-process caches (warm workers): database engines by URL, endpoint rows by
+#: (database URL, endpoint name).
+_engines: dict[str, Engine] = {}
+_endpoint_rows: dict[tuple[str, str], EndpointRow] = {}
+_MAX_ENGINES = 4
+
+
+@contextmanager
+def _one_transaction(db_url: str) -> Iterator[Catalog]:
+    """A catalog whose every call runs in one transaction, committed when the block ends."""
+    from skybatch.db.engine import make_engine, session_factory
+
+    cached = process_cache_enabled()
+    engine = _engines.get(db_url) if cached else None
+    if engine is None:
+        engine = make_engine(db_url)
+        if cached:
+            if len(_engines) >= _MAX_ENGINES:
+                _forget_engines()
+            _engines[db_url] = engine
+    try:
+        with session_factory(engine).begin() as session:
+            yield _JobCatalog(cast(Any, _SessionInTransaction(session)), db_url)
+    except BaseException:
+        if cached:  # start the next job afresh: no connection or id that may be stale
+            _engines.pop(db_url, None)
+            engine.dispose()
+            for key in [k for k in _endpoint_rows if k[0] == db_url]:
+                del _endpoint_rows[key]
+        raise
+    finally:
+        if not cached:
+            engine.dispose()
+
+
+def _forget_engines() -> None:
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+    _endpoint_rows.clear()
+
+
+on_clear(_forget_engines)
 
 
 def _record(spec: JobSpec, output: OutputFileReport) -> FileRecord:

@@ -8,6 +8,12 @@ interpreter per job with :func:`process_command`. Both call the same runner
 output and error sent to a per-job log file, so a job behaves and reports the same
 in both modes.
 
+A warm worker also tells the runner's module that this process will run many jobs:
+if the module defines :data:`WARM_HOOK` (``enable_process_cache()``), the worker calls
+it once before the first job, and the runner may then keep per-process caches of what
+does not change between jobs (the job wrapper keeps its opened quantum graph and
+parsed butler configuration). Process mode never calls it.
+
 Messages on the worker's pipe are small JSON objects (no pickle crosses the pipe):
 
 - worker -> engine: ``{"op": "ready", "pid", "preload_errors"}`` once, then
@@ -31,9 +37,19 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["exit_code_of", "process_command", "resolve_runner", "run_with_log", "worker_main"]
+__all__ = [
+    "WARM_HOOK",
+    "exit_code_of",
+    "process_command",
+    "resolve_runner",
+    "run_with_log",
+    "worker_main",
+]
 
 Runner = Callable[[str], object]
+
+#: Optional function of a runner's module that a warm worker calls once (no arguments).
+WARM_HOOK = "enable_process_cache"
 
 
 def resolve_runner(dotted: str) -> Runner:
@@ -104,6 +120,19 @@ def _send(conn: Connection, **message: Any) -> None:
     conn.send_bytes(json.dumps(message).encode())
 
 
+def _warm_up(runner: str, errors: dict[str, str]) -> None:
+    """Call the runner module's :data:`WARM_HOOK` if it has one; a failure is reported
+    like a preload error (jobs then run without the runner's caches)."""
+    module_name = runner.partition(":")[0]
+    hook = getattr(sys.modules.get(module_name), WARM_HOOK, None)
+    if not callable(hook):
+        return
+    try:
+        hook()
+    except Exception as exc:
+        errors[f"{module_name}:{WARM_HOOK}"] = f"{type(exc).__name__}: {exc}"
+
+
 def worker_main(conn: Connection, preload: list[str], runner: str) -> None:
     """Entry point of a warm worker process (multiprocessing target).
 
@@ -127,6 +156,7 @@ def worker_main(conn: Connection, preload: list[str], runner: str) -> None:
     except Exception as exc:
         _send(conn, op="fatal", error=f"cannot load runner {runner}: {type(exc).__name__}: {exc}")
         return
+    _warm_up(runner, preload_errors)
     _send(conn, op="ready", pid=os.getpid(), preload_errors=preload_errors)
     # Jobs may chdir or set variables; the next job must not inherit that.
     cwd, environ = os.getcwd(), dict(os.environ)
