@@ -377,7 +377,7 @@ def _execute(
             walltime_s=row.walltime_s,
             junk_tarball=ctx.options.junk_tarball,
         )
-        (job_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
+        # The engine writes the spec file the job runs with (with its engine job id).
         return spec
 
     def before_retry(job: JobNode) -> None:

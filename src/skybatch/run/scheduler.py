@@ -172,7 +172,11 @@ class Scheduler:
         the changes since: resume treats those jobs as lost and runs them again).
         """
         self._load()
-        capacity = self.engine.capabilities.max_parallel_jobs
+        # A few jobs beyond what runs at once wait in the engine's own queue, so a
+        # worker that finishes starts the next job at once instead of waiting for
+        # this loop to notice and submit.
+        parallel = self.engine.capabilities.max_parallel_jobs
+        capacity = parallel + max(2, parallel)
         while True:
             changed = self._release_ready()
             changed |= self._submit(capacity - len(self._in_flight))
