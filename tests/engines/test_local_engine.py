@@ -64,6 +64,15 @@ def test_warm_workers_are_reused(make_engine: Any, tmp_path: Path) -> None:
     assert os.getpid() not in _pids(tmp_path, batch)
 
 
+def test_warm_workers_run_at_lower_cpu_priority(make_engine: Any, tmp_path: Path) -> None:
+    engine = make_engine(max_workers=1, worker_nice=7)
+    engine.warm_up()
+    [status] = wait_for(engine, engine.submit([make_spec(tmp_path, "pid-nice")]))
+    assert status.state is JobState.SUCCEEDED
+    [pid] = _pids(tmp_path, ["pid-nice"])
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+
+
 def test_process_mode_uses_a_fresh_process_per_job(make_engine: Any, tmp_path: Path) -> None:
     engine = make_engine(isolation="process")
     assert not engine.capabilities.warm_workers

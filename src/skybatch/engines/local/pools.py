@@ -81,7 +81,9 @@ class WarmPool:
         for _ in range(max(0, n)):
             name = f"skybatch-local-worker-{next(self._names)}"
             try:
-                worker = WarmWorker(self._ctx, settings.preload, settings.runner, name)
+                worker = WarmWorker(
+                    self._ctx, settings.preload, settings.runner, name, settings.worker_nice
+                )
             except Exception as exc:  # e.g. spawn from an unguarded __main__, no fds left
                 self.broken = f"cannot start a local worker: {type(exc).__name__}: {exc}"
                 log.error("local engine cannot run jobs: %s", self.broken)

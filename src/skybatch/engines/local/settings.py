@@ -51,6 +51,13 @@ class LocalSettings(BaseModel):
             "is logged as a warning and skipped"
         ),
     )
+    worker_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU niceness added to warm workers (0: none): the driver, which feeds "
+        "them, keeps priority, and workers warming up use idle cores only",
+    )
     memory_poll_s: float = Field(
         default=0.1,
         gt=0,

@@ -114,10 +114,12 @@ def _psutil_process(pid: int | None) -> psutil.Process | None:
 class WarmWorker:
     """A long-lived worker process and the engine's end of its pipe."""
 
-    def __init__(self, ctx: BaseContext, preload: list[str], runner: str, name: str) -> None:
+    def __init__(
+        self, ctx: BaseContext, preload: list[str], runner: str, name: str, nice: int = 0
+    ) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
-            target=worker_main, args=(child, preload, runner), name=name, daemon=True
+            target=worker_main, args=(child, preload, runner, nice), name=name, daemon=True
         )
         self.process.start()
         child.close()  # only the worker holds its end now: EOF tells us it is gone

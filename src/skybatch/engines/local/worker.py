@@ -133,14 +133,18 @@ def _warm_up(runner: str, errors: dict[str, str]) -> None:
         errors[f"{module_name}:{WARM_HOOK}"] = f"{type(exc).__name__}: {exc}"
 
 
-def worker_main(conn: Connection, preload: list[str], runner: str) -> None:
+def worker_main(conn: Connection, preload: list[str], runner: str, nice: int = 0) -> None:
     """Entry point of a warm worker process (multiprocessing target).
 
     The worker starts its own session so the engine can kill it together with
     anything the job started (one process group), and so a Ctrl-C in the terminal
-    reaches only the engine, which then shuts workers down in order.
+    reaches only the engine, which then shuts workers down in order. With ``nice``
+    it lowers its CPU priority first: workers warming up while the driver still
+    builds the workflow then use idle cores without slowing it down.
     """
     os.setsid()
+    if nice > 0:
+        os.nice(nice)
     faulthandler.enable()
     # Started as daemon so an engine that is never closed does not keep the interpreter
     # alive at exit; but jobs (ctrl_mpexec -j N) must be able to start processes.
