@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -72,9 +73,11 @@ class WarmPool:
         self._start(missing)
 
     def warm_up(self) -> None:
-        """Start workers up to the limit, before any job needs them."""
+        """Start workers ahead of the first job, leaving one core to the caller (who
+        is still building the work): the others start when jobs arrive."""
         live = [worker for worker in self.workers if not worker.retiring]
-        self._start(self._settings.max_workers - len(live))
+        spare = max(1, (os.cpu_count() or 1) - 1)
+        self._start(min(self._settings.max_workers, spare) - len(live))
 
     def _start(self, n: int) -> None:
         settings = self._settings
