@@ -188,3 +188,29 @@ def test_resume_treats_jobs_of_a_dead_driver_as_lost_and_finishes(setup) -> None
         result = scheduler.run()
     assert result.succeeded
     assert _jobs(sessions)["ok-a"].attempts == 2  # the lost attempt keeps its number
+
+
+def test_thousands_of_jobs_are_recorded_with_one_attempt_row_each(setup) -> None:  # type: ignore[no-untyped-def]
+    from skybatch.engines.testing import InstantEngine
+    from skybatch.run.models import JobAttemptRow
+
+    sessions, run_id, make_spec, order = setup
+    nodes = [_node(f"ok-{i}") for i in range(1500)]
+    nodes += [_node(f"ok-gather-{i}", [f"ok-{j}" for j in range(i, 1500, 50)]) for i in range(50)]
+    nodes.append(_node("fail-one", ["ok-0"]))
+    workflow = _workflow(nodes)
+    scheduler = Scheduler(
+        sessions, run_id, workflow, InstantEngine(), SchedulerHooks(make_spec), RetryPolicy(2)
+    )
+    scheduler.create_jobs()
+    result = scheduler.run()
+    assert result.counts == {"succeeded": 1550, "held": 1}
+    with sessions() as session:
+        rows = session.scalars(select(JobAttemptRow)).all()
+    assert len(rows) == 1550 + 2  # the failing job had two attempts
+    assert all(r.finished_at is not None for r in rows)
+    states = sorted(
+        (r.attempt, r.state) for r in rows if r.job_id == _jobs(sessions)["fail-one"].id
+    )
+    assert states == [(1, "failed"), (2, "failed")]
+    assert order.index("ok-0") < order.index("fail-one")

@@ -27,10 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from skybatch.engines.base import Engine, JobState, JobStatus
+from skybatch.engines.base import (
+    Engine,
+    EngineCapabilities,
+    FailureKind,
+    JobState,
+    JobStatus,
+)
 from skybatch.job.spec import JobSpec
 
-__all__ = ["BEHAVE_RUNNER", "FINAL_STATES", "behave", "make_spec", "wait_for"]
+__all__ = ["BEHAVE_RUNNER", "FINAL_STATES", "InstantEngine", "behave", "make_spec", "wait_for"]
 
 #: The ``runner`` setting that selects :func:`behave`.
 BEHAVE_RUNNER = "skybatch.engines.testing:behave"
@@ -107,3 +113,64 @@ def wait_for(
             pending = {s.engine_id: str(s.state) for s in statuses if s.state not in states}
             raise TimeoutError(f"jobs not in {sorted(states)} after {timeout_s} s: {pending}")
         time.sleep(interval_s)
+
+
+class InstantEngine(Engine):
+    """An engine whose jobs succeed at their first poll without running anything.
+
+    It drives the scheduler's and the campaign manager's state machines at scale (a
+    benchmark of 100,000 jobs measures skybatch's bookkeeping, not job execution);
+    jobs whose name starts with ``fail-`` fail with exit code 3 instead.
+    """
+
+    name = "instant"
+
+    def __init__(self, max_parallel_jobs: int = 1000) -> None:
+        self._max = max_parallel_jobs
+        self._jobs: dict[str, str] = {}
+        self._ids = 0
+        self.submitted = 0
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(max_parallel_jobs=self._max)
+
+    def submit(self, specs: Sequence[JobSpec]) -> list[str]:
+        ids = []
+        for spec in specs:
+            self._ids += 1
+            engine_id = f"instant-{self._ids}"
+            self._jobs[engine_id] = spec.job
+            ids.append(engine_id)
+        self.submitted += len(specs)
+        return ids
+
+    def poll(self, engine_ids: Sequence[str]) -> list[JobStatus]:
+        return [self._status(engine_id) for engine_id in engine_ids]
+
+    def _status(self, engine_id: str) -> JobStatus:
+        job = self._jobs.get(engine_id)
+        if job is None:
+            return JobStatus(
+                engine_id=engine_id,
+                state=JobState.FAILED,
+                failure=FailureKind.LOST,
+                message=f"{engine_id} is unknown to this engine",
+            )
+        if job == "":  # cancelled
+            return JobStatus(
+                engine_id=engine_id, state=JobState.CANCELLED, failure=FailureKind.CANCELLED
+            )
+        if job.startswith("fail-"):
+            return JobStatus(
+                engine_id=engine_id, state=JobState.FAILED, exit_code=3, failure=FailureKind.ERROR
+            )
+        return JobStatus(engine_id=engine_id, state=JobState.SUCCEEDED, exit_code=0)
+
+    def cancel(self, engine_ids: Sequence[str]) -> None:
+        for engine_id in engine_ids:
+            if engine_id in self._jobs:
+                self._jobs[engine_id] = ""
+
+    def close(self) -> None:
+        self._jobs.clear()

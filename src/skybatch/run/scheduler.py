@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.models import utcnow
@@ -218,7 +218,7 @@ class Scheduler:
             self.nodes, {name: row.state for name, row in self._jobs.items()}
         )
         self._dirty: set[int] = set()
-        self._new_attempts: list[JobAttemptRow] = []
+        self._new_attempts: list[dict[str, Any]] = []
         self._attempt_updates: list[dict[str, Any]] = []
         self._quanta: list[dict[str, Any]] = []
 
@@ -268,14 +268,15 @@ class Scheduler:
             self._set(row, JobState.SUBMITTED)
             row.engine_id = engine_id
             self._new_attempts.append(
-                JobAttemptRow(
-                    job_id=row.id,
-                    attempt=row.attempts,
-                    engine_id=engine_id,
-                    state=JobState.SUBMITTED.value,
-                    memory_mb=row.memory_mb,
-                    report_path=spec.report_path,
-                )
+                {
+                    "job_id": row.id,
+                    "attempt": row.attempts,
+                    "engine_id": engine_id,
+                    "state": JobState.SUBMITTED.value,
+                    "memory_mb": row.memory_mb,
+                    "report_path": spec.report_path,
+                    "submitted_at": utcnow(),
+                }
             )
             self._in_flight[engine_id] = _InFlight(row.id, engine_id, spec)
         return True
@@ -313,8 +314,8 @@ class Scheduler:
         row.error = error if state == JobState.FAILED else None
         self._attempt_updates.append(
             {
-                "job_id": row.id,
-                "attempt": row.attempts,
+                "b_job_id": row.id,
+                "b_attempt": row.attempts,
                 "state": state.value,
                 "failure": failure.value,
                 "exit_code": exit_code,
@@ -389,17 +390,11 @@ class Scheduler:
                         for row in (self._by_id[i] for i in self._dirty)
                     ],
                 )
-            session.add_all(self._new_attempts)
-            session.flush()
-            for values in self._attempt_updates:
-                session.execute(
-                    update(JobAttemptRow)
-                    .where(
-                        JobAttemptRow.job_id == values["job_id"],
-                        JobAttemptRow.attempt == values["attempt"],
-                    )
-                    .values({k: v for k, v in values.items() if k not in ("job_id", "attempt")})
-                )
+            # Core statements, executemany: no ORM identity map to keep in step.
+            if self._new_attempts:
+                session.execute(insert(_attempts), self._new_attempts)
+            if self._attempt_updates:
+                session.execute(_FINISH_ATTEMPT, self._attempt_updates)
             if self._quanta:
                 session.execute(insert(QuantumRunRow), self._quanta)
         self._dirty.clear()
@@ -428,6 +423,26 @@ def blocked_jobs(nodes: dict[str, JobNode], states: dict[str, str]) -> set[str]:
             stack.pop()
             memo[name] = states.get(name) in stop or any(memo[d] for d in deps)
     return {name for name, is_blocked in memo.items() if is_blocked}
+
+
+_attempts: Table = JobAttemptRow.__table__  # type: ignore[assignment]
+#: Finish one attempt (executemany over the attempts of a flush).
+_FINISH_ATTEMPT = (
+    update(_attempts)
+    .where(
+        _attempts.c.job_id == bindparam("b_job_id"),
+        _attempts.c.attempt == bindparam("b_attempt"),
+    )
+    .values(
+        state=bindparam("state"),
+        failure=bindparam("failure"),
+        exit_code=bindparam("exit_code"),
+        error=bindparam("error"),
+        finished_at=bindparam("finished_at"),
+        max_rss_mb=bindparam("max_rss_mb"),
+        cpu_s=bindparam("cpu_s"),
+    )
+)
 
 
 def read_report(path: str) -> JobReport | None:
