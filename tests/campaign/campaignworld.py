@@ -39,3 +39,17 @@ class CampaignCli:
         """Validation must not create or touch any skybatch database."""
         assert not (self.home / "state.sqlite3").exists()
         assert not self.home.exists() or not any(self.home.rglob("*.sqlite3"))
+
+
+@dataclass
+class SkybatchCli:
+    """Runs ``skybatch --home HOME ARGS...`` in-process and captures its output."""
+
+    home: Path
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, *args: str | Path | int) -> Result:
+        self.capsys.readouterr()
+        code = main(["--home", str(self.home), *map(str, args)])
+        out, err = self.capsys.readouterr()
+        return Result(code, out, err)

@@ -47,3 +47,34 @@ def campaign_dir(tmp_path: Path, demo_env: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture
 def campaign_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CampaignCli:
     return CampaignCli(tmp_path / "home", capsys)
+
+
+@pytest.fixture(scope="session")
+def _pristine_demo_survey(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real demo survey, built once: 3 visits (bands g, r, g), 2 detectors."""
+    from skybatch.demo.params import SurveyParams
+    from skybatch.demo.survey import build_survey
+
+    root = tmp_path_factory.mktemp("pristine-demo") / "survey"
+    build_survey(root, SurveyParams(visits=3, detectors=2, size=128, seed=13))
+    return root
+
+
+@pytest.fixture
+def demo_survey(_pristine_demo_survey: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the tiny demo survey (campaigns write into its repository)."""
+    root = tmp_path / "demo-survey"
+    shutil.copytree(_pristine_demo_survey, root, symlinks=True)
+    return root
+
+
+@pytest.fixture
+def empty_survey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A per-test survey-shaped directory with an empty repository, as DEMO_SURVEY."""
+    from lsst.daf.butler import Butler
+
+    root = tmp_path / "empty-survey"
+    Butler.makeRepo(str(root / "repo"))
+    (root / "refcat.sqlite").write_bytes(b"")
+    monkeypatch.setenv("DEMO_SURVEY", str(root))
+    return root

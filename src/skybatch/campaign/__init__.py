@@ -1,9 +1,22 @@
-"""Campaigns: the campaign file (pipelines, inputs, calibrations, steps, policies).
+"""Campaigns: the campaign file (pipelines, inputs, calibrations, steps, policies),
+its submission and the manager that runs it.
 
 Load a campaign file with :func:`load_campaign`; it returns a validated
 :class:`Campaign` or raises :class:`CampaignConfigError` listing every problem with
 its file, line and field. The JSON schema of the file is ``campaign.schema.json``
 beside this module (``skybatch campaign schema`` prints it).
+
+Running campaigns (imported on use, they need the state database):
+
+- :mod:`~skybatch.campaign.submit`: store a campaign, archive its files as provenance;
+- :mod:`~skybatch.campaign.states`: the state table and its one writer;
+- :mod:`~skybatch.campaign.manager`: the daemon's pass (advance, expand, run groups),
+  with :mod:`~skybatch.campaign.expansion` (groups from the Butler, ``select``),
+  :mod:`~skybatch.campaign.execute` (a group as a skybatch run) and
+  :mod:`~skybatch.campaign.cleanup` (campaign end);
+- :mod:`~skybatch.campaign.actions`: pause, resume, retry, cancel;
+- :mod:`~skybatch.campaign.report`: list, status, report, history;
+- :mod:`~skybatch.campaign.demo`: the demo campaign, submitted and run to its end.
 """
 
 from __future__ import annotations

@@ -30,7 +30,26 @@ class CrossProblem:
 
 def cross_problems(campaign: Campaign) -> list[CrossProblem]:
     """Every problem between the campaign's fields, its pipelines and its repository."""
-    return [*_template_problems(campaign), *_pipeline_problems(campaign)]
+    return [
+        *_template_problems(campaign),
+        *_select_problems(campaign),
+        *_pipeline_problems(campaign),
+    ]
+
+
+def _select_problems(campaign: Campaign) -> Iterator[CrossProblem]:
+    """The manager reads ``select.where`` itself (it is not a Butler query): check it."""
+    from .condition import ConditionError, parse_condition
+
+    for index, step in enumerate(campaign.steps):
+        if step.select is None:
+            continue
+        try:
+            parse_condition(step.select.where)
+        except ConditionError as exc:
+            yield CrossProblem(
+                ("steps", index, "select", "where"), checks.Invalid(str(exc), exc.hint)
+            )
 
 
 def _template_problems(campaign: Campaign) -> Iterator[CrossProblem]:

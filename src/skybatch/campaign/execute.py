@@ -1,0 +1,218 @@
+"""Running one group as a skybatch run through the execution driver.
+
+The group's run is named by the group (``run_name``) and its options come from the
+campaign: the step's pipeline, the campaign's inputs after the output runs of the
+steps it depends on, the group's query, the step's policies (retries, resources,
+intermediates) with the operator's ``retry`` overrides, the campaign's site and
+engine, and ``max_running_jobs`` as the number of parallel jobs.
+
+What happens depends on what the group's run already is, so a manager killed at any
+point picks the group up again without running finished work twice:
+
+- no run yet: submitted (:func:`skybatch.run.driver.submit_run`);
+- a run that had started executing (it has jobs): resumed
+  (:func:`skybatch.run.driver.resume_run`; jobs of the killed driver are lost and
+  retried, held jobs get new attempts, succeeded jobs never run again);
+- a run that had succeeded: nothing to do;
+- a run killed while it was being set up (a run row without jobs: its init-outputs
+  may be half written): discarded (its Butler RUN collection, catalog files and row)
+  and submitted again under the same name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from skybatch.errors import SkybatchError
+from skybatch.settings import Settings
+
+from .config import Campaign, Step
+
+__all__ = ["GroupOutcome", "GroupStopped", "group_run_options", "run_group"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_SITE = "site:local"
+
+
+class GroupStopped(Exception):
+    """Raised from the run's progress callback when the group was cancelled."""
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """How a group's run ended: ``succeeded``, ``failed`` or ``stopped`` (cancelled)."""
+
+    state: str
+    message: str
+    resumed: bool = False
+
+
+def group_run_options(
+    campaign: Campaign,
+    step: Step,
+    *,
+    inputs: list[str],
+    query: str,
+    run: str,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """The :class:`skybatch.run.driver.RunOptions` of a group's run."""
+    from skybatch.run.driver import RunOptions
+
+    overrides = overrides or {}
+    policies = campaign.policies_for(step)
+    memory_floor = int(overrides.get("memory_mb") or 0)
+
+    def raised(request: Any) -> Any:
+        if request.memory_mb >= memory_floor:
+            return request
+        return request.model_copy(update={"memory_mb": memory_floor})
+
+    workers = campaign.engine.workers
+    limit = policies.concurrency.max_running_jobs
+    if limit is not None:
+        workers = min(workers or os.cpu_count() or 1, limit)
+    retries = policies.retries
+    return RunOptions(
+        repo=campaign.repo,
+        pipeline=step.pipeline_uri,
+        inputs=inputs,
+        query=query,
+        output_run=run,
+        site=None if campaign.site.name == DEFAULT_SITE else campaign.site.name,
+        engine=campaign.engine.name,
+        workers=workers,
+        max_attempts=int(overrides.get("max_attempts") or retries.max_attempts),
+        memory_factor=retries.memory_factor,
+        memory_cap_mb=max(retries.memory_cap_mb, memory_floor),
+        resources={label: raised(policies.resources_for(label)) for label in policies.resources},
+        default_resources=raised(policies.default_resources),
+        intermediates=list(policies.intermediates),
+    )
+
+
+def run_group(
+    settings: Settings,
+    options: Any,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    check_every_s: float = 1.0,
+    after_restart: bool = False,
+) -> GroupOutcome:
+    """Submit, resume or finish the group's run (see the module); never raises for a
+    failed run: the outcome says what happened. ``stop()`` is asked at most every
+    ``check_every_s`` seconds while the run executes; when it returns True the run is
+    abandoned (its engine closed) and the outcome is ``stopped``.
+
+    ``after_restart``: the group was found running by a new manager. A run that had
+    already ended then only has its end recorded: a failed run is not resumed (that
+    would retry its held jobs, which is the operator's ``retry``)."""
+    from skybatch.backbone.service import Backbone
+    from skybatch.run.driver import resume_run, submit_run
+    from skybatch.run.models import JobRow, RunRow
+
+    run = options.output_run
+    last_check = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total)
+        now = time.monotonic()
+        if stop is not None and now - last_check[0] >= check_every_s:
+            last_check[0] = now
+            if stop():
+                raise GroupStopped(run)
+
+    if stop is not None and stop():
+        return GroupOutcome("stopped", f"run {run} was not started: the group was cancelled")
+    backbone = Backbone.from_settings(settings)
+    sessions = backbone.catalog.sessions
+    with sessions() as session:
+        row = session.scalar(select(RunRow).where(RunRow.name == run))
+        state = row.state if row is not None else None
+        jobs = (
+            session.scalar(select(func.count()).select_from(JobRow).where(JobRow.run_id == row.id))
+            if row is not None
+            else 0
+        )
+    resumed = False
+    try:
+        if row is not None and state == "succeeded":
+            return GroupOutcome("succeeded", f"run {run} had already succeeded", resumed=True)
+        if row is not None and after_restart and state in ("failed", "cancelled"):
+            message = f"run {run} had already {state}" + (f": {row.message}" if row.message else "")
+            return GroupOutcome("failed", message, resumed=True)
+        if row is not None and jobs:
+            resumed = True
+            summary = resume_run(settings, run, report)
+        else:
+            if row is not None:
+                _discard_unstarted_run(backbone, Path(row.repo), run)
+            summary = submit_run(settings, options, report)
+    except GroupStopped:
+        _mark_cancelled(sessions, run)
+        return GroupOutcome("stopped", f"run {run} was stopped: the group was cancelled", resumed)
+    except SkybatchError as exc:
+        return GroupOutcome("failed", f"run {run} could not run: {exc}", resumed)
+    except Exception as exc:  # a bug or an LSST error the driver did not translate
+        _log.exception("run %s of a campaign group failed unexpectedly", run)
+        return GroupOutcome(
+            "failed", f"run {run} failed unexpectedly: {type(exc).__name__}: {exc}", resumed
+        )
+    jobs_text = ", ".join(f"{k}={v}" for k, v in sorted(summary.jobs.items())) or "no jobs"
+    if summary.state == "succeeded":
+        return GroupOutcome(
+            "succeeded", f"run {run} succeeded: {summary.quanta} quanta ({jobs_text})", resumed
+        )
+    return GroupOutcome("failed", f"run {run} {summary.state}: jobs {jobs_text}", resumed)
+
+
+def _mark_cancelled(sessions: Any, run: str) -> None:
+    """A stopped run is over: its row says so (its jobs were cancelled by the engine)."""
+    from skybatch.db.models import utcnow
+    from skybatch.run.models import RunRow, RunState
+
+    with sessions.begin() as session:
+        row = session.scalar(select(RunRow).where(RunRow.name == run))
+        if row is not None and row.state == RunState.RUNNING.value:
+            row.state = RunState.CANCELLED.value
+            row.message = "stopped: its campaign group was cancelled"
+            row.finished_at = utcnow()
+
+
+def _discard_unstarted_run(backbone: Any, repo: Path, run: str) -> None:
+    """Remove what a run killed during its set-up left: Butler datasets, catalog files,
+    its row. Each part is idempotent, so a kill in here is repaired by the next try."""
+    from lsst.daf.butler import Butler, MissingCollectionError
+
+    from skybatch.backbone.maintenance import delete as delete_files
+    from skybatch.run.models import JobRow, RunRow
+
+    _log.warning("run %s was interrupted while being set up: discarding it", run)
+    with (
+        Butler.from_config(str(repo), writeable=True) as butler,
+        contextlib.suppress(MissingCollectionError),
+    ):
+        butler.removeRuns([run])
+    files = backbone.catalog.files(run=run)
+    if files:
+        delete_files(backbone, files)
+    with backbone.catalog.sessions.begin() as session:
+        row = session.scalar(select(RunRow).where(RunRow.name == run))
+        if row is not None:
+            has_jobs = session.scalar(
+                select(func.count()).select_from(JobRow).where(JobRow.run_id == row.id)
+            )
+            if not has_jobs:
+                session.execute(delete(RunRow).where(RunRow.id == row.id))

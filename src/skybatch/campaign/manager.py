@@ -1,0 +1,479 @@
+"""The campaign manager (seed steps 3, 13): advances every campaign's state machine.
+
+One **pass** repeats, until nothing more can happen:
+
+1. **advance** each active campaign in one transaction: a waiting campaign starts; a
+   step whose dependencies succeeded becomes ready; a running step whose groups all
+   ended succeeds (or fails if one failed); the campaign succeeds when every step
+   did, and fails when a step failed and no other step can go on;
+2. **expand** each ready step into groups (:mod:`skybatch.campaign.expansion`, which
+   reads the Butler, so outside any transaction), then store the groups and the
+   step's new state in one transaction;
+3. **run** the next ready group, highest step priority first, then the campaign's
+   priority, then submission order: mark it running (committed), run it through
+   the execution driver (:mod:`skybatch.campaign.execute`), record the outcome.
+   Groups run one at a time per manager (each with the engine's parallel jobs, at
+   most ``max_running_jobs``), so ``max_running_groups`` is never exceeded, and
+   pause and cancel take effect between groups (a cancelled group's run is also
+   stopped at its next progress check).
+
+Then campaigns that ended (succeeded or cancelled) are cleaned up
+(:mod:`skybatch.campaign.cleanup`). Groups found ``running`` when a manager starts
+were left by a manager that was killed: they are resumed first, running to the end
+even if their campaign was paused meanwhile (as running groups do).
+
+Only one manager runs per skybatch home (:func:`skybatch.campaign.lock.manager_lock`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from skybatch.db.models import utcnow
+from skybatch.db.state import open_state_db
+from skybatch.errors import InputError, SkybatchError
+from skybatch.settings import Settings
+
+from .cleanup import cleanup_campaign, format_cleanup
+from .config import Campaign
+from .execute import group_run_options, run_group
+from .expansion import expand_step
+from .models import CampaignGroupRow, CampaignRow, CampaignStepRow
+from .states import ACTIVE, State, StateConflict, change_state
+from .submit import campaign_from_row, run_name
+
+__all__ = ["GroupBars", "Manager", "PassReport"]
+
+_log = logging.getLogger(__name__)
+
+#: ``bars(label)`` opens a progress display for one group's run and yields
+#: ``update(done, total)``.
+GroupBars = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
+
+
+@dataclass
+class PassReport:
+    """What one pass did."""
+
+    groups_run: int = 0
+    succeeded: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    changed: bool = False
+
+
+class Manager:
+    """Advances campaigns; see the module. ``say`` receives one line per event."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        say: Callable[[str], None] | None = None,
+        bars: GroupBars | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = open_state_db(settings)
+        self.say = say or (lambda text: _log.info("%s", text))
+        self.bars = bars
+        self._campaigns: dict[int, Campaign] = {}
+        self._orphans: set[int] | None = None
+        self._cleanup_failed: set[int] = set()
+
+    # -- passes -----------------------------------------------------------------
+    def run_pass(self) -> PassReport:
+        """Advance and run every campaign until nothing more can happen now."""
+        report = PassReport()
+        if self._orphans is None:
+            with self.sessions() as session:
+                self._orphans = set(
+                    session.scalars(
+                        select(CampaignGroupRow.id).where(
+                            CampaignGroupRow.state == State.RUNNING.value
+                        )
+                    )
+                )
+        while True:
+            changed = self._advance_all()
+            group_id = self._next_group()
+            if group_id is not None:
+                self._run(group_id, report)
+                report.changed = True
+                continue
+            report.changed |= changed
+            if not changed:
+                break
+        self._cleanup_ended()
+        return report
+
+    def run_forever(self, poll_s: float = 10.0) -> None:
+        """Passes every ``poll_s`` seconds until interrupted; an error of one pass (a
+        database that went away, say) is reported and the next pass tries again."""
+        while True:
+            try:
+                self.run_pass()
+            except SkybatchError as exc:
+                self.say(f"manager pass failed: {exc}; trying again in {poll_s:g} s")
+            time.sleep(poll_s)
+
+    def run_until_done(self, campaign_id: int, poll_s: float = 0.5) -> str:
+        """Passes until the campaign is no longer active; returns its state."""
+        while True:
+            report = self.run_pass()
+            state = self.state_of(campaign_id)
+            if state not in ACTIVE:
+                return state
+            if not report.changed:
+                time.sleep(poll_s)
+
+    def state_of(self, campaign_id: int) -> str:
+        with self.sessions() as session:
+            state = session.scalar(select(CampaignRow.state).where(CampaignRow.id == campaign_id))
+        if state is None:
+            raise InputError(f"no campaign with id {campaign_id}", where=str(campaign_id))
+        return state
+
+    # -- advancing --------------------------------------------------------------
+    def _campaign(self, row: CampaignRow) -> Campaign:
+        if row.id not in self._campaigns:
+            self._campaigns[row.id] = campaign_from_row(row)
+        return self._campaigns[row.id]
+
+    def _advance_all(self) -> bool:
+        with self.sessions() as session:
+            ids = list(
+                session.scalars(
+                    select(CampaignRow.id)
+                    .where(CampaignRow.state.in_([s.value for s in ACTIVE]))
+                    .order_by(CampaignRow.id)
+                )
+            )
+        changed = False
+        for campaign_id in ids:
+            try:
+                changed |= self._advance(campaign_id)
+            except StateConflict as exc:  # an operator acted meanwhile: read again
+                _log.info("campaign %d changed while advancing it: %s", campaign_id, exc)
+                changed = True
+        return changed
+
+    def _advance(self, campaign_id: int) -> bool:
+        changed = False
+        ready: list[int] = []
+        with self.sessions.begin() as session:
+            row = session.get(CampaignRow, campaign_id)
+            if row is None or row.state not in ACTIVE:
+                return False
+            campaign = self._campaign(row)
+            if row.state == State.WAITING:
+                change_state(session, row, State.RUNNING, reason="picked up by the manager")
+                self.say(f"campaign {row.id} ({row.name}) started")
+                changed = True
+            steps = _steps(session, campaign_id)
+            counts = _group_counts(session, campaign_id)
+            by_name = {s.name: s for s in steps}
+            for step in steps:
+                depends_on = campaign.step(step.name).depends_on
+                if step.state == State.WAITING and all(
+                    by_name[d].state == State.SUCCEEDED for d in depends_on
+                ):
+                    reason = "dependencies succeeded: " + (", ".join(depends_on) or "none")
+                    change_state(session, step, State.READY, reason=reason)
+                    changed = True
+                if step.state == State.READY:
+                    ready.append(step.id)
+                elif step.state == State.RUNNING:
+                    changed |= self._finish_step(session, row, step, counts.get(step.id, {}))
+            changed |= self._finish_campaign(session, row, steps, bool(ready))
+        for step_id in ready:
+            changed |= self._expand(campaign_id, step_id)
+        return changed
+
+    def _finish_step(
+        self, session: Session, row: CampaignRow, step: CampaignStepRow, counts: dict[str, int]
+    ) -> bool:
+        open_ = sum(counts.get(s, 0) for s in (State.READY, State.RUNNING, State.PAUSED))
+        if open_:
+            return False
+        bad = counts.get(State.FAILED, 0) + counts.get(State.CANCELLED, 0)
+        total = sum(counts.values())
+        if bad:
+            step.message = f"{bad} of {total} group(s) failed"
+            change_state(session, step, State.FAILED, reason=step.message)
+            self.say(f"campaign {row.id} ({row.name}): step {step.name} failed: {step.message}")
+        else:
+            step.message = f"{total} group(s) succeeded"
+            change_state(session, step, State.SUCCEEDED, reason=step.message)
+            self.say(f"campaign {row.id} ({row.name}): step {step.name} succeeded")
+        return True
+
+    def _finish_campaign(
+        self, session: Session, row: CampaignRow, steps: list[CampaignStepRow], expanding: bool
+    ) -> bool:
+        states = [s.state for s in steps]
+        if all(s == State.SUCCEEDED for s in states):
+            row.message = f"{len(steps)} step(s) succeeded"
+            change_state(session, row, State.SUCCEEDED, reason=row.message)
+            self.say(f"campaign {row.id} ({row.name}) succeeded")
+            return True
+        busy = expanding or any(s in (State.READY, State.RUNNING) for s in states)
+        failed = [s.name for s in steps if s.state == State.FAILED]
+        if failed and not busy:
+            row.message = f"step(s) failed: {', '.join(failed)}"
+            change_state(session, row, State.FAILED, reason=row.message)
+            self.say(
+                f"campaign {row.id} ({row.name}) failed: {row.message}; see "
+                f"`skybatch campaign report {row.id}`, then `skybatch campaign retry {row.id}`"
+            )
+            return True
+        return False
+
+    def _expand(self, campaign_id: int, step_id: int) -> bool:
+        with self.sessions() as session:
+            row = session.get(CampaignRow, campaign_id)
+            step = session.get(CampaignStepRow, step_id)
+            assert row is not None and step is not None
+            campaign = self._campaign(row)
+            runs_of = _runs_of(session, campaign_id)
+        step_config = campaign.step(step.name)
+        error = None
+        try:
+            expansion = expand_step(campaign, step_config, runs_of)
+        except InputError as exc:
+            error = str(exc)
+        except Exception as exc:  # a bug or an untranslated Butler error: the step fails
+            _log.exception("expanding step %s of campaign %d failed", step.name, campaign_id)
+            error = f"expansion failed unexpectedly: {type(exc).__name__}: {exc}"
+        with self.sessions.begin() as session:
+            row = session.get(CampaignRow, campaign_id)
+            step = session.get(CampaignStepRow, step_id)
+            assert row is not None and step is not None
+            if row.state != State.RUNNING or step.state != State.READY:
+                return True  # paused or cancelled meanwhile: read again
+            step.expanded_at = utcnow()
+            label = f"campaign {row.id} ({row.name}): step {step.name}"
+            if error is not None:
+                step.message = error
+                change_state(session, step, State.FAILED, reason=error)
+                self.say(f"{label} failed: {error}")
+                return True
+            step.selection = expansion.message
+            step.message = expansion.message
+            if not expansion.groups:
+                change_state(session, step, State.SUCCEEDED, reason=expansion.message)
+                self.say(f"{label} succeeded with no group: {expansion.message}")
+                return True
+            session.execute(
+                insert(CampaignGroupRow),
+                [
+                    {
+                        "campaign_id": campaign_id,
+                        "step_id": step_id,
+                        "name": group.name,
+                        "position": position,
+                        "data_query": group.query,
+                        "state": State.READY.value,
+                        "run_name": run_name(row.name, row.id, step.name, group.name),
+                        "attempts": 0,
+                        "created_at": utcnow(),
+                    }
+                    for position, group in enumerate(expansion.groups)
+                ],
+            )
+            reason = f"expanded into {len(expansion.groups)} group(s)"
+            if expansion.message:
+                reason += f"; {expansion.message}"
+            change_state(session, step, State.RUNNING, reason=reason)
+            self.say(f"{label}: {reason}")
+        return True
+
+    # -- running groups ---------------------------------------------------------
+    def _next_group(self) -> int | None:
+        orphans = sorted(self._orphans or ())
+        if orphans:
+            return orphans[0]
+        with self.sessions() as session:
+            return session.scalar(
+                select(CampaignGroupRow.id)
+                .join(CampaignStepRow, CampaignStepRow.id == CampaignGroupRow.step_id)
+                .join(CampaignRow, CampaignRow.id == CampaignGroupRow.campaign_id)
+                .where(
+                    CampaignGroupRow.state == State.READY.value,
+                    CampaignStepRow.state == State.RUNNING.value,
+                    CampaignRow.state == State.RUNNING.value,
+                )
+                .order_by(
+                    CampaignStepRow.priority.desc(),
+                    CampaignRow.priority.desc(),
+                    CampaignRow.id,
+                    CampaignStepRow.position,
+                    CampaignGroupRow.position,
+                )
+                .limit(1)
+            )
+
+    def _run(self, group_id: int, report: PassReport) -> None:
+        orphan = self._orphans is not None and group_id in self._orphans
+        if self._orphans is not None:
+            self._orphans.discard(group_id)
+        try:
+            started = self._start(group_id, orphan)
+        except StateConflict as exc:
+            _log.info("group %d changed before it could start: %s", group_id, exc)
+            return
+        if started is None:
+            return
+        label, options = started
+        self.say(f"{label}: {'resuming' if orphan else 'starting'} run {options.output_run}")
+        with self.bars(label) if self.bars else nullcontext(None) as update:
+            outcome = run_group(
+                self.settings,
+                options,
+                progress=update,
+                stop=lambda: self._stopped(group_id),
+                after_restart=orphan,
+            )
+        report.groups_run += 1
+        try:
+            with self.sessions.begin() as session:
+                group = session.get(CampaignGroupRow, group_id)
+                assert group is not None
+                if group.state != State.RUNNING:
+                    self.say(f"{label}: {group.state} while running; its run was stopped")
+                    return
+                group.message = outcome.message
+                target = State.SUCCEEDED if outcome.state == "succeeded" else State.FAILED
+                change_state(session, group, target, reason=outcome.message)
+        except StateConflict:
+            self.say(f"{label}: changed by an operator while running; outcome not recorded")
+            return
+        (report.succeeded if target is State.SUCCEEDED else report.failed).append(label)
+        self.say(f"{label}: {outcome.message}")
+
+    def _start(self, group_id: int, orphan: bool) -> tuple[str, Any] | None:
+        with self.sessions.begin() as session:
+            group = session.get(CampaignGroupRow, group_id)
+            if group is None:
+                return None
+            row = session.get(CampaignRow, group.campaign_id)
+            step = session.get(CampaignStepRow, group.step_id)
+            assert row is not None and step is not None
+            if orphan:
+                if group.state != State.RUNNING:
+                    return None
+                reason = "resumed after a manager restart"
+            elif group.state == State.READY and row.state == State.RUNNING:
+                reason = f"run {group.run_name} started"
+            else:
+                return None
+            campaign = self._campaign(row)
+            step_config = campaign.step(step.name)
+            options = group_run_options(
+                campaign,
+                step_config,
+                inputs=_inputs(session, row.id, campaign, step.name),
+                query=group.data_query,
+                run=group.run_name,
+                overrides=step.overrides,
+            )
+            group.attempts += 1
+            change_state(session, group, State.RUNNING, reason=reason)
+            return f"campaign {row.id} ({row.name}): {step.name}/{group.name}", options
+
+    def _stopped(self, group_id: int) -> bool:
+        with self.sessions() as session:
+            state = session.scalar(
+                select(CampaignGroupRow.state).where(CampaignGroupRow.id == group_id)
+            )
+        return state != State.RUNNING
+
+    # -- campaign end -----------------------------------------------------------
+    def _cleanup_ended(self) -> None:
+        with self.sessions() as session:
+            rows = list(
+                session.scalars(
+                    select(CampaignRow).where(
+                        CampaignRow.state.in_([State.SUCCEEDED.value, State.CANCELLED.value]),
+                        CampaignRow.cleaned_at.is_(None),
+                    )
+                )
+            )
+        for row in rows:
+            if row.id in self._cleanup_failed:
+                continue
+            try:
+                summary = cleanup_campaign(self.settings, row.id, self._campaign(row))
+            except Exception as exc:
+                _log.exception("cleanup of campaign %d failed", row.id)
+                self._cleanup_failed.add(row.id)
+                self.say(f"campaign {row.id} ({row.name}): cleanup failed: {exc}")
+                continue
+            text = format_cleanup(summary)
+            with self.sessions.begin() as session:
+                live = session.get(CampaignRow, row.id)
+                assert live is not None
+                live.summary = {**live.summary, "cleanup": summary}
+                live.cleaned_at = utcnow()
+            self.say(f"campaign {row.id} ({row.name}) {text}")
+
+
+def _steps(session: Session, campaign_id: int) -> list[CampaignStepRow]:
+    return list(
+        session.scalars(
+            select(CampaignStepRow)
+            .where(CampaignStepRow.campaign_id == campaign_id)
+            .order_by(CampaignStepRow.position)
+        )
+    )
+
+
+def _group_counts(session: Session, campaign_id: int) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {}
+    rows = session.execute(
+        select(CampaignGroupRow.step_id, CampaignGroupRow.state, func.count())
+        .where(CampaignGroupRow.campaign_id == campaign_id)
+        .group_by(CampaignGroupRow.step_id, CampaignGroupRow.state)
+    )
+    for step_id, state, n in rows:
+        out.setdefault(step_id, {})[state] = n
+    return out
+
+
+def _runs_of(session: Session, campaign_id: int) -> dict[str, list[str]]:
+    """Output runs of every step's groups, in group order."""
+    out: dict[str, list[str]] = {}
+    rows = session.execute(
+        select(CampaignStepRow.name, CampaignGroupRow.run_name)
+        .join(CampaignGroupRow, CampaignGroupRow.step_id == CampaignStepRow.id)
+        .where(CampaignStepRow.campaign_id == campaign_id)
+        .order_by(CampaignStepRow.position, CampaignGroupRow.position)
+    )
+    for step, run in rows:
+        out.setdefault(step, []).append(run)
+    return out
+
+
+def _inputs(session: Session, campaign_id: int, campaign: Campaign, step_name: str) -> list[str]:
+    """Input collections of a step's groups: the output runs of the steps it depends on
+    (nearest first, so the campaign's own outputs win), then the campaign's inputs and
+    its calibration collection."""
+    runs_of = _runs_of(session, campaign_id)
+    order: list[str] = []
+    todo = list(campaign.step(step_name).depends_on)
+    while todo:
+        name = todo.pop(0)
+        if name not in order:
+            order.append(name)
+            todo.extend(campaign.step(name).depends_on)
+    collections = [run for name in order for run in runs_of.get(name, [])]
+    collections += campaign.inputs
+    if campaign.calibration is not None:
+        collections.append(campaign.calibration.collection)
+    return list(dict.fromkeys(collections))

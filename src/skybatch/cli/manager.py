@@ -1,0 +1,85 @@
+"""``skybatch manager``: the campaign manager daemon, in the foreground.
+
+``skybatch manager run`` advances every active campaign (see
+:mod:`skybatch.campaign.manager`): expands steps into groups, runs groups through the
+execution driver, records every state change, cleans up campaigns that ended. It
+keeps polling for new submissions and operator actions until interrupted; with
+``--once`` it stops when nothing more can run. A killed manager is simply started
+again: it resumes the groups that were running.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import click
+
+from skybatch.cli.context import CliContext, pass_cli_context
+
+__all__ = ["manager"]
+
+
+@click.group()
+def manager() -> None:
+    """The campaign manager: runs the submitted campaigns."""
+
+
+@manager.command("run")
+@click.option("--once", is_flag=True, help="Stop when nothing more can run now.")
+@click.option(
+    "--poll-s",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between passes when idle.",
+)
+@pass_cli_context
+def run_cmd(cli: CliContext, once: bool, poll_s: float) -> None:
+    """Run the campaign manager in the foreground (Ctrl-C or SIGTERM stops it).
+
+    Only one manager runs per skybatch home. Stopping it at any point is safe: the
+    next start resumes what was running.
+
+    \b
+    Example:
+      skybatch campaign submit campaigns/demo.yaml
+      skybatch manager run --once
+    """
+    from skybatch.campaign.lock import manager_lock
+    from skybatch.campaign.manager import Manager
+    from skybatch.progress import make_progress
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with manager_lock(cli.settings), make_progress() as progress:
+
+            @contextmanager
+            def bars(label: str) -> Iterator[Callable[[int, int], None]]:
+                task = progress.add_task(label, total=None)
+                try:
+                    yield lambda done, total: progress.update(task, completed=done, total=total)
+                finally:
+                    progress.remove_task(task)
+
+            def say(text: str) -> None:
+                progress.console.print(text, markup=False, highlight=False)
+
+            runner = Manager(cli.settings, say=say, bars=bars)
+            if once:
+                report = runner.run_pass()
+                say(
+                    f"manager pass done: {report.groups_run} group run(s), "
+                    f"{len(report.succeeded)} succeeded, {len(report.failed)} failed"
+                )
+            else:
+                say(f"campaign manager running (pass every {poll_s:g} s)")
+                runner.run_forever(poll_s)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,150 @@
+"""``skybatch campaign submit`` and the operator commands on campaigns that have not run
+(a repository without data: the manager can only fail to expand them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from campaignworld import DATA, DEMO_PIPELINES, SkybatchCli
+from sqlalchemy import select
+
+from skybatch.backbone.checksums import md5_file
+from skybatch.backbone.service import Backbone
+from skybatch.campaign import load_campaign
+from skybatch.campaign.models import CampaignRow
+from skybatch.campaign.submit import campaign_from_row
+from skybatch.settings import load_settings
+
+
+@pytest.fixture
+def files(tmp_path: Path, empty_survey: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The demo campaign (and its site file) pointing at an empty repository."""
+    target = tmp_path / "campaigns"
+    target.mkdir()
+    for source in DATA.glob("*.yaml"):
+        shutil.copy(source, target / source.name)
+    monkeypatch.setenv("DEMO_PIPELINES", str(DEMO_PIPELINES))
+    monkeypatch.delenv("DEMO_WORKERS", raising=False)
+    return target / "demo_campaign.yaml"
+
+
+@pytest.fixture
+def sky(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> SkybatchCli:
+    return SkybatchCli(tmp_path / "home", capsys)
+
+
+def test_submit_twice_gives_two_campaigns_with_archived_provenance(
+    files: Path, empty_survey: Path, sky: SkybatchCli
+) -> None:
+    first = sky("campaign", "submit", files)
+    assert first.code == 0, first.err
+    assert first.out.startswith("campaign 1 submitted (demo-drp): steps step1, step2\n")
+    second = sky("campaign", "submit", "-q", files)
+    assert (second.code, second.out) == (0, "2\n")
+
+    settings = load_settings(home=sky.home)
+    backbone = Backbone.from_settings(settings)
+    archived = backbone.catalog.files(path_prefix="skybatch/provenance/campaigns/1/")
+    assert [Path(f.path).name for f in archived] == [
+        "campaign-validated.json",
+        "demo_campaign.yaml",
+        "include-1-demo_site.yaml",
+    ]
+    for f in archived:  # copies in the archive (the repository), verified
+        assert md5_file(empty_survey / "repo" / f.path) == (f.size_bytes, f.md5)
+    original = empty_survey / "repo" / "skybatch/provenance/campaigns/1/demo_campaign.yaml"
+    assert original.read_bytes() == files.read_bytes()
+    with backbone.catalog.sessions() as session:
+        rows = session.scalars(select(CampaignRow).order_by(CampaignRow.id)).all()
+    assert [r.state for r in rows] == ["waiting", "waiting"]
+    # The stored configuration is the validated campaign; policy overrides survive.
+    stored = campaign_from_row(rows[0])
+    loaded = load_campaign(files)
+    assert stored == loaded
+    assert stored.resources_for("step2", "coadd") == loaded.resources_for("step2", "coadd")
+    assert stored.policies_for("step1").retries == loaded.policies_for("step1").retries
+
+    listed = sky("campaign", "list", "--json")
+    assert [(c["id"], c["state"]) for c in json.loads(listed.out)] == [
+        (1, "waiting"),
+        (2, "waiting"),
+    ]
+
+
+def test_an_invalid_campaign_is_not_submitted_and_touches_no_database(
+    files: Path, sky: SkybatchCli
+) -> None:
+    files.write_text(files.read_text().replace("split: {by: visit}", "split: {by: visits}"))
+    result = sky("campaign", "submit", files)
+    assert result.code == 2
+    assert "steps[0].split.by: unknown dimension 'visits'" in result.err
+    assert not sky.home.exists() or not any(sky.home.rglob("*.sqlite3"))
+
+
+def test_operator_actions_follow_the_state_table(files: Path, sky: SkybatchCli) -> None:
+    assert sky("campaign", "submit", "-q", files).out == "1\n"
+    assert sky("campaign", "submit", "-q", files).out == "2\n"
+
+    paused = sky("campaign", "pause", 1, "--reason", "maintenance")
+    assert paused.code == 0, paused.err
+    assert "campaign 1 (demo-drp) paused: now paused" in paused.out
+    again = sky("campaign", "pause", 1)
+    assert again.code == 2
+    assert "campaign 'demo-drp' (id 1) is paused: `pause` cannot make it paused" in again.err
+    assert sky("campaign", "resume", 1).code == 0
+    cancelled = sky("campaign", "cancel", 2)
+    assert "now cancelled; steps step1, step2" in cancelled.out
+    nothing = sky("campaign", "retry", 1)
+    assert nothing.code == 2 and "nothing to retry" in nothing.err
+    assert sky("campaign", "status", 99).code == 2
+
+    history = json.loads(sky("campaign", "history", 1, "--json").out)
+    assert [(e["kind"], e["from"], e["to"], e["actor"], e["action"]) for e in history] == [
+        ("campaign", None, "waiting", "operator", None),
+        ("campaign", "waiting", "paused", "operator", "pause"),
+        ("campaign", "paused", "running", "operator", "resume"),
+    ]
+    assert history[1]["reason"] == "maintenance"
+
+    # The repository has no DemoCam data: campaign 1's first step cannot be expanded,
+    # so the campaign fails; the cancelled campaign 2 is cleaned up.
+    ran = sky("manager", "run", "--once")
+    assert ran.code == 0, ran.err
+    status = json.loads(sky("campaign", "status", 1, "--json").out)
+    assert status["state"] == "failed"
+    step1, step2 = status["steps"]
+    assert step1["state"] == "failed" and "matches no visit" in step1["message"]
+    assert step2["state"] == "waiting"
+    assert json.loads(sky("campaign", "status", 2, "--json").out)["cleanup"]["targets"] == [
+        "site_cache",
+        "workdirs",
+    ]
+    # retry: a step that failed before it had groups is expanded again.
+    retried = sky("campaign", "retry", 1, "--step", "step1", "--retries", "5")
+    assert retried.code == 0, retried.err
+    status = json.loads(sky("campaign", "status", 1, "--json").out)
+    assert status["state"] == "running"
+    assert status["steps"][0]["state"] == "ready"
+    assert status["steps"][0]["overrides"] == {"max_attempts": 5}
+    text = sky("campaign", "status", 1).out
+    assert "step step1            ready" in text
+
+
+def test_states_prints_the_transition_table(sky: SkybatchCli) -> None:
+    result = sky("campaign", "states")
+    assert result.code == 0
+    assert "group     failed     ready      retry     its run resumes" in result.out
+
+
+def test_a_second_manager_is_refused(sky: SkybatchCli) -> None:
+    from skybatch.campaign.lock import manager_lock
+
+    with manager_lock(load_settings(home=sky.home)):
+        result = sky("manager", "run", "--once")
+    assert result.code == 2
+    assert f"another campaign manager is running for {sky.home} (pid {os.getpid()})" in result.err
+    assert sky("manager", "run", "--once").code == 0  # the lock went with its holder
