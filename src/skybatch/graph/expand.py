@@ -19,6 +19,7 @@ what, where and a hint; callers never see a registry or parser error.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -36,7 +37,11 @@ if TYPE_CHECKING:
     from lsst.daf.butler import DatasetRef, Quantum
     from lsst.pipe.base.quantum_graph import PredictedQuantumGraph
 
+    from .templates import DataIdRecords
+
 __all__ = ["DatasetFiles", "DatastorePaths", "ExpansionResult", "expand", "load_pipeline_graph"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def expand(
         InputError: The repository, pipeline, collections or query are wrong, the
             query matches nothing, or the output run already holds these outputs.
     """
-    from lsst.daf.butler import Butler
+    from lsst.daf.butler import Butler, ButlerConfig
     from lsst.pipe.base.all_dimensions_quantum_graph_builder import AllDimensionsQuantumGraphBuilder
 
     if qgraph_path.suffix != ".qg":
@@ -100,13 +105,15 @@ def expand(
         pipeline_graph = load_pipeline_graph(pipeline)
         advance()
         try:
-            butler = Butler.from_config(str(repo))
+            config = ButlerConfig(str(repo))
+            butler = Butler.from_config(config)
         except (OSError, ValueError, RuntimeError) as exc:
             raise InputError(
                 f"cannot open Butler repository {repo}: {exc}",
                 where=str(repo),
                 hint="give the directory that holds butler.yaml",
             ) from None
+        _remember_config(config)  # the butler registered its storage classes
         with butler, _translated(pipeline, input_collections, output_run, where):
             builder = AllDimensionsQuantumGraphBuilder(
                 pipeline_graph,
@@ -239,9 +246,7 @@ class DatastorePaths:
 
         self.config_path = str(butler_config)
         try:
-            config = ButlerConfig(self.config_path)
-            # Storage classes defined by the repository (as a Butler would register them).
-            StorageClassFactory().addFromConfig(config)
+            config = _butler_config(self.config_path, ButlerConfig, StorageClassFactory)
             datastore = _file_datastore_config(config["datastore"])
             self._templates = FileTemplates(datastore["templates"], universe=universe)
             self._formatters = FormatterFactory()
@@ -256,6 +261,8 @@ class DatastorePaths:
         # Any root will do: only the path relative to it is kept.
         self._locations = LocationFactory("file:///datastore-root/")
         self._by_type: dict[tuple[str, Any], tuple[Any, str | None]] = {}
+        self._plans: dict[tuple[str, Any], _Plan] = {}  # predict_values's, same keys
+        self._with_instrument: dict[str, bool] = {}
 
     def predict(self, ref: Any) -> list[tuple[str | None, str]]:
         """``(component, path)`` of each file of ``ref``; component is None when whole.
@@ -313,6 +320,170 @@ class DatastorePaths:
         )
         formatter = self._formatters.getFormatter(part, descriptor, dataId=part.dataId, ref=part)
         return str(formatter.make_updated_location(location).pathInStore.path)
+
+    def predict_values(
+        self,
+        dataset_type: Any,
+        values: tuple[Any, ...],
+        run: str,
+        dataset_id: uuid.UUID,
+        records: DataIdRecords,
+    ) -> list[tuple[str | None, str]]:
+        """:meth:`predict` of a dataset given by its parts instead of a DatasetRef.
+
+        ``dataset_type`` is the repository's definition of the (parent) dataset type,
+        ``values`` the data id's full values (``DataCoordinate.full_values``) and
+        ``records`` gives the dimension records of data ids. The result is
+        :meth:`predict`'s for the ref with the expanded data id: the first datasets of
+        each dataset type and instrument go through :meth:`predict` and the file
+        templates compiled for that dataset type (:mod:`skybatch.graph.templates`) must
+        give the same paths; the others only format the compiled templates. A dataset
+        type whose template does not compile or gives another path than the
+        datastore's own formatting keeps that formatting for all its datasets.
+        """
+        # As predict's cache: by dataset type and instrument (first in data ids).
+        name = dataset_type.name
+        with_instrument = self._with_instrument.get(name)
+        if with_instrument is None:
+            keys = list(dataset_type.dimensions.data_coordinate_keys)
+            with_instrument = self._with_instrument[name] = keys[:1] == ["instrument"]
+        key = (name, values[0] if with_instrument else None)
+        plan = self._plans.get(key)
+        if plan is None:
+            ref = records.make_ref(dataset_type, values, run, dataset_id)
+            out = self.predict(ref)
+            self._plans[key] = plan = self._plan(ref, records)
+            plan.check(out, values, run, dataset_id)
+            return out
+        if plan.parts is not None:
+            try:
+                out = [
+                    (component, template.format(values, run, dataset_id, lookup) + extension)
+                    for component, template, extension, lookup in plan.parts
+                ]
+            except LookupError:
+                pass  # a record the template reads is missing: the datastore's way
+            else:
+                if plan.checks_left <= 0:
+                    return out
+                expected = self.predict(records.make_ref(dataset_type, values, run, dataset_id))
+                plan.check(expected, values, run, dataset_id, out)
+                return expected
+        return self.predict(records.make_ref(dataset_type, values, run, dataset_id))
+
+    def _plan(self, ref: Any, records: DataIdRecords) -> _Plan:
+        """How to name the files of datasets of ``ref``'s type (and instrument)."""
+        from .templates import CompiledTemplate, Unsupported
+
+        dataset_type = ref.datasetType
+        dimensions = dataset_type.dimensions
+        plan = _Plan()
+        if not self._with_instrument[dataset_type.name] and "instrument" in dimensions.names:
+            return plan  # the instrument is not where predict_values looks for it
+        if self._composites.shouldBeDisassembled(ref):
+            components: list[str | None] = list(dataset_type.storageClass.components)
+        else:
+            components = [None]
+        parts: list[tuple[str | None, CompiledTemplate, str, Any]] = []
+        for component in components:
+            name = dataset_type.name if component is None else f"{dataset_type.name}.{component}"
+            template, extension = self._by_type[(name, ref.dataId.get("instrument"))]
+            if extension is None:  # the formatter does more than add an extension
+                return plan
+            try:
+                compiled = CompiledTemplate(template.template, dimensions, name)
+            except Unsupported as exc:
+                _log.debug("file template of %s not compiled (%s)", name, exc)
+                return plan
+            lookup = records.lookup(dimensions) if compiled.record_fields else None
+            parts.append((component, compiled, extension, lookup))
+        plan.parts = parts
+        return plan
+
+
+#: Datasets of each dataset type (and instrument) whose paths from compiled templates
+#: are compared with the datastore's own formatting before the compiled ones are
+#: trusted alone.
+CHECKED_DATASETS = 3
+
+
+@dataclass
+class _Plan:
+    """The compiled templates of one dataset type and instrument, once checked."""
+
+    # (component, compiled template, extension, record look-up) of each file, or None:
+    # format with the datastore's FileTemplate.
+    parts: list[tuple[str | None, Any, str, Any]] | None = None
+    checks_left: int = CHECKED_DATASETS
+
+    def check(
+        self,
+        expected: list[tuple[str | None, str]],
+        values: tuple[Any, ...],
+        run: str,
+        dataset_id: uuid.UUID,
+        got: list[tuple[str | None, str]] | None = None,
+    ) -> None:
+        """Compare the compiled templates' paths of a dataset with the datastore's."""
+        if self.parts is None:
+            return
+        self.checks_left -= 1
+        if got is None:
+            try:
+                got = [
+                    (component, template.format(values, run, dataset_id, lookup) + extension)
+                    for component, template, extension, lookup in self.parts
+                ]
+            except LookupError:
+                return
+        if got != expected:
+            _log.warning(
+                "compiled file templates give %s instead of %s: formatting %s with the "
+                "datastore's templates",
+                got,
+                expected,
+                self.parts[0][1].dataset_type,
+            )
+            self.parts = None
+
+
+#: Parsed repository configurations (ButlerConfig) by file and file state, their
+#: storage classes registered: reading one takes tens of milliseconds (with all the
+#: daf_butler defaults it includes). The expansion leaves its own here.
+_CONFIGS: dict[tuple[str, int, int], Any] = {}
+
+
+def _config_key(path: str) -> tuple[str, int, int] | None:
+    file = Path(path)
+    if file.is_dir():
+        file = file / "butler.yaml"
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    return (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _remember_config(config: Any) -> None:
+    """Keep the ButlerConfig a Butler was made from (it registered the storage classes)."""
+    uri = config.configFile
+    key = _config_key(uri.ospath) if uri is not None and uri.isLocal else None
+    if key is not None:
+        _CONFIGS[key] = config
+
+
+def _butler_config(path: str, butler_config: Any, storage_classes: Any) -> Any:
+    """The repository's ButlerConfig, its storage classes registered (as a Butler
+    registers them); read once per process while the file is unchanged."""
+    key = _config_key(path)
+    if key is not None and key in _CONFIGS:
+        return _CONFIGS[key]
+    config = butler_config(path)
+    # Storage classes defined by the repository (as a Butler would register them).
+    storage_classes().addFromConfig(config)
+    if key is not None:
+        _CONFIGS[key] = config
+    return config
 
 
 def _file_datastore_config(config: Any) -> Any:
