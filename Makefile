@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
-## Build the demo survey and run the demo pipeline over it with skybatch run.
+## Build the demo survey and run the two-step demo campaign over it (campaign manager).
 demo: install
 	$(BIN)/skybatch demo run $(DEMO_DIR)
 

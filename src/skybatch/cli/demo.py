@@ -1,8 +1,11 @@
-"""``skybatch demo``: build the synthetic DemoCam survey and run the demo pipeline on it."""
+"""``skybatch demo``: build the synthetic DemoCam survey and run the demo campaign on it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +15,7 @@ from skybatch.cli.context import CliContext, pass_cli_context
 from skybatch.errors import DataError, InputError
 
 if TYPE_CHECKING:
-    from skybatch.demo.driver import SkybatchResult
+    from skybatch.demo.survey import Survey
 
 DEFAULT_DIR = Path("demo-survey")
 
@@ -59,7 +62,7 @@ def _params(visits: int, detectors: int, size: int, seed: int) -> Any:
 
 @click.group()
 def demo() -> None:
-    """Build the synthetic DemoCam survey and run the demo pipeline on it."""
+    """Build the synthetic DemoCam survey and run the demo campaign on it."""
 
 
 @demo.command("init")
@@ -95,14 +98,20 @@ def init_cmd(
 )
 @_survey_options
 @click.option(
-    "--output", default=None, help="Output RUN collection. [default: demo/run/<UTC time>]"
-)
-@click.option(
     "-j",
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Parallel jobs. [default: the engine's default]",
+    help="Parallel jobs. [default: the demo campaign's, 2]",
+)
+@click.option(
+    "--seeing-limit",
+    "seeing_limit",
+    metavar="ARCSEC",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Step 2 coadds the visits whose PSF FWHM stays under this on every detector. "
+    "[default: the demo campaign's, 1.6]",
 )
 @pass_cli_context
 def run_cmd(
@@ -112,21 +121,30 @@ def run_cmd(
     detectors: int,
     size: int,
     seed: int,
-    output: str | None,
     workers: int | None,
+    seeing_limit: float | None,
 ) -> None:
-    """Build the demo survey in DIRECTORY (if not there yet) and run the demo pipeline.
+    """Build the demo survey in DIRECTORY (if not there yet) and run the demo campaign.
 
-    The pipeline (isr, calibrate, visitSummary, coadd) runs with skybatch's own
-    execution, as `skybatch run` does; the command prints where the outputs are and
-    how to see the run with `skybatch report RUN`. [default DIRECTORY: ./demo-survey]
+    The demo campaign (the packaged campaigns/demo.yaml) is submitted and run to its
+    end by the campaign manager, as `skybatch campaign submit` then `skybatch manager
+    run` do: step 1 runs isr, calibrate and visitSummary with one group per visit;
+    step 2 is expanded after step 1 and coadds only the visits whose visitSummary
+    PSF size is under the seeing limit. The campaign report is printed, then the
+    visits step 2 kept and dropped and a per-visit table of measured vs injected
+    seeing and zero points. The survey-shape options only apply when the survey is
+    built. [default DIRECTORY: ./demo-survey]
     """
-    from skybatch.demo.driver import check_home, init_survey, run_with_skybatch
+    from skybatch.campaign.demo import run_demo_campaign
+    from skybatch.campaign.render import format_report
+    from skybatch.campaign.report import campaign_report
+    from skybatch.db.state import open_state_db
+    from skybatch.demo.driver import check_home, init_survey
     from skybatch.demo.survey import Survey
     from skybatch.progress import make_progress, rich_bars
 
     survey = Survey(directory)
-    arguments = {"directory": directory, "output": output, "workers": workers}
+    arguments = {"directory": directory, "workers": workers, "seeing_limit": seeing_limit}
     with _recorded(cli, "demo run", **arguments) as op:
         check_home(cli.settings, survey)
         if not survey.repo.joinpath("butler.yaml").exists():
@@ -134,23 +152,39 @@ def run_cmd(
             click.echo(f"built the demo survey in {survey.root.resolve()}")
         else:
             click.echo(f"using the existing demo survey in {survey.root.resolve()}")
-        with make_progress() as bar:
-            task = bar.add_task("jobs", total=None)
+        with make_progress() as progress:
 
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+            @contextmanager
+            def bars(label: str) -> Iterator[Callable[[int, int], None]]:
+                task = progress.add_task(label, total=None)
+                try:
+                    yield lambda done, total: progress.update(task, completed=done, total=total)
+                finally:
+                    progress.remove_task(task)
 
-            result = run_with_skybatch(cli.settings, survey, output, workers, progress)
-        _report(result)
-        summary = result.summary
+            def say(text: str) -> None:
+                progress.console.print(text, markup=False, highlight=False)
+
+            result = run_demo_campaign(
+                cli.settings,
+                survey.root,
+                workers=workers,
+                seeing_limit_arcsec=seeing_limit,
+                say=say,
+                bars=bars,
+            )
+        report = campaign_report(open_state_db(cli.settings), result.campaign_id)
+        click.echo("")
+        click.echo(format_report(report))
         if not result.succeeded:
             raise DataError(
-                f"run {summary.run} did not finish: jobs {_counts(summary.jobs)}",
-                where=summary.run,
-                hint=f"see `skybatch report {summary.run}`, fix the cause, then "
-                f"`skybatch run --resume {summary.run}`",
+                f"demo campaign {result.campaign_id} {result.state}",
+                where=str(result.campaign_id),
+                hint=f"see `skybatch campaign report {result.campaign_id}`, fix the cause, then "
+                f"`skybatch campaign retry {result.campaign_id}` and `skybatch manager run --once`",
             )
-        op.message = f"{summary.quanta} quanta into {summary.run}"
+        _outcome(survey, report)
+        op.message = f"campaign {result.campaign_id} succeeded"
 
 
 def _recorded(cli: CliContext, command: str, **arguments: Any) -> Any:
@@ -161,34 +195,84 @@ def _recorded(cli: CliContext, command: str, **arguments: Any) -> Any:
     return record_operation(open_state_db(cli.settings), command, arguments)
 
 
-def _counts(jobs: Mapping[str, int]) -> str:
-    """``succeeded=17, failed=1``: job states are str enums, whose repr is noisy."""
-    return ", ".join(f"{state}={n}" for state, n in jobs.items()) or "none"
+@dataclass(frozen=True)
+class Selection:
+    """What a step's ``select`` kept and dropped, read back from its stored description
+    (``campaign_steps.selection``, written by :mod:`skybatch.campaign.expansion`)."""
+
+    step: str
+    what: str
+    kept: list[str]
+    dropped: list[str]
+
+    @classmethod
+    def parse(cls, step: str, text: str) -> Selection | None:
+        """``None`` unless ``text`` reads ``WHAT: kept IDS; dropped IDS``."""
+        what, sep, rest = text.rpartition(": kept ")
+        kept, sep2, dropped = rest.rpartition("; dropped ")
+        if not (sep and sep2):
+            return None
+        return cls(step, what, _data_ids(kept), _data_ids(dropped))
+
+    def visits(self, ids: list[str]) -> list[int]:
+        """The visit numbers of data ids that are ``visit=N`` alone."""
+        return [int(i.split("=", 1)[1]) for i in ids if re.fullmatch(r"visit=\d+", i)]
 
 
-def _report(result: SkybatchResult) -> None:
+def _data_ids(text: str) -> list[str]:
+    text = text.strip()
+    return [] if text == "none" else [part.strip() for part in text.split(", ")]
+
+
+def _outcome(survey: Survey, report: dict[str, Any]) -> None:
+    """After the report of a succeeded campaign: what each selecting step kept and
+    dropped, the per-visit table of the first step's runs, where the outputs are."""
     from skybatch.demo.report import visit_table
 
-    summary = result.summary
-    repo = result.survey.repo.resolve()
+    selections: list[Selection] = []
+    for step in report["steps"]:
+        if not step.get("selection"):
+            continue
+        parsed = Selection.parse(step["name"], step["selection"])
+        click.echo("")
+        if parsed is None:  # a description this command cannot read: show it as is
+            click.echo(f"step {step['name']}: {step['selection']}")
+            continue
+        selections.append(parsed)
+        click.echo(f"step {parsed.step}: {parsed.what}")
+        click.echo(f"  kept:    {', '.join(parsed.kept) or 'none'}")
+        click.echo(f"  dropped: {', '.join(parsed.dropped) or 'none'}")
+
+    # The per-visit processing is the first step (one run per visit group);
+    # visit_table reads one collection, so its rows are gathered run by run.
+    first = report["steps"][0]
+    runs = [g["run"] for g in first["groups"] if g["state"] == "succeeded"]
+    header, rows = "", []
+    for run in runs:
+        lines = visit_table(survey, run).splitlines()
+        header = lines[0]
+        rows.extend(lines[1:])
+    if rows:
+        marks = {}
+        for sel in selections:
+            marks[sel.step] = {v: "kept" for v in sel.visits(sel.kept)}
+            marks[sel.step].update({v: "dropped" for v in sel.visits(sel.dropped)})
+        columns = [name for name, by_visit in marks.items() if by_visit]
+        click.echo("")
+        click.echo(f"visits of {first['name']} (FWHM and ZP meas: median over detectors):")
+        click.echo(header + "".join(f" {name:>8}" for name in columns))
+        for row in sorted(rows, key=lambda r: int(r.split()[0])):
+            visit = int(row.split()[0])
+            click.echo(row + "".join(f" {marks[n].get(visit, '-'):>8}" for n in columns))
+
+    repo = survey.repo.resolve()
+    campaign_id = report["id"]
     click.echo("")
-    if not result.succeeded:
-        click.echo(f"run {summary.run}: {summary.state}")
-        click.echo(f"  quanta: {summary.quanta}; jobs: {_counts(summary.jobs)}")
-        click.echo(f"  Butler repository: {repo}")
-        click.echo(f"  workdir (job logs): {summary.workdir}")
-        return
-    click.echo(
-        f"pipeline finished: {summary.quanta} quanta in {result.wall_s:.1f} s "
-        f"(expansion {summary.expansion_s:.1f} s); jobs: {_counts(summary.jobs)}"
-    )
-    click.echo(f"  Butler repository: {repo}")
-    click.echo(f"  output collection: {summary.run}")
-    click.echo(f"  files under:       {repo / summary.run}")
-    click.echo(f"  workdir:           {summary.workdir}")
-    click.echo("  datasets: " + ", ".join(f"{k}={v}" for k, v in result.datasets.items()))
-    click.echo("")
-    click.echo(visit_table(result.survey, summary.run))
-    click.echo("")
-    click.echo(f"report:  skybatch report {summary.run}")
-    click.echo(f"explore: butler query-datasets {repo} deepCoadd --collections {summary.run}")
+    click.echo(f"Butler repository: {repo} (output runs: see the groups above)")
+    click.echo(f"report:  skybatch campaign report {campaign_id}")
+    click.echo(f"history: skybatch campaign history {campaign_id}")
+    last = report["steps"][-1]["groups"]
+    if last:
+        click.echo(
+            f"explore: butler query-datasets {repo} deepCoadd --collections {last[0]['run']}"
+        )

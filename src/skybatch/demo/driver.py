@@ -1,10 +1,12 @@
-"""Drivers behind ``skybatch demo``: build a survey and run the demo pipeline on it.
+"""Drivers behind ``skybatch demo``: build a survey, and run the demo pipeline on it
+with ``pipetask``.
 
-``run_with_skybatch`` runs the demo pipeline with skybatch's own execution (what
-``skybatch run`` does: expansion, workflow, staging, local engine, Butler ingest) and is
-what ``skybatch demo run`` uses. ``run_with_pipetask`` runs the LSST ``pipetask run``
-command over the survey: the reference way to execute a pipeline on one machine, kept
-for benchmarks and tests that compare against it.
+``skybatch demo run`` runs the demo campaign
+(:func:`skybatch.campaign.demo.run_demo_campaign`) over a survey built here;
+:func:`check_home` refuses, before anything is built, a skybatch home that archives
+another repository. :func:`run_with_pipetask` runs the LSST ``pipetask run`` command
+over the survey: the reference way to execute a pipeline on one machine, kept for
+benchmarks and tests that compare against it.
 """
 
 from __future__ import annotations
@@ -23,14 +25,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from ..errors import ExternalToolError, InputError
-from ..progress import ProgressFactory, make_progress, no_bars
+from ..progress import ProgressFactory, make_progress
 from .params import SurveyParams
 from .survey import DEFAULTS, Survey, build_survey
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from ..run.driver import RunSummary
     from ..settings import Settings
 
 _EXECUTED = re.compile(r"Executed (\d+) quanta successfully, (\d+) failed and (\d+) remain")
@@ -61,64 +60,11 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-@dataclass
-class SkybatchResult:
-    """A demo pipeline run executed by skybatch (``skybatch.run.driver.submit_run``)."""
-
-    survey: Survey
-    summary: RunSummary
-    wall_s: float
-    datasets: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def output(self) -> str:
-        """The output RUN collection (also the skybatch run name)."""
-        return self.summary.run
-
-    @property
-    def succeeded(self) -> bool:
-        return self.summary.state == "succeeded"
-
-
-def run_with_skybatch(
-    settings: Settings,
-    survey: Survey,
-    output: str | None = None,
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> SkybatchResult:
-    """Run the demo pipeline over the survey with skybatch's own execution.
-
-    Equivalent to ``skybatch run --repo SURVEY/repo --pipeline pipelines/demo_drp.yaml
-    --input DemoCam/defaults --output-run OUTPUT [--workers N]``. ``output`` defaults to
-    ``demo/run/<UTC time>``, ``workers`` to the engine's default. ``progress(done,
-    total)`` is called as jobs finish. A run that did not succeed is returned, not
-    raised: its state is in ``result.summary.state``.
-    """
-    from ..run.driver import RunOptions, submit_run
-
-    _require_survey(survey)
-    check_home(settings, survey)
-    options = RunOptions(
-        repo=survey.repo,
-        pipeline=str(pipeline_path()),
-        inputs=[DEFAULTS],
-        output_run=output or f"demo/run/{_stamp()}",
-        workers=workers,
-    )
-    start = time.perf_counter()
-    summary = submit_run(settings, options, progress)
-    result = SkybatchResult(survey, summary, time.perf_counter() - start)
-    if result.succeeded:
-        result.datasets = count_outputs(survey, result.output)
-    return result
-
-
 def check_home(settings: Settings, survey: Survey) -> None:
     """Refuse a skybatch home whose archive endpoint is rooted at another repository.
 
-    ``submit_run`` would refuse it too, but only after the survey is built and naming
-    ``--repo``, an option ``skybatch demo run`` does not have.
+    Submitting the demo campaign would refuse it too, but only after the survey is
+    built.
     """
     from ..backbone.service import Backbone
 
@@ -156,8 +102,8 @@ def run_with_pipetask(
 ) -> PipetaskResult:
     """Run ``pipetask run`` for the demo pipeline; raise ExternalToolError on failure.
 
-    The reference executor (benchmarks, tests); ``skybatch demo run`` uses
-    :func:`run_with_skybatch`.
+    The reference executor (benchmarks, tests); ``skybatch demo run`` runs the demo
+    campaign instead.
     """
     _require_survey(survey)
     stamp = _stamp()
@@ -229,12 +175,9 @@ def count_outputs(survey: Survey, collection: str) -> Counter[str]:
 
 __all__ = [
     "PipetaskResult",
-    "SkybatchResult",
     "check_home",
     "count_outputs",
     "init_survey",
-    "no_bars",
     "pipeline_path",
     "run_with_pipetask",
-    "run_with_skybatch",
 ]
