@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select
 
@@ -37,7 +37,7 @@ from skybatch.settings import Settings
 
 from .config import Campaign, Step
 
-__all__ = ["GroupOutcome", "GroupStopped", "group_run_options", "run_group"]
+__all__ = ["GroupExecutor", "GroupOutcome", "GroupStopped", "group_run_options", "run_group"]
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +55,25 @@ class GroupOutcome:
     state: str
     message: str
     resumed: bool = False
+
+
+class GroupExecutor(Protocol):
+    """What runs a group's run for the manager: :func:`run_group` (the execution
+    driver), or a stand-in with the same contract (the ``manager_scale`` benchmark
+    drives the scheduler on an instant engine without a Butler). It gets the group's
+    :class:`~skybatch.run.driver.RunOptions` (``options.output_run`` is the group's
+    run name), reports progress, asks ``stop()`` whether the group was cancelled, and
+    returns the outcome without raising for a failed run."""
+
+    def __call__(
+        self,
+        settings: Settings,
+        options: Any,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+        after_restart: bool = False,
+    ) -> GroupOutcome: ...
 
 
 def group_run_options(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,20 +43,25 @@ from skybatch.errors import InputError, SkybatchError
 from skybatch.settings import Settings
 
 from .cleanup import cleanup_campaign, format_cleanup
-from .config import Campaign
-from .execute import group_run_options, run_group
-from .expansion import expand_step
+from .config import Campaign, Step
+from .execute import GroupExecutor, group_run_options, run_group
+from .expansion import StepExpansion, expand_step
 from .models import CampaignGroupRow, CampaignRow, CampaignStepRow
 from .states import ACTIVE, State, StateConflict, change_state
 from .submit import campaign_from_row, run_name
 
-__all__ = ["GroupBars", "Manager", "PassReport"]
+__all__ = ["GroupBars", "Manager", "PassReport", "StepExpander"]
 
 _log = logging.getLogger(__name__)
 
 #: ``bars(label)`` opens a progress display for one group's run and yields
 #: ``update(done, total)``.
 GroupBars = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
+
+#: ``expander(campaign, step, runs_of)`` gives a step's groups (``runs_of[step]``: the
+#: output runs of a step's groups); :func:`~skybatch.campaign.expansion.expand_step`
+#: reads the Butler.
+StepExpander = Callable[[Campaign, Step, Mapping[str, Sequence[str]]], StepExpansion]
 
 
 @dataclass
@@ -70,7 +75,13 @@ class PassReport:
 
 
 class Manager:
-    """Advances campaigns; see the module. ``say`` receives one line per event."""
+    """Advances campaigns; see the module. ``say`` receives one line per event.
+
+    ``executor`` runs a group's run and ``expander`` expands a step into groups; the
+    defaults are the real ones (:func:`~skybatch.campaign.execute.run_group` through
+    the execution driver, :func:`~skybatch.campaign.expansion.expand_step` from the
+    Butler). Stand-ins drive the same state machines without a Butler (tests, the
+    ``manager_scale`` benchmark)."""
 
     def __init__(
         self,
@@ -78,11 +89,15 @@ class Manager:
         *,
         say: Callable[[str], None] | None = None,
         bars: GroupBars | None = None,
+        executor: GroupExecutor = run_group,
+        expander: StepExpander = expand_step,
     ) -> None:
         self.settings = settings
         self.sessions = open_state_db(settings)
         self.say = say or (lambda text: _log.info("%s", text))
         self.bars = bars
+        self.executor = executor
+        self.expander = expander
         self._campaigns: dict[int, Campaign] = {}
         self._orphans: set[int] | None = None
         self._cleanup_failed: set[int] = set()
@@ -245,7 +260,7 @@ class Manager:
         step_config = campaign.step(step.name)
         error = None
         try:
-            expansion = expand_step(campaign, step_config, runs_of)
+            expansion = self.expander(campaign, step_config, runs_of)
         except InputError as exc:
             error = str(exc)
         except Exception as exc:  # a bug or an untranslated Butler error: the step fails
@@ -333,7 +348,7 @@ class Manager:
         label, options = started
         self.say(f"{label}: {'resuming' if orphan else 'starting'} run {options.output_run}")
         with self.bars(label) if self.bars else nullcontext(None) as update:
-            outcome = run_group(
+            outcome = self.executor(
                 self.settings,
                 options,
                 progress=update,

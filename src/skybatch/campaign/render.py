@@ -10,6 +10,10 @@ __all__ = ["format_history", "format_list", "format_report", "format_status"]
 
 _COLUMNS = ("expected", "succeeded", "failed", "running")
 
+#: A step with more groups than this lists only those that did not succeed, at most
+#: this many, after its groups per state (``--json`` lists every group).
+MAX_GROUP_LINES = 20
+
 
 def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"
@@ -76,7 +80,12 @@ def format_report(data: dict[str, Any]) -> str:
         for key in ("message", "selection"):
             if step.get(key) and (key == "message" or step[key] != step.get("message")):
                 lines.append(f"  {step[key]}")
-        for group in step["groups"]:
+        groups = step["groups"]
+        shown = groups
+        if len(groups) > MAX_GROUP_LINES:
+            lines.append(f"  {len(groups)} groups: {_counts(step['group_states'])}")
+            shown = [g for g in groups if g["state"] != "succeeded"]
+        for group in shown[:MAX_GROUP_LINES]:
             total = group["total"]
             lines.append(
                 f"  group {group['name']}: {group['state']} (run {group['run']}, "
@@ -84,6 +93,11 @@ def format_report(data: dict[str, Any]) -> str:
             )
             if group["state"] == "failed" and group.get("message"):
                 lines.append(f"    {group['message']}")
+        if len(shown) > MAX_GROUP_LINES:
+            lines.append(
+                f"  ... and {len(shown) - MAX_GROUP_LINES} more not succeeded; "
+                f"`skybatch campaign report {data['id']} --json` lists every group"
+            )
         if step["tasks"]:
             lines.extend(_task_table(step["tasks"], "  "))
     if data["tasks"]:

@@ -6,28 +6,31 @@ Everything is computed with SQL aggregates over the state tables (a fixed number
 
 - **status**: the campaign and per step its state, its groups per state and its
   jobs per state;
-- **report**: per step, group and task the quanta expected, succeeded, failed (the
-  newest attempt of each quantum decides) and running, the CPU hours of every
-  attempt and the peak memory; and the failed (held) jobs with exit code and first
-  error line.
+- **report**: per step and task, and per group, the quanta expected, succeeded,
+  failed (the newest attempt of each quantum decides) and running, the CPU hours of
+  every attempt and the peak memory (per group and task only for groups that did not
+  succeed); the groups per state; and the failed (held) jobs with exit code and
+  first error line. The quanta are summed per run and task in one pass; the rest is
+  one loop over the groups (measured by ``benchmarks/manager_scale.py``).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Select, and_, case, exists, func, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from .actions import get_campaign
 from .models import CampaignEventRow, CampaignGroupRow, CampaignRow, CampaignStepRow
+from .states import State
 
 __all__ = ["campaign_history", "campaign_report", "campaign_status", "list_campaigns"]
 
 #: Failed jobs listed in a report (the total is always given).
 MAX_FAILURES = 50
-
-_COUNTS = ("expected", "succeeded", "failed", "running")
 
 
 def list_campaigns(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
@@ -131,23 +134,46 @@ def _step_rows(session: Session, campaign_id: int) -> list[CampaignStepRow]:
     )
 
 
-_ZERO: dict[str, Any] = {**dict.fromkeys(_COUNTS, 0), "cpu_hours": 0.0, "peak_memory_mb": None}
+#: A task's tally while the report is summed up: quanta expected, succeeded, failed,
+#: running; CPU seconds; peak memory (MB, None: not measured).
+_Tally = list[Any]
+_EXPECTED, _SUCCEEDED, _FAILED, _RUNNING, _CPU_S, _PEAK = range(6)
 
 
-def _zero() -> dict[str, Any]:
-    return dict(_ZERO)
+def _tally(expected: int = 0) -> _Tally:
+    return [expected, 0, 0, 0, 0.0, None]
 
 
-def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
-    for key in _COUNTS:
-        total[key] += part[key]
-    total["cpu_hours"] += part["cpu_hours"]
-    if part["peak_memory_mb"] is not None:
-        total["peak_memory_mb"] = max(total["peak_memory_mb"] or 0.0, part["peak_memory_mb"])
+def _add(total: _Tally, part: _Tally) -> None:
+    expected, succeeded, failed, running, cpu_s, peak = part
+    total[_EXPECTED] += expected
+    total[_SUCCEEDED] += succeeded
+    total[_FAILED] += failed
+    total[_RUNNING] += running
+    total[_CPU_S] += cpu_s
+    if peak is not None and (total[_PEAK] is None or peak > total[_PEAK]):
+        total[_PEAK] = peak
+
+
+def _counts(tally: _Tally) -> dict[str, Any]:
+    peak = tally[_PEAK]
+    return {
+        "expected": tally[_EXPECTED],
+        "succeeded": tally[_SUCCEEDED],
+        "failed": tally[_FAILED],
+        "running": tally[_RUNNING],
+        "cpu_hours": round(tally[_CPU_S] / 3600.0, 6),
+        "peak_memory_mb": round(peak, 1) if peak is not None else None,
+    }
 
 
 def campaign_report(sessions: sessionmaker[Session], campaign_id: int) -> dict[str, Any]:
-    """The report described in the module, as plain data (``--json`` prints it)."""
+    """The report described in the module, as plain data (``--json`` prints it).
+
+    Every group is listed with its state, run, query and quanta ``total``; its counts
+    per task (``tasks``) only when it did not succeed (those of a succeeded group are
+    in its step's ``tasks``), so a campaign of many small groups stays small and fast.
+    """
     from skybatch.run.models import RunRow
 
     g = CampaignGroupRow
@@ -156,7 +182,6 @@ def campaign_report(sessions: sessionmaker[Session], campaign_id: int) -> dict[s
         steps = _step_rows(session, campaign_id)
         group_rows = session.execute(
             select(
-                g.id,
                 g.step_id,
                 g.name,
                 g.state,
@@ -164,134 +189,137 @@ def campaign_report(sessions: sessionmaker[Session], campaign_id: int) -> dict[s
                 g.data_query,
                 g.attempts,
                 g.message,
-                RunRow.id.label("run_id"),
-                RunRow.summary,
+                RunRow.id,
+                RunRow.summary["quanta_per_task"].as_string(),
             )
             .outerjoin(RunRow, RunRow.name == g.run_name)
             .where(g.campaign_id == campaign_id)
             .order_by(g.step_id, g.position)
         ).all()
-        tasks = _task_counts(session, campaign_id)
+        tallies = _task_counts(session, campaign_id)
         failures, n_failures = _failures(session, campaign_id)
-    run_group = {group.run_id: group.id for group in group_rows if group.run_id is not None}
-    by_group: dict[int, dict[str, dict[str, Any]]] = {}
-    for group in group_rows:
-        if group.run_id is None or not group.summary:
-            continue
-        entry = by_group.setdefault(group.id, {})
-        for label, n in group.summary.get("quanta_per_task", {}).items():
-            entry.setdefault(label, _zero())["expected"] = n
-    for (run_id, label), counts in tasks.items():
-        entry = by_group.setdefault(run_group[run_id], {})
-        entry.setdefault(label, _zero()).update(counts)
+    # Groups of a step usually run the same quanta per task: parse each text once.
+    expected_of = functools.lru_cache(maxsize=1024)(json.loads)
     step_names = {s.id: s.name for s in steps}
-    group_names = {group.id: (step_names[group.step_id], group.name) for group in group_rows}
+    step_tasks: dict[int, dict[str, _Tally]] = {s.id: {} for s in steps}
+    groups_of: dict[int, list[dict[str, Any]]] = {s.id: [] for s in steps}
+    group_states: dict[int, dict[str, int]] = {s.id: {} for s in steps}
+    group_of_run: dict[int, tuple[str, str]] = {}
+    for step_id, name, state, run, query, attempts, message, run_id, quanta in group_rows:
+        tasks = {label: _tally(n) for label, n in expected_of(quanta).items()} if quanta else {}
+        if run_id is not None:
+            group_of_run[run_id] = (step_names[step_id], name)
+            for label, part in tallies.get(run_id, {}).items():
+                tally = tasks.get(label)
+                if tally is None:
+                    tasks[label] = part
+                else:
+                    tally[_SUCCEEDED:] = part[_SUCCEEDED:]
+        total = _tally()
+        per_task = step_tasks[step_id]
+        for label, tally in tasks.items():
+            _add(total, tally)
+            if label in per_task:
+                _add(per_task[label], tally)
+            else:
+                per_task[label] = list(tally)
+        entry: dict[str, Any] = {
+            "name": name,
+            "state": state,
+            "run": run,
+            "query": query,
+            "attempts": attempts,
+            "message": message,
+            "total": _counts(total),
+        }
+        if state != State.SUCCEEDED:
+            entry["tasks"] = {label: _counts(tally) for label, tally in tasks.items()}
+        groups_of[step_id].append(entry)
+        states = group_states[step_id]
+        states[state] = states.get(state, 0) + 1
     for failure in failures:
-        failure["step"], failure["group"] = group_names[run_group[failure.pop("run_id")]]
-    groups_of: dict[int, list[Any]] = {}
-    for group in group_rows:
-        groups_of.setdefault(group.step_id, []).append(group)
+        failure["step"], failure["group"] = group_of_run[failure.pop("run_id")]
     out_steps = []
-    campaign_tasks: dict[str, dict[str, Any]] = {}
+    campaign_tasks: dict[str, _Tally] = {}
     for step in steps:
-        step_tasks: dict[str, dict[str, Any]] = {}
-        groups_out = []
-        for group in groups_of.get(step.id, []):
-            group_tasks = by_group.get(group.id, {})
-            total = _zero()
-            for label, counts in group_tasks.items():
-                _add(total, counts)
-                _add(step_tasks.setdefault(label, _zero()), counts)
-            groups_out.append(
-                {
-                    "name": group.name,
-                    "state": group.state,
-                    "run": group.run_name,
-                    "query": group.data_query,
-                    "attempts": group.attempts,
-                    "message": group.message,
-                    "tasks": group_tasks,
-                    "total": total,
-                }
-            )
-        step_total = _zero()
-        for label, counts in step_tasks.items():
-            _add(step_total, counts)
-            _add(campaign_tasks.setdefault(label, _zero()), counts)
+        step_total = _tally()
+        for label, tally in step_tasks[step.id].items():
+            _add(step_total, tally)
+            _add(campaign_tasks.setdefault(label, _tally()), tally)
         out_steps.append(
             {
                 "name": step.name,
                 "state": step.state,
                 "message": step.message,
                 "selection": step.selection,
-                "groups": groups_out,
-                "tasks": step_tasks,
-                "total": step_total,
+                "group_states": group_states[step.id],
+                "groups": groups_of[step.id],
+                "tasks": {label: _counts(t) for label, t in step_tasks[step.id].items()},
+                "total": _counts(step_total),
             }
         )
-    total = _zero()
-    for counts in campaign_tasks.values():
-        _add(total, counts)
+    total = _tally()
+    for tally in campaign_tasks.values():
+        _add(total, tally)
     return {
         **_campaign_fields(row),
         "steps": out_steps,
-        "tasks": campaign_tasks,
-        "total": total,
+        "tasks": {label: _counts(t) for label, t in campaign_tasks.items()},
+        "total": _counts(total),
         "failures": failures,
         "failures_total": n_failures,
     }
 
 
-def _task_counts(session: Session, campaign_id: int) -> dict[tuple[int, str], dict[str, Any]]:
-    """Per (run id, task label): succeeded/failed quanta (newest attempt), running
-    quanta (jobs submitted or running in a run that is running), CPU hours of every
-    attempt, peak memory."""
+def _task_counts(session: Session, campaign_id: int) -> dict[int, dict[str, _Tally]]:
+    """Per run id and task label, a tally without ``expected``: succeeded and failed
+    quanta (the newest attempt of each quantum decides), running quanta (jobs
+    submitted or running in a run that is running), CPU seconds of every attempt, peak
+    memory. One pass over the campaign's quanta: an attempt is the newest when no
+    later attempt of its quantum exists (an index look-up, no grouping by quantum)."""
     from skybatch.engines.base import JobState
     from skybatch.run.models import JobRow, QuantumRunRow, RunRow
 
-    runs = _run_ids(campaign_id).subquery()
+    runs = select(_run_ids(campaign_id).subquery().c.run_id)
     q = QuantumRunRow
-    out: dict[tuple[int, str], dict[str, Any]] = {}
+    later = aliased(QuantumRunRow)
+    newest = ~exists().where(
+        later.run_id == q.run_id, later.quantum_id == q.quantum_id, later.attempt > q.attempt
+    )
 
-    def entry(run_id: int, label: str) -> dict[str, Any]:
-        return out.setdefault((run_id, label), {})
+    def newest_with(status: str) -> Any:
+        return func.sum(case((and_(q.status == status, newest), 1), else_=0))
 
-    for run_id, label, cpu_s, peak in session.execute(
-        select(q.run_id, q.task_label, func.sum(q.cpu_s), func.max(q.max_rss_mb))
-        .join(runs, runs.c.run_id == q.run_id)
+    out: dict[int, dict[str, _Tally]] = {}
+    for run_id, label, cpu_s, peak, succeeded, failed in session.execute(
+        select(
+            q.run_id,
+            q.task_label,
+            func.sum(q.cpu_s),
+            func.max(q.max_rss_mb),
+            newest_with("succeeded"),
+            newest_with("failed"),
+        )
+        .where(q.run_id.in_(runs))
         .group_by(q.run_id, q.task_label)
     ):
-        entry(run_id, label).update(
-            cpu_hours=round((cpu_s or 0.0) / 3600.0, 6),
-            peak_memory_mb=round(peak, 1) if peak is not None else None,
-        )
-    latest = (
-        select(q.run_id, q.quantum_id, func.max(q.attempt).label("attempt"))
-        .join(runs, runs.c.run_id == q.run_id)
-        .group_by(q.run_id, q.quantum_id)
-        .subquery()
-    )
-    for run_id, label, status, n in session.execute(
-        select(q.run_id, q.task_label, q.status, func.count())
-        .join(
-            latest,
-            (q.run_id == latest.c.run_id)
-            & (q.quantum_id == latest.c.quantum_id)
-            & (q.attempt == latest.c.attempt),
-        )
-        .group_by(q.run_id, q.task_label, q.status)
-    ):
-        if status in ("succeeded", "failed"):
-            entry(run_id, label)[status] = n
+        out.setdefault(run_id, {})[label] = [
+            0,
+            int(succeeded or 0),
+            int(failed or 0),
+            0,
+            float(cpu_s or 0.0),
+            peak,
+        ]
     active = [JobState.SUBMITTED.value, JobState.RUNNING.value]
     for run_id, label, n in session.execute(
         select(JobRow.run_id, JobRow.label, func.sum(JobRow.n_quanta))
-        .join(runs, runs.c.run_id == JobRow.run_id)
         .join(RunRow, RunRow.id == JobRow.run_id)
-        .where(JobRow.state.in_(active), RunRow.state == "running")
+        .where(JobRow.run_id.in_(runs), JobRow.state.in_(active), RunRow.state == "running")
         .group_by(JobRow.run_id, JobRow.label)
     ):
-        entry(run_id, label)["running"] = int(n or 0)
+        tallies = out.setdefault(run_id, {})
+        tallies.setdefault(label, _tally())[_RUNNING] = int(n or 0)
     return out
 
 

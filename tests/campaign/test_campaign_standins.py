@@ -1,0 +1,245 @@
+"""The manager's pass with stand-ins for expansion and group execution (no Butler, no
+engine), and the campaign report summed over what the groups' runs recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from skybatch.campaign import render
+from skybatch.campaign.config import Campaign, Step
+from skybatch.campaign.execute import GroupOutcome, run_group
+from skybatch.campaign.expansion import GroupSpec, StepExpansion
+from skybatch.campaign.manager import Manager
+from skybatch.campaign.models import CampaignEventRow, CampaignRow, CampaignStepRow
+from skybatch.campaign.render import format_report
+from skybatch.campaign.report import campaign_report
+from skybatch.db.state import open_state_db
+from skybatch.run.models import JobRow, QuantumRunRow, RunRow
+from skybatch.settings import Settings, load_settings
+
+
+def _submit(settings: Settings) -> int:
+    """A two-step campaign stored as ``campaign submit`` stores it (without its files)."""
+    campaign = Campaign.model_validate(
+        {
+            "name": "standin",
+            "repo": "/nowhere/repo",
+            "inputs": ["In/raw"],
+            "policies": {"cleanup_at_end": False},
+            "steps": [
+                {"name": "step1", "pipeline": "/nowhere/p.yaml#a,b"},
+                {"name": "step2", "pipeline": "/nowhere/p.yaml#a,b", "depends_on": ["step1"]},
+            ],
+        }
+    )
+    with open_state_db(settings).begin() as session:
+        row = CampaignRow(
+            name=campaign.name,
+            config=campaign.model_dump(mode="json", exclude_unset=True),
+            source_path="standin.yaml",
+            state="waiting",
+            summary={},
+        )
+        session.add(row)
+        session.flush()
+        for position, step in enumerate(campaign.steps):
+            session.add(
+                CampaignStepRow(
+                    campaign_id=row.id, name=step.name, position=position, state="waiting"
+                )
+            )
+        return row.id
+
+
+def _expand(campaign: Campaign, step: Step, runs_of: Mapping[str, Sequence[str]]) -> Any:
+    if step.name == "step2":  # expanded once step1's groups ran: their runs are known
+        assert runs_of["step1"] == ["standin/1/step1/g0", "standin/1/step1/g1"]
+    return StepExpansion([GroupSpec(f"g{i}", f"visit = {i}") for i in range(2)])
+
+
+def _record(settings: Settings, run: str, failing: bool) -> None:
+    """What a run of tasks a (2 quanta) and b (1) leaves: a0 failed its first attempt
+    and succeeded its second; b0 of a failing run failed both its attempts (held)."""
+    with open_state_db(settings).begin() as session:
+        row = RunRow(
+            name=run,
+            repo="/nowhere/repo",
+            pipeline="p.yaml",
+            workdir="/nowhere",
+            state="failed" if failing else "succeeded",
+            summary={"quanta_per_task": {"a": 2, "b": 1}},
+        )
+        session.add(row)
+        session.flush()
+        attempts = {"a0": ["failed", "succeeded"], "a1": ["succeeded"], "b0": ["succeeded"]}
+        if failing:
+            attempts["b0"] = ["failed", "failed"]
+        for name, outcomes in attempts.items():
+            held = outcomes[-1] == "failed"
+            job = JobRow(
+                run_id=row.id,
+                name=name,
+                label=name[0],
+                state="held" if held else "succeeded",
+                attempts=len(outcomes),
+                memory_mb=1024,
+                walltime_s=600,
+                exit_code=3 if held else 0,
+                failure="error" if held else None,
+                error="RuntimeError: bad pixels\nTraceback ..." if held else None,
+            )
+            session.add(job)
+            session.flush()
+            for attempt, status in enumerate(outcomes, start=1):
+                session.add(
+                    QuantumRunRow(
+                        run_id=row.id,
+                        job_id=job.id,
+                        attempt=attempt,
+                        quantum_id=f"{run}/{name}",
+                        task_label=job.label,
+                        status=status,
+                        cpu_s=360.0,
+                        max_rss_mb=100.0 * attempt,
+                    )
+                )
+
+
+def _executor(settings: Settings, calls: list[Any]) -> Callable[..., GroupOutcome]:
+    def execute(
+        settings: Settings,
+        options: Any,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+        after_restart: bool = False,
+    ) -> GroupOutcome:
+        assert stop is not None and not stop()  # the group is running, not cancelled
+        calls.append(options)
+        failing = options.output_run.endswith("step2/g1")
+        _record(settings, options.output_run, failing)
+        if failing:
+            return GroupOutcome("failed", f"run {options.output_run} failed: jobs held=1")
+        return GroupOutcome("succeeded", f"run {options.output_run} succeeded")
+
+    return execute
+
+
+@pytest.fixture
+def ran(tmp_path: Path) -> tuple[Settings, int, list[Any]]:
+    settings = load_settings(home=tmp_path / "home")
+    campaign_id = _submit(settings)
+    calls: list[Any] = []
+    manager = Manager(
+        settings, say=lambda text: None, executor=_executor(settings, calls), expander=_expand
+    )
+    manager.run_pass()
+    assert manager.state_of(campaign_id) == "failed"
+    return settings, campaign_id, calls
+
+
+def test_the_manager_runs_groups_through_the_injected_executor_and_expander(
+    ran: tuple[Settings, int, list[Any]],
+) -> None:
+    settings, campaign_id, calls = ran
+    assert Manager(settings).executor is run_group  # the real ones by default
+    runs = [options.output_run for options in calls]
+    assert runs == [f"standin/{campaign_id}/step{s}/g{g}" for s in (1, 2) for g in (0, 1)]
+    step2 = calls[2]
+    assert step2.query == "visit = 0"
+    assert step2.inputs == [*runs[:2], "In/raw"]  # step1's outputs first
+    with open_state_db(settings)() as session:
+        steps = {
+            name: state
+            for name, state in session.execute(select(CampaignStepRow.name, CampaignStepRow.state))
+        }
+        events = session.execute(
+            select(CampaignEventRow.kind, CampaignEventRow.to_state).where(
+                CampaignEventRow.from_state != ""
+            )
+        ).all()
+    assert steps == {"step1": "succeeded", "step2": "failed"}
+    kinds = [kind for kind, _ in events]
+    # campaign: ->running, ->failed; per step: ->ready, ->running, ->(succeeded|failed);
+    # per group: ->running, ->(succeeded|failed)
+    assert (kinds.count("campaign"), kinds.count("step"), kinds.count("group")) == (2, 6, 8)
+
+
+def test_the_report_sums_runs_per_group_step_and_task(
+    ran: tuple[Settings, int, list[Any]],
+) -> None:
+    settings, campaign_id, _ = ran
+    report = campaign_report(open_state_db(settings), campaign_id)
+    step1, step2 = report["steps"]
+    ok = {"expected": 3, "succeeded": 3, "failed": 0, "running": 0}
+    for group in step1["groups"]:
+        assert {k: group["total"][k] for k in ok} == ok
+        assert group["total"]["cpu_hours"] == pytest.approx(0.4)  # every attempt counts
+        assert group["total"]["peak_memory_mb"] == 200.0
+        assert "tasks" not in group  # a succeeded group's tasks are its step's
+    assert step1["group_states"] == {"succeeded": 2}
+    assert step1["tasks"]["a"] == {
+        "expected": 4,
+        "succeeded": 4,  # a0's newest attempt decides
+        "failed": 0,
+        "running": 0,
+        "cpu_hours": pytest.approx(0.6),
+        "peak_memory_mb": 200.0,
+    }
+    failed = step2["groups"][1]
+    assert (failed["name"], failed["state"]) == ("g1", "failed")
+    assert failed["tasks"]["b"] == {
+        "expected": 1,
+        "succeeded": 0,
+        "failed": 1,
+        "running": 0,
+        "cpu_hours": pytest.approx(0.2),
+        "peak_memory_mb": 200.0,
+    }
+    assert step2["group_states"] == {"succeeded": 1, "failed": 1}
+    assert report["tasks"]["b"]["expected"] == 4 and report["tasks"]["b"]["failed"] == 1
+    assert {k: report["total"][k] for k in ok} == {
+        "expected": 12,
+        "succeeded": 11,
+        "failed": 1,
+        "running": 0,
+    }
+    assert report["failures_total"] == 1
+    (failure,) = report["failures"]
+    assert (failure["step"], failure["group"], failure["job"]) == ("step2", "g1", "b0")
+    assert failure["error"] == "RuntimeError: bad pixels"
+
+    # A run going again: its submitted jobs' quanta are running.
+    with open_state_db(settings).begin() as session:
+        run_id = session.scalar(select(RunRow.id).where(RunRow.name == failed["run"]))
+        session.execute(update(RunRow).where(RunRow.id == run_id).values(state="running"))
+        session.execute(
+            update(JobRow)
+            .where(JobRow.run_id == run_id, JobRow.name == "b0")
+            .values(state="submitted")
+        )
+    report = campaign_report(open_state_db(settings), campaign_id)
+    assert report["steps"][1]["groups"][1]["tasks"]["b"]["running"] == 1
+    assert report["tasks"]["b"]["running"] == 1
+
+
+def test_the_text_report_lists_only_groups_not_succeeded_of_a_large_step(
+    ran: tuple[Settings, int, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, campaign_id, _ = ran
+    report = campaign_report(open_state_db(settings), campaign_id)
+    text = format_report(report)
+    assert "group g0: succeeded" in text  # few groups: every one is listed
+    monkeypatch.setattr(render, "MAX_GROUP_LINES", 1)
+    lines = format_report(report).splitlines()
+    assert "  2 groups: succeeded 2" in lines
+    assert "  2 groups: failed 1, succeeded 1" in lines
+    listed = [line for line in lines if line.startswith("  group ")]
+    assert listed == [
+        f"  group g1: failed (run standin/{campaign_id}/step2/g1, 2/3 quanta succeeded)"
+    ]
