@@ -107,6 +107,44 @@ def build_workflow(
         InputError: Invalid cluster rules, a clustering with a cycle between jobs,
             two outputs predicted at one path, or a run that is not the graph's.
     """
+    from skybatch.heap import collection_paused
+
+    with collection_paused():  # a workflow is as long-lived as its graph
+        return _build_workflow(
+            source,
+            repo=repo,
+            butler_config=butler_config,
+            run=run,
+            pipeline=pipeline,
+            input_collections=input_collections,
+            where=where,
+            expansion_s=expansion_s,
+            qgraph_path=qgraph_path,
+            cluster_rules=cluster_rules,
+            resources=resources,
+            default_resources=default_resources,
+            catalog=catalog,
+            fast=fast,
+        )
+
+
+def _build_workflow(
+    source: PredictedQuantumGraph | ExpansionResult | Path,
+    *,
+    repo: str | Path,
+    butler_config: str | Path,
+    run: str,
+    pipeline: str,
+    input_collections: Sequence[str],
+    where: str,
+    expansion_s: float,
+    qgraph_path: Path | None,
+    cluster_rules: Sequence[ClusterRule],
+    resources: Mapping[str, ResourceRequest] | None,
+    default_resources: ResourceRequest | None,
+    catalog: Catalog | None,
+    fast: bool | None,
+) -> Workflow:
     graph, qgraph_path = _graph_and_path(source, qgraph_path)
     output_run = graph.header.output_run
     if output_run != run:

@@ -89,6 +89,23 @@ def expand(
         InputError: The repository, pipeline, collections or query are wrong, the
             query matches nothing, or the output run already holds these outputs.
     """
+    from skybatch.heap import collection_paused
+
+    # The middleware's imports and the graph are long-lived objects: collecting among
+    # them while they are built costs a third of the build (see skybatch.heap).
+    with collection_paused():
+        return _expand(repo, pipeline, input_collections, output_run, where, qgraph_path, progress)
+
+
+def _expand(
+    repo: Path,
+    pipeline: str,
+    input_collections: Sequence[str],
+    output_run: str,
+    where: str,
+    qgraph_path: Path,
+    progress: ProgressFactory | None,
+) -> ExpansionResult:
     from lsst.daf.butler import Butler, ButlerConfig
     from lsst.pipe.base.all_dimensions_quantum_graph_builder import AllDimensionsQuantumGraphBuilder
 

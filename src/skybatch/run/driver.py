@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from skybatch import heap
 from skybatch.backbone.catalog import FileRecord
 from skybatch.backbone.checksums import md5_file
 from skybatch.backbone.replication import replicate
@@ -189,9 +190,14 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
             )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     # Workers start now: their imports overlap the expansion instead of following it.
-    with ctx.make_engine() as engine:
-        engine.warm_up()
-        return _submit(ctx, engine, progress)
+    try:
+        with ctx.make_engine() as engine:
+            engine.warm_up()
+            return _submit(ctx, engine, progress)
+    finally:
+        # The graph was frozen out of collections while it was needed (skybatch.heap);
+        # a long-lived caller (the campaign manager) must get its garbage back.
+        heap.release()
 
 
 def _submit(ctx: _Context, engine: Engine, progress: Any) -> RunSummary:

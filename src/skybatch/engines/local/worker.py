@@ -27,6 +27,7 @@ This module is imported by every worker, so it imports nothing heavy itself.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import importlib
 import json
 import multiprocessing
@@ -150,6 +151,7 @@ def worker_main(conn: Connection, preload: list[str], runner: str, nice: int = 0
     # alive at exit; but jobs (ctrl_mpexec -j N) must be able to start processes.
     multiprocessing.current_process().daemon = False
     preload_errors: dict[str, str] = {}
+    gc.disable()  # imports make only long-lived objects: no collections among them
     for module in preload:
         try:
             importlib.import_module(module)
@@ -158,9 +160,14 @@ def worker_main(conn: Connection, preload: list[str], runner: str, nice: int = 0
     try:
         function = resolve_runner(runner)
     except Exception as exc:
+        gc.enable()
         _send(conn, op="fatal", error=f"cannot load runner {runner}: {type(exc).__name__}: {exc}")
         return
     _warm_up(runner, preload_errors)
+    # The imports live as long as the worker: keep them out of every job's collections.
+    gc.collect()
+    gc.freeze()
+    gc.enable()
     _send(conn, op="ready", pid=os.getpid(), preload_errors=preload_errors)
     # Jobs may chdir or set variables; the next job must not inherit that.
     cwd, environ = os.getcwd(), dict(os.environ)
