@@ -1,7 +1,9 @@
 """The conformance suite every engine passes, driven by skybatch.engines.testing.behave.
 
-An engine joins by adding a parameter to the ``engine_factory`` fixture (Slurm and
-Parsl will add theirs, skipped where the batch system is absent).
+An engine joins by adding a parameter to the ``engine_factory`` fixture. The Slurm
+engine runs it in per-job and pilot mode against a real Slurm (``scripts/slurm/up.sh``
+starts one on this machine; ``.ci/run`` does so in CI) and is skipped, with the
+reason, where no Slurm controller answers.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from slurmworld import require_slurm
 
 from skybatch.engines.base import Engine, FailureKind, JobState
 from skybatch.engines.local import LocalEngine, LocalSettings
@@ -34,19 +37,53 @@ def _local(isolation: str) -> EngineFactory:
     return make
 
 
-FACTORIES: dict[str, EngineFactory] = {
-    "local-warm": _local("warm"),
-    "local-process": _local("process"),
+def _slurm(mode: str, script_dir: Path) -> EngineFactory:
+    def make(max_workers: int = 2) -> Engine:
+        from skybatch.engines.slurm import PilotSettings, SlurmEngine, SlurmSettings
+
+        pilot = PilotSettings(
+            cores=max_workers,
+            max_pilots=1,
+            memory_mb=4096,
+            walltime_s=600,
+            idle_timeout_s=5,
+            end_margin_s=0,
+            heartbeat_s=1,
+            preload=[],
+        )
+        settings = SlurmSettings(
+            mode=mode,  # type: ignore[arg-type]
+            max_jobs=max_workers,
+            runner=BEHAVE_RUNNER,
+            script_dir=script_dir,
+            poll_interval_s=0.2,
+            pilot=pilot,
+        )
+        return SlurmEngine(settings)
+
+    return make
+
+
+FACTORIES: dict[str, Callable[[Path], EngineFactory]] = {
+    "local-warm": lambda _: _local("warm"),
+    "local-process": lambda _: _local("process"),
+    "slurm-per-job": lambda d: _slurm("per_job", d),
+    "slurm-pilot": lambda d: _slurm("pilot", d),
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-def engine_factory(request: pytest.FixtureRequest) -> Iterator[EngineFactory]:
+def engine_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineFactory]:
     """Makes engines of one kind; closes whatever the test left open."""
+    if request.param.startswith("slurm"):
+        require_slurm()
+    factory = FACTORIES[request.param](tmp_path_factory.mktemp("engine"))
     made: list[Engine] = []
 
     def make(**kwargs: int) -> Engine:
-        engine = FACTORIES[request.param](**kwargs)
+        engine = factory(**kwargs)
         made.append(engine)
         return engine
 

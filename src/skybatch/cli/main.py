@@ -21,6 +21,7 @@ from skybatch.cli.context import CliContext
 from skybatch.cli.db import db
 from skybatch.cli.demo import demo
 from skybatch.cli.manager import manager
+from skybatch.cli.pilot import pilot
 from skybatch.cli.run import report, run
 from skybatch.cli.workflow import workflow
 from skybatch.errors import SkybatchError, exit_code_for
@@ -88,6 +89,7 @@ cli.add_command(campaign)
 cli.add_command(db)
 cli.add_command(demo)
 cli.add_command(manager)
+cli.add_command(pilot)
 cli.add_command(report)
 cli.add_command(run)
 cli.add_command(workflow)

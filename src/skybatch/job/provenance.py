@@ -30,7 +30,7 @@ PACKAGES = (
 )
 
 #: Variables batch systems set to the job's own id, tried when the spec carries none.
-_ENGINE_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID")
+_ENGINE_ID_VARIABLES = ("SKYBATCH_ENGINE_JOB_ID", "SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ and is committed to the state database, so a killed driver resumes where it stop
 jobs it had submitted are treated as lost and retried; succeeded jobs never run again.
 After an out-of-memory failure the job's memory request is multiplied by a factor (up
 to a cap) and the escalated value is stored, so it survives retries and restarts.
+On an engine that can ``reattach`` (Slurm), a restarted driver first asks the engine
+about the jobs it had submitted: those the engine still knows are polled again, not
+submitted a second time (:meth:`Scheduler.reattach`).
 """
 
 from __future__ import annotations
@@ -113,10 +116,42 @@ class Scheduler:
             session.add_all(new)
         return len(new)
 
+    def reattach(self) -> list[str]:
+        """Adopt the jobs a previous driver had submitted that the engine still knows
+        (queued, running or finished): they are polled, not submitted again. Returns
+        their names; a no-op on engines without the ``reattach`` capability."""
+        if not self.engine.capabilities.reattach:
+            return []
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(JobRow).where(
+                    JobRow.run_id == self.run_id,
+                    JobRow.state.in_([JobState.SUBMITTED.value, JobState.RUNNING.value]),
+                    JobRow.engine_id.is_not(None),
+                )
+            ).all()
+            for row in rows:
+                session.expunge(row)
+        if not rows:
+            return []
+        statuses = self.engine.poll([row.engine_id for row in rows if row.engine_id])
+        adopted = []
+        for row, status in zip(rows, statuses, strict=True):
+            if status.failure == FailureKind.LOST:
+                continue
+            spec = self.hooks.make_spec(self.nodes[row.name], row)
+            self._in_flight[status.engine_id] = _InFlight(row.id, status.engine_id, spec)
+            adopted.append(row.name)
+        if adopted:
+            _log.info("reattached %d job(s) the engine still runs or ran", len(adopted))
+        return adopted
+
     def recover_orphans(self) -> int:
         """Jobs a previous (killed) driver had submitted are lost: each is retried, or
-        held if that was its last attempt. Returns how many there were."""
+        held if that was its last attempt. Returns how many there were. Jobs
+        :meth:`reattach` adopted are not orphans."""
         retry: list[str] = []
+        adopted = {flight.job_id for flight in self._in_flight.values()}
         with self.sessions.begin() as session:
             rows = session.scalars(
                 select(JobRow).where(
@@ -124,6 +159,7 @@ class Scheduler:
                     JobRow.state.in_([JobState.SUBMITTED.value, JobState.RUNNING.value]),
                 )
             ).all()
+            rows = [row for row in rows if row.id not in adopted]
             for row in rows:
                 row.state = transition(JobState(row.state), JobState.FAILED, job=row.name)
                 row.failure = FailureKind.LOST.value
@@ -305,13 +341,20 @@ class Scheduler:
         failure = status.failure
         if state == JobState.SUCCEEDED and report is not None and report.status != "succeeded":
             state, failure = JobState.FAILED, FailureKind.ERROR
+        if (
+            failure == FailureKind.LOST
+            and report is not None
+            and report.status == "succeeded"
+            and report.attempt == flight.spec.attempt
+        ):  # the engine forgot the job (e.g. after a restart), but it finished well
+            state, failure = JobState.SUCCEEDED, FailureKind.NONE
         error = (report.error if report else None) or status.message
         exit_code = report.exit_code if report else status.exit_code
         row = self._by_id[flight.job_id]
         self._set(row, state)
         row.exit_code = exit_code
-        row.failure = failure.value if state == JobState.FAILED else None
-        row.error = error if state == JobState.FAILED else None
+        row.failure = failure.value if state != JobState.SUCCEEDED else None
+        row.error = error if state != JobState.SUCCEEDED else None
         self._attempt_updates.append(
             {
                 "b_job_id": row.id,

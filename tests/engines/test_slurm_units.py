@@ -1,0 +1,294 @@
+"""Unit tests of the Slurm engine with the process boundary replaced: the Slurm tools'
+outputs come from ``slurm_fixtures/`` (captured from a real Slurm 22.05) or are
+written here; the integration tests (conformance suite, test_slurm_cluster.py) run
+the same code against a real Slurm."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from skybatch.engines.base import FailureKind, JobState
+from skybatch.engines.slurm import SlurmEngine, SlurmSettings
+from skybatch.engines.slurm.commands import (
+    SlurmCommands,
+    parse_memory_mb,
+    parse_sacct,
+    parse_sbatch,
+    parse_scontrol,
+    parse_squeue,
+)
+from skybatch.engines.slurm.engine import format_time, render_template
+from skybatch.engines.slurm.states import SLURM_STATES, UnknownSlurmState, translate
+from skybatch.engines.testing import make_spec
+
+FIXTURES = Path(__file__).parent / "slurm_fixtures"
+
+
+class FakeSlurm:
+    """Answers Slurm commands from canned outputs and records every argv."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.squeue_text = ""
+        self.sacct_text = ""
+        self.sacct_code = 0
+        self.scontrol_text = ""
+        self.next_id = 1000
+
+    def __call__(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        argv = list(argv)
+        self.calls.append(argv)
+        tool = argv[0]
+        out, err, code = "", "", 0
+        if tool == "sbatch":
+            self.next_id += 1
+            out = f"{self.next_id}\n"
+        elif tool == "squeue":
+            out = self.squeue_text
+        elif tool == "sacct":
+            out, code = self.sacct_text, self.sacct_code
+            if code:
+                err = "Slurm accounting storage is disabled"
+        elif tool == "scontrol":
+            out = self.scontrol_text
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+    def calls_of(self, tool: str) -> list[list[str]]:
+        return [c for c in self.calls if c[0] == tool]
+
+
+@pytest.fixture
+def fake() -> FakeSlurm:
+    return FakeSlurm()
+
+
+def _engine(fake: FakeSlurm, tmp_path: Path, **settings: object) -> SlurmEngine:
+    values: dict[str, object] = {"script_dir": tmp_path / "slurm", "poll_interval_s": 0.001}
+    values.update(settings)
+    return SlurmEngine(SlurmSettings(**values), commands=SlurmCommands(fake))  # type: ignore[arg-type]
+
+
+# -- the translation table -------------------------------------------------------------
+
+
+def test_every_final_slurm_state_has_a_failure_kind_the_retry_policy_knows() -> None:
+    assert translate("OUT_OF_MEMORY") == (JobState.FAILED, FailureKind.OUT_OF_MEMORY)
+    assert translate("TIMEOUT") == (JobState.FAILED, FailureKind.TIMEOUT)
+    assert translate("NODE_FAIL") == (JobState.FAILED, FailureKind.NODE_FAILURE)
+    assert translate("PREEMPTED") == (JobState.FAILED, FailureKind.PREEMPTED)
+    assert translate("CANCELLED by 0") == (JobState.CANCELLED, FailureKind.CANCELLED)
+    assert translate("COMPLETED") == (JobState.SUCCEEDED, FailureKind.NONE)
+    assert translate("PENDING")[0] is JobState.SUBMITTED
+    assert translate("COMPLETING")[0] is JobState.RUNNING
+    for state, failure in SLURM_STATES.values():
+        if state is JobState.FAILED:
+            assert failure is not FailureKind.NONE
+
+
+def test_unknown_slurm_state_is_an_error_not_a_guess() -> None:
+    with pytest.raises(UnknownSlurmState, match="WEIRD"):
+        translate("WEIRD")
+
+
+# -- parsers -----------------------------------------------------------------------------
+
+
+def test_parse_sbatch_with_and_without_cluster() -> None:
+    assert parse_sbatch("123\n") == "123"
+    assert parse_sbatch("123;cluster\n") == "123"
+    with pytest.raises(Exception, match="no job id"):
+        parse_sbatch("sbatch: error: Batch job submission failed")
+
+
+def test_parse_memory() -> None:
+    assert parse_memory_mb("2048K") == 2.0
+    assert parse_memory_mb("1.5G") == 1536.0
+    assert parse_memory_mb("") is None
+    assert parse_memory_mb("1048576") == 1.0
+
+
+def test_parse_scontrol_fields() -> None:
+    fields = parse_scontrol("JobId=12 JobName=x JobState=FAILED Reason=NonZero ExitCode=9:0")
+    assert fields["JobState"] == "FAILED"
+    assert fields["ExitCode"] == "9:0"
+
+
+def test_parse_squeue_keys_array_tasks_by_their_slurm_name() -> None:
+    records = parse_squeue("77_0|COMPLETED|None\n77_1|PENDING|Resources\n78|RUNNING|None\n")
+    assert records["77_1"].state == "PENDING" and records["77_1"].reason == "Resources"
+    assert set(records) == {"77_0", "77_1", "78"}
+
+
+def test_parse_sacct_takes_state_from_the_job_and_rss_from_its_steps() -> None:
+    text = (
+        "55_0|COMPLETED|0:0|\n55_0.batch|COMPLETED|0:0|20480K\n55_0.extern|COMPLETED|0:0|1024K\n"
+        "55_1|OUT_OF_MEMORY|0:125|\n55_1.batch|OUT_OF_MEMORY|0:125|410M\n"
+        "56|CANCELLED by 0|0:15|\n"
+    )
+    records = parse_sacct(text)
+    assert records["55_0"].state == "COMPLETED" and records["55_0"].max_rss_mb == 20.0
+    assert records["55_1"].state == "OUT_OF_MEMORY" and records["55_1"].max_rss_mb == 410.0
+    assert records["55_1"].signal == 125
+    assert translate(records["56"].state)[0] is JobState.CANCELLED
+
+
+# -- settings and rendering ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "directive", ["--constraint=a b", "--comment=$(rm -rf /)", "-x", "--mail=a;b", "foo"]
+)
+def test_extra_directives_that_could_reach_a_shell_are_refused(directive: str) -> None:
+    with pytest.raises(ValidationError, match="extra_directives"):
+        SlurmSettings(extra_directives=[directive])
+
+
+def test_partition_name_is_checked() -> None:
+    with pytest.raises(ValidationError, match="partition"):
+        SlurmSettings(partition="debug; rm -rf /")
+
+
+def test_template_quotes_every_value() -> None:
+    text = render_template("pilot.sbatch", {"python": "/opt/my python/bin/python3"})
+    assert "exec '/opt/my python/bin/python3' -m skybatch pilot \"$@\"" in text
+
+
+def test_format_time_rounds_up_to_minutes() -> None:
+    assert format_time(1) == "0-00:01:00"
+    assert format_time(61) == "0-00:02:00"
+    assert format_time(90_000) == "1-01:00:00"
+
+
+# -- submit -----------------------------------------------------------------------------------
+
+
+def test_jobs_of_one_resource_shape_share_one_array(fake: FakeSlurm, tmp_path: Path) -> None:
+    engine = _engine(fake, tmp_path, partition="debug", account="survey", max_jobs=8)
+    specs = [make_spec(tmp_path, f"ok-{i}", memory_mb=1024) for i in range(3)]
+    specs.append(make_spec(tmp_path, "ok-big", memory_mb=4096, walltime_s=7200))
+    ids = engine.submit(specs)
+    assert ids == ["1001_0", "1001_1", "1001_2", "1002_0"]
+    small, big = fake.calls_of("sbatch")
+    assert "--array=0-2%8" in small and "--mem=1088M" in small  # memory_mb + margin
+    assert "--partition=debug" in small and "--account=survey" in small
+    assert "--array=0-0%8" in big and "--mem=4160M" in big and "--time=0-02:01:00" in big
+    spec_list = Path(small[-1]).read_text().splitlines()
+    assert spec_list == [str(tmp_path / f"ok-{i}" / "spec-1.json") for i in range(3)]
+    assert json.loads(Path(spec_list[0]).read_text())["job"] == "ok-0"
+    script = Path(small[-2]).read_text()
+    assert "-m skybatch.engines.slurm.task" in script and "--memory-watchdog" in script
+
+
+def test_names_are_not_shell_words(fake: FakeSlurm, tmp_path: Path) -> None:
+    engine = _engine(fake, tmp_path)
+    [spec] = [make_spec(tmp_path, "ok-1", run="u/me/$(reboot);x")]
+    engine.submit([spec])
+    [call] = fake.calls_of("sbatch")
+    name = next(a for a in call if a.startswith("--job-name="))
+    assert name == "--job-name=skybatch-u_me_reboot_x"
+
+
+# -- poll ----------------------------------------------------------------------------------------
+
+
+def _exit(tmp_path: Path, job: str, **record: object) -> None:
+    (tmp_path / job / "exit-1.json").write_text(json.dumps({"schema_version": 1, **record}))
+
+
+def test_exit_file_decides_without_asking_slurm(fake: FakeSlurm, tmp_path: Path) -> None:
+    engine = _engine(fake, tmp_path)
+    [ok, oom] = engine.submit([make_spec(tmp_path, "ok-1"), make_spec(tmp_path, "oom-1")])
+    _exit(tmp_path, "ok-1", exit_code=0, failure="none", max_rss_mb=50.0)
+    _exit(
+        tmp_path,
+        "oom-1",
+        exit_code=137,
+        failure="out_of_memory",
+        message="job used 412 MB, over its memory request of 200 MB",
+        max_rss_mb=412.0,
+    )
+    before = len(fake.calls_of("squeue"))
+    first, second = engine.poll([ok, oom])
+    assert first.state is JobState.SUCCEEDED and first.exit_code == 0
+    assert second.state is JobState.FAILED and second.failure is FailureKind.OUT_OF_MEMORY
+    assert second.max_rss_mb == 412.0 and "200 MB" in (second.message or "")
+    assert len(fake.calls_of("squeue")) == before
+
+
+def test_states_from_squeue_while_running_and_after_slurm_killed_the_job(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    engine = _engine(fake, tmp_path)
+    ids = engine.submit([make_spec(tmp_path, f"ok-{i}") for i in range(4)])
+    fake.squeue_text = "1001_0|RUNNING|None\n1001_1|PENDING|Resources\n"
+    fake.squeue_text += "1001_2|OUT_OF_MEMORY|OutOfMemory\n1001_3|CANCELLED|None\n"
+    fake.sacct_code = 1  # accounting disabled
+    running, pending, oom, cancelled = engine.poll(ids)
+    assert running.state is JobState.RUNNING
+    assert pending.state is JobState.SUBMITTED
+    assert oom.state is JobState.FAILED and oom.failure is FailureKind.OUT_OF_MEMORY
+    assert "1024 MB" in (oom.message or "")
+    assert cancelled.state is JobState.CANCELLED
+    assert "not by skybatch" in (cancelled.message or "")
+
+
+def test_crash_exit_code_comes_from_scontrol_without_accounting(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    engine = _engine(fake, tmp_path)
+    [job] = engine.submit([make_spec(tmp_path, "crash-1")])
+    fake.squeue_text = "1001_0|FAILED|NonZeroExitCode\n"
+    fake.sacct_code = 1
+    fake.scontrol_text = "JobId=1002 ArrayJobId=1001 ArrayTaskId=0 JobState=FAILED ExitCode=9:0\n"
+    [status] = engine.poll([job])
+    assert status.state is JobState.FAILED and status.failure is FailureKind.ERROR
+    assert status.exit_code == 9 and "exited with code 9" in (status.message or "")
+
+
+def test_sacct_answers_for_jobs_squeue_forgot(fake: FakeSlurm, tmp_path: Path) -> None:
+    engine = _engine(fake, tmp_path)
+    [job] = engine.submit([make_spec(tmp_path, "ok-1")])
+    engine._jobs[job].submitted -= 60  # long ago
+    fake.sacct_text = "1001_0|NODE_FAIL|0:0|\n"
+    [status] = engine.poll([job])
+    assert status.state is JobState.FAILED and status.failure is FailureKind.NODE_FAILURE
+
+
+def test_unknown_everywhere_is_lost_but_not_right_after_submit(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    engine = _engine(fake, tmp_path)
+    [job] = engine.submit([make_spec(tmp_path, "ok-1")])
+    fake.sacct_code = 1
+    assert engine.poll([job])[0].state is JobState.SUBMITTED  # squeue may lag sbatch
+    engine._jobs[job].submitted -= 60
+    [status] = engine.poll([job])
+    assert status.state is JobState.FAILED and status.failure is FailureKind.LOST
+
+
+def test_squeue_is_asked_at_most_every_poll_interval(fake: FakeSlurm, tmp_path: Path) -> None:
+    engine = _engine(fake, tmp_path, poll_interval_s=60)
+    ids = engine.submit([make_spec(tmp_path, "ok-1")])
+    fake.squeue_text = "1001_0|RUNNING|None\n"
+    for _ in range(50):
+        engine.poll(ids)
+    assert len(fake.calls_of("squeue")) == 1
+
+
+def test_cancel_reports_at_once_and_leaves_finished_jobs_alone(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    engine = _engine(fake, tmp_path)
+    done, running = engine.submit([make_spec(tmp_path, "ok-1"), make_spec(tmp_path, "sleep-1")])
+    _exit(tmp_path, "ok-1", exit_code=0, failure="none")
+    engine.cancel([done, running, "no-such-job"])
+    assert fake.calls_of("scancel") == [["scancel", running]]
+    first, second = engine.poll([done, running])
+    assert first.state is JobState.SUCCEEDED
+    assert second.state is JobState.CANCELLED and second.message == "cancelled by skybatch"
