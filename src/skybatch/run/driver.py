@@ -402,8 +402,12 @@ def _execute(
     )
     scheduler.create_jobs()
     if resume:
+        # Jobs the engine still runs (or ran) after a restart keep their outputs and
+        # are polled; the rest of the unfinished jobs start afresh.
+        adopted = set(scheduler.reattach())
         for name in _unfinished_jobs(ctx, run_id):
-            _forget_outputs(ctx, scheduler.nodes[name].outputs)
+            if name not in adopted:
+                _forget_outputs(ctx, scheduler.nodes[name].outputs)
         scheduler.recover_orphans()
         released = scheduler.release_held()
         if released:
