@@ -10,8 +10,11 @@ each engine is judged on the same behaviours:
 ``raise-``  raise RuntimeError (the runner's exception, not a crash)
 ``oom-``    allocate and touch 2 x ``memory_mb``, then hold it
 ``sleep-``  sleep 30 s (walltime and cancel tests)
+``sleep3-`` sleep 3 s, then succeed (jobs still running at a restart)
 ``crash-``  ``os._exit(9)``: the process dies without cleanup
 ``pid-``    write the process id to the report (warm worker reuse)
+``hog-``    hold 300 MB for 0.5 s, then succeed (fits after a retry
+            with more memory)
 ==========  =========================================================
 
 This module ships with the package (engine plugins outside skybatch can use it)
@@ -67,11 +70,20 @@ def behave(spec_path: str) -> int:
             time.sleep(0.005)
         time.sleep(30)
         return 0
+    if name.startswith("sleep3-"):
+        time.sleep(3)
+        report.write_text(json.dumps({"job": name, "status": "succeeded"}))
+        return 0
     if name.startswith("sleep-"):
         time.sleep(30)
         return 0
     if name.startswith("crash-"):
         os._exit(9)
+    if name.startswith("hog-"):
+        hoard = [b"\x01" * _CHUNK for _ in range(300 * 1024 * 1024 // _CHUNK)]
+        time.sleep(0.5)
+        report.write_text(json.dumps({"job": name, "held_mb": len(hoard) * _CHUNK // 2**20}))
+        return 0
     if name.startswith("pid-"):
         report.write_text(str(os.getpid()))
         return 0
