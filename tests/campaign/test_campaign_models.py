@@ -168,3 +168,66 @@ def test_campaign_config_error_is_a_config_error(tmp_path: Path) -> None:
     assert [(p.line, p.path) for p in error.problems] == [(1, "repo"), (1, "inputs"), (1, "steps")]
     assert all(p.hint for p in error.problems)
     assert "missing required field 'repo'" in str(error)
+
+
+def test_site_root_filesystem_and_engine_settings_reach_the_run_options(
+    campaign_dir: Path,
+) -> None:
+    from skybatch.campaign.execute import group_run_options
+
+    sites = campaign_dir / "sites"
+    sites.mkdir()
+    # The site file is included from a subdirectory: its root is relative to it.
+    (sites / "cluster.yaml").write_text(
+        "site: {name: site:cluster, root: cache, shared_filesystem: false}\n"
+        "engine: {name: local, settings: {isolation: process, worker_nice: '5'}}\n"
+    )
+    path = campaign_dir / "demo_campaign.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "include: [demo_site.yaml]", "include: [demo_site.yaml, sites/cluster.yaml]", 1
+        )
+    )
+
+    campaign = load_campaign(path)
+
+    assert campaign.site.name == "site:cluster"
+    assert campaign.site.root == sites / "cache"
+    assert campaign.site.shared_filesystem is False
+    assert campaign.engine.settings == {"isolation": "process", "worker_nice": "5"}
+    # As the manager reads it back after submit (no file is read again).
+    stored = Campaign.model_validate(campaign.model_dump(mode="json", exclude_unset=True))
+    assert stored == campaign
+    options = group_run_options(
+        stored, stored.steps[0], inputs=["DemoCam/defaults"], query="", run="c/1/step1/a"
+    )
+    assert options.site == "site:cluster"
+    assert options.site_root == str(sites / "cache")
+    assert options.shared_filesystem is False
+    assert options.engine == "local"
+    # Validated values, only those given; the included demo site's workers: 2 stays
+    # the number of parallel jobs (capped by max_running_jobs: 8).
+    assert options.engine_settings == {"isolation": "process", "worker_nice": 5}
+    assert options.workers == 2
+
+
+def test_other_engines_get_their_settings_and_no_workers(campaign_dir: Path) -> None:
+    from skybatch.campaign.execute import group_run_options
+
+    path = campaign_dir / "demo_campaign.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "include: [demo_site.yaml]",
+            "include: [demo_site.yaml]\n"
+            "engine: {name: slurm, settings: {partition: debug, pilot: {cores: 4}}}",
+            1,
+        )
+    )
+    campaign = load_campaign(path)
+    options = group_run_options(
+        campaign, campaign.steps[0], inputs=["DemoCam/defaults"], query="", run="c/1/step1/a"
+    )
+    assert options.engine == "slurm"
+    assert options.engine_settings == {"partition": "debug", "pilot": {"cores": 4}}
+    assert options.workers is None
+    assert options.shared_filesystem is True and options.site_root is None

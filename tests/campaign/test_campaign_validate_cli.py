@@ -216,6 +216,42 @@ CASES: dict[str, Broken] = {
         ("engine.name: unknown engine 'slurmm'", "use one of the installed engines: local"),
         line_of="slurmm",
     ),
+    "engine setting out of range": Broken(
+        "include: [demo_site.yaml]",
+        "include: [demo_site.yaml]\nengine: {name: local, settings: {max_workers: 0}}",
+        (
+            "engine.settings.max_workers: input should be greater than or equal to 1, got 0",
+            "fix the value (max_workers: jobs running at once",
+        ),
+        line_of="0}}",
+    ),
+    "unknown engine setting": Broken(
+        "include: [demo_site.yaml]",
+        "include: [demo_site.yaml]\nengine:\n  settings:\n    isolatoin: process",
+        (
+            "engine.settings.isolatoin: unknown field 'isolatoin'",
+            "did you mean 'isolation'? fields allowed here: max_workers, isolation",
+        ),
+        line_of="isolatoin",
+    ),
+    "engine workers given twice": Broken(
+        "include: [demo_site.yaml]",
+        "include: [demo_site.yaml]\nengine: {settings: {max_workers: 4}}",
+        ("engine: the local engine's parallel jobs are given twice", "keep one of them"),
+        line_of="{settings: {max_workers: 4}}",
+    ),
+    "site root that is a file": Broken(
+        "include: [demo_site.yaml]",
+        "include: [demo_site.yaml]\nsite: {root: demo_site.yaml, shared_filesystem: false}",
+        ("site.root: site root", "demo_site.yaml is not a directory"),
+        line_of="demo_site.yaml, shared",
+    ),
+    "site shared_filesystem not a boolean": Broken(
+        "include: [demo_site.yaml]",
+        "include: [demo_site.yaml]\nsite: {shared_filesystem: sometimes}",
+        ("site.shared_filesystem: input should be a valid boolean",),
+        line_of="sometimes",
+    ),
 }
 
 

@@ -20,7 +20,6 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +35,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from skybatch.engines.errors import EngineConfigError
+from skybatch.engines.registry import EngineRegistry
 from skybatch.graph.workflow import ResourceRequest
 
 from . import checks
@@ -74,13 +75,22 @@ _SITE = re.compile(r"^site:[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 @dataclass(frozen=True)
 class CampaignContext:
-    """Validation context: where the campaign file is (relative paths start there)."""
+    """Validation context: where the campaign file is (relative paths start there),
+    and the installed engines (default: :meth:`EngineRegistry.default`)."""
 
     base_dir: Path
+    engines: EngineRegistry | None = None
 
 
 def _context(info: ValidationInfo) -> CampaignContext | None:
     return info.context if isinstance(info.context, CampaignContext) else None
+
+
+def _engines(info: ValidationInfo) -> EngineRegistry:
+    context = _context(info)
+    if context is not None and context.engines is not None:
+        return context.engines
+    return EngineRegistry.default()
 
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:
@@ -160,6 +170,21 @@ class SiteConfig(_Model):
     """The compute site whose shared filesystem caches the inputs."""
 
     name: str = Field(default="site:local", description="backbone endpoint of the site")
+    root: Path | None = Field(
+        default=None,
+        description=(
+            "directory of the site's cache (the root of the backbone endpoint, made on "
+            "first use), relative to the campaign file; unset: HOME/site-cache, or the "
+            "root the endpoint already has"
+        ),
+    )
+    shared_filesystem: bool = Field(
+        default=True,
+        description=(
+            "whether the compute nodes see the site cache; false: jobs fetch their "
+            "inputs from the archive and push their outputs there"
+        ),
+    )
 
     @field_validator("name")
     @classmethod
@@ -168,26 +193,72 @@ class SiteConfig(_Model):
             raise invalid(f"invalid site {value!r}", "site names look like site:local")
         return value
 
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        value = _resolve(value, info)
+        if _context(info) is not None and value.exists() and not value.is_dir():
+            raise invalid(
+                f"site root {value} is not a directory",
+                "give the directory of the site cache (it is created if it does not exist)",
+            )
+        return value
+
 
 class EngineConfig(_Model):
     """The execution engine that runs the jobs."""
 
     name: str = Field(default="local", description="engine plugin (entry point skybatch.engines)")
     workers: int | None = Field(
-        default=None, ge=1, description="parallel jobs (local engine); unset: one per core"
+        default=None,
+        ge=1,
+        description="parallel jobs of the local engine (ignored by other engines); "
+        "unset: one per core",
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the engine's own settings (e.g. partition and max_jobs for slurm), "
+        "checked against the settings the engine declares",
     )
 
     @field_validator("name")
     @classmethod
-    def _known_engine(cls, value: str) -> str:
-        known = sorted(ep.name for ep in entry_points(group="skybatch.engines"))
+    def _known_engine(cls, value: str, info: ValidationInfo) -> str:
+        registry = _engines(info)
+        known = registry.names()
         if value not in known:
             raise invalid(
                 f"unknown engine {value!r}",
                 f"{checks.suggest(value, known)}use one of the installed engines: "
                 + ", ".join(known),
             )
+        try:
+            registry.get(value)  # importable and a usable engine
+        except EngineConfigError as exc:
+            raise invalid(exc.message, exc.hint or "fix or reinstall the engine") from None
         return value
+
+    @field_validator("settings")
+    @classmethod
+    def _engine_settings(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if name is None:  # invalid itself, reported there
+            return value
+        # A ValidationError raised here keeps its field paths, under engine.settings.
+        _engines(info).settings_model(name).model_validate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _workers_once(self) -> EngineConfig:
+        if self.name == "local" and self.workers is not None and "max_workers" in self.settings:
+            raise invalid(
+                "the local engine's parallel jobs are given twice: workers and "
+                "settings.max_workers",
+                "keep one of them",
+            )
+        return self
 
 
 class SplitByDimension(_Model):

@@ -3,8 +3,10 @@
 The group's run is named by the group (``run_name``) and its options come from the
 campaign: the step's pipeline, the campaign's inputs after the output runs of the
 steps it depends on, the group's query, the step's policies (retries, resources,
-intermediates) with the operator's ``retry`` overrides, the campaign's site and
-engine, and ``max_running_jobs`` as the number of parallel jobs.
+intermediates) with the operator's ``retry`` overrides, the campaign's site (its
+endpoint, cache root and whether the compute nodes see it) and engine (its name and
+settings), and ``max_running_jobs`` as the number of parallel jobs of the local engine
+(other engines take their limits from their own settings).
 
 What happens depends on what the group's run already is, so a manager killed at any
 point picks the group up again without running finished work twice:
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select
 
+from skybatch.engines.registry import EngineRegistry
 from skybatch.errors import SkybatchError
 from skybatch.settings import Settings
 
@@ -97,10 +100,14 @@ def group_run_options(
             return request
         return request.model_copy(update={"memory_mb": memory_floor})
 
-    workers = campaign.engine.workers
-    limit = policies.concurrency.max_running_jobs
-    if limit is not None:
-        workers = min(workers or os.cpu_count() or 1, limit)
+    engine = campaign.engine
+    settings = EngineRegistry.default().normalize_settings(engine.name, engine.settings)
+    workers = None
+    if engine.name == "local":  # other engines take their limits from their settings
+        workers = engine.workers or settings.get("max_workers")
+        limit = policies.concurrency.max_running_jobs
+        if limit is not None:
+            workers = min(workers or os.cpu_count() or 1, limit)
     retries = policies.retries
     return RunOptions(
         repo=campaign.repo,
@@ -109,7 +116,10 @@ def group_run_options(
         query=query,
         output_run=run,
         site=None if campaign.site.name == DEFAULT_SITE else campaign.site.name,
-        engine=campaign.engine.name,
+        site_root=str(campaign.site.root) if campaign.site.root is not None else None,
+        shared_filesystem=campaign.site.shared_filesystem,
+        engine=engine.name,
+        engine_settings=settings,
         workers=workers,
         max_attempts=int(overrides.get("max_attempts") or retries.max_attempts),
         memory_factor=retries.memory_factor,

@@ -31,10 +31,13 @@ __all__ = ["load_campaign", "validate_campaign_data"]
 FieldPath = tuple[str | int, ...]
 
 #: Fields holding file paths; relative ones are relative to the file they are written in.
-_PATH_FIELDS: tuple[FieldPath, ...] = (("repo",), ("refcat", "database"))
+_PATH_FIELDS: tuple[FieldPath, ...] = (("repo",), ("refcat", "database"), ("site", "root"))
 _STEP_PATH_FIELDS = ("pipeline",)
 
 _SCHEMA_HINT = "`skybatch campaign schema` describes every field"
+
+#: Where the engine's own settings are; their fields are those of its settings model.
+_ENGINE_SETTINGS: FieldPath = ("engine", "settings")
 
 
 def load_campaign(path: Path, environ: Mapping[str, str] | None = None) -> Campaign:
@@ -166,7 +169,7 @@ def _error_problem(error: Mapping[str, Any], data: Any, source: Source) -> Probl
     shown = (*matched, missing_key) if missing_key is not None else matched
     on_key = kind in ("missing", "extra_forbidden") or "[key]" in loc
     mark = source.key_mark(matched) if on_key else source.value_mark(matched)
-    message, hint = _describe(error, loc, shown)
+    message, hint = _describe(error, loc, shown, data)
     return Problem(mark.file, mark.line, mark.column, format_path(shown), message, hint)
 
 
@@ -189,14 +192,16 @@ def _match(data: Any, loc: tuple[Any, ...], kind: str) -> tuple[FieldPath, str |
     return tuple(matched), None
 
 
-def _describe(error: Mapping[str, Any], loc: tuple[Any, ...], shown: FieldPath) -> tuple[str, str]:
+def _describe(
+    error: Mapping[str, Any], loc: tuple[Any, ...], shown: FieldPath, data: Any
+) -> tuple[str, str]:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == CAMPAIGN_ERROR:
         return str(ctx.get("message", error["msg"])), str(ctx.get("hint", _SCHEMA_HINT))
     field_name = loc[-1] if loc else ""
     if kind == "extra_forbidden":
-        allowed = _allowed_fields(loc[:-1])
+        allowed = _allowed_fields(loc[:-1], data)
         from .checks import suggest
 
         hint = "remove it"
@@ -204,14 +209,14 @@ def _describe(error: Mapping[str, Any], loc: tuple[Any, ...], shown: FieldPath) 
             hint = f"{suggest(str(field_name), allowed)}fields allowed here: {', '.join(allowed)}"
         return f"unknown field {field_name!r}", hint
     if kind == "missing":
-        description = _description(loc)
+        description = _description(loc, data)
         what = f" ({description})" if description else ""
         return f"missing required field {field_name!r}", f"add `{field_name}:`{what}"
     message = re.sub(r" or instance of \w+", "", str(error["msg"]))
     value = error.get("input")
     if isinstance(value, str | int | float | bool) or value is None:
         message += f", got {value!r}"
-    description = _description(loc)
+    description = _description(loc, data)
     if kind == "literal_error" and "expected" in ctx:
         hint = f"use {ctx['expected']}"
     elif description:
@@ -226,23 +231,48 @@ def _field_name(path: FieldPath) -> str:
     return names[-1] if names else "value"
 
 
-def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
-    model = _annotation_at(Campaign, loc)
+def _allowed_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
+    model = _type_at(loc, data)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
 
 
-def _description(loc: tuple[Any, ...]) -> str | None:
+def _description(loc: tuple[Any, ...], data: Any) -> str | None:
     """The description of the model field at ``loc`` (or of its nearest model field)."""
     for length in range(len(loc), 0, -1):
-        parent = _annotation_at(Campaign, loc[: length - 1])
+        parent = _type_at(loc[: length - 1], data)
         name = loc[length - 1]
         if isinstance(parent, type) and issubclass(parent, BaseModel) and isinstance(name, str):
             field = parent.model_fields.get(name)
             if field is not None:
                 return field.description
     return None
+
+
+def _type_at(loc: tuple[Any, ...], data: Any) -> Any:
+    """The type at ``loc`` in a campaign; below ``engine.settings``, in the settings
+    model of the engine the campaign names."""
+    if loc[: len(_ENGINE_SETTINGS)] == _ENGINE_SETTINGS:
+        model = _engine_settings_model(data)
+        if model is not None:
+            return _annotation_at(model, loc[len(_ENGINE_SETTINGS) :])
+    return _annotation_at(Campaign, loc)
+
+
+def _engine_settings_model(data: Any) -> type[BaseModel] | None:
+    """The settings model of the engine named in the raw campaign ``data``, if any."""
+    from skybatch.engines.errors import EngineConfigError
+    from skybatch.engines.registry import EngineRegistry
+
+    engine = data.get("engine") if isinstance(data, dict) else None
+    name = engine.get("name", "local") if isinstance(engine, dict) else "local"
+    if not isinstance(name, str):
+        return None
+    try:
+        return EngineRegistry.default().settings_model(name)
+    except EngineConfigError:
+        return None
 
 
 def _annotation_at(annotation: Any, loc: Sequence[Any]) -> Any:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skybatch.cli.context import CliContext, pass_cli_context
 from skybatch.errors import InputError
+
+if TYPE_CHECKING:
+    from skybatch.engines.errors import EngineSettingsError
 
 __all__ = ["report", "run"]
 
@@ -49,6 +52,105 @@ def _clusters(values: tuple[str, ...]) -> list[Any]:
     return out
 
 
+def _set(target: dict[str, Any], key: str, value: Any) -> None:
+    """``target[a][b] = value`` for the dotted key ``a.b`` (nested settings)."""
+    *parents, last = key.split(".")
+    for part in parents:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[last] = value
+
+
+def _get(source: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(source, dict) or part not in source:
+            return None
+        source = source[part]
+    return source
+
+
+def _engine_settings(engine: str, pairs: tuple[str, ...], file: Path | None) -> dict[str, Any]:
+    """``--engine-settings FILE`` with ``--engine-setting KEY=VALUE`` over it, validated
+    against the engine's settings model; the settings as the run stores them.
+
+    A value is read as YAML (``4`` is a number, ``true`` a boolean, ``[a, b]`` a
+    list), except that a string setting keeps the text as written
+    (``--engine-setting account=1234`` is the account ``"1234"``).
+
+    Raises:
+        InputError: a pair or the file is malformed.
+        EngineConfigError: the engine is unknown or its plugin is broken.
+        EngineSettingsError: a setting is unknown or invalid (names the field).
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    from skybatch.engines.errors import EngineSettingsError
+    from skybatch.engines.registry import EngineRegistry
+
+    settings: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(
+                f"cannot read engine settings: {exc}",
+                where=f"--engine-settings {file}",
+                hint="give a YAML file holding a mapping of setting: value",
+            ) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InputError(
+                f"engine settings file holds a {type(loaded).__name__}, not a mapping",
+                where=f"--engine-settings {file}",
+                hint="write one `setting: value` per line",
+            )
+        settings = dict(loaded or {})
+    written: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise InputError(
+                f"bad --engine-setting value {pair!r}",
+                where="--engine-setting",
+                hint="write KEY=VALUE, e.g. --engine-setting max_workers=4 "
+                "(nested settings: pilot.cores=4)",
+            )
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        _set(settings, key, value)
+        written[key] = text
+    registry = EngineRegistry.default()
+    try:
+        registry.settings_model(engine).model_validate(settings)
+    except ValidationError as exc:
+        # A value YAML made a number or a boolean, for a setting that is a string.
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "string_type" and key in written:
+                _set(settings, key, written[key])
+    try:
+        return registry.normalize_settings(engine, settings)
+    except EngineSettingsError as exc:
+        raise _from_flags(exc, written, file) from None
+
+
+def _from_flags(
+    exc: EngineSettingsError, written: dict[str, str], file: Path | None
+) -> EngineSettingsError:
+    """The settings error, saying which flag (or the file) gave the first bad field."""
+    first = exc.problems[0][0]
+    if file is None or any(first == key or first.startswith(f"{key}.") for key in written):
+        exc.where = f"--engine-setting {first}"
+    else:
+        exc.where = f"--engine-settings {file}: {first}"
+    return exc
+
+
 @click.command()
 @click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--pipeline", help="Pipeline YAML, optionally PATH#label1,label2.")
@@ -56,7 +158,32 @@ def _clusters(values: tuple[str, ...]) -> list[Any]:
 @click.option("--query", default="", help="Data query (Butler WHERE expression).")
 @click.option("--output-run", default=None, help="Output RUN. [default: u/USER/PIPELINE/TIME]")
 @click.option("--site", default=None, help="Backbone site endpoint. [default: site:local]")
-@click.option("--engine", default="local", show_default=True, help="Execution engine.")
+@click.option(
+    "--engine", default="local", show_default=True, help="Execution engine (an installed plugin)."
+)
+@click.option(
+    "--engine-setting",
+    "engine_setting",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="One setting of the engine (repeatable; VALUE is read as YAML; "
+    "nested: pilot.cores=4). Wins over --engine-settings.",
+)
+@click.option(
+    "--engine-settings",
+    "engine_settings_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.yaml",
+    help="The engine's settings as a YAML mapping.",
+)
+@click.option(
+    "--shared-filesystem/--no-shared-filesystem",
+    default=True,
+    show_default=True,
+    help="Whether compute nodes see the site cache; without, jobs fetch their inputs "
+    "from the archive and push their outputs there.",
+)
 @click.option("--workers", type=int, default=None, help="Parallel jobs. [default: cores]")
 @click.option(
     "--isolation",
@@ -87,46 +214,54 @@ def run(cli: CliContext, **kw: Any) -> None:
     """
     from skybatch.graph.workflow import ResourceRequest
     from skybatch.progress import make_progress
-    from skybatch.run.driver import RunOptions, resume_run, submit_run
+    from skybatch.run.driver import RunOptions, check_engine, resume_run, submit_run
 
+    options = None
+    if not kw["resume"]:
+        missing = [n for n in ("repo", "pipeline") if not kw[n]] + (
+            [] if kw["inputs"] else ["input"]
+        )
+        if missing:
+            raise InputError(
+                f"missing --{', --'.join(missing)}",
+                where=f"--{missing[0]}",
+                hint="give --repo, --pipeline and --input (or --resume RUN)",
+            )
+        # Everything given is checked before anything (database, run, files) is written.
+        options = RunOptions(
+            repo=kw["repo"],
+            pipeline=kw["pipeline"],
+            inputs=list(kw["inputs"]),
+            query=kw["query"],
+            output_run=kw["output_run"],
+            site=kw["site"],
+            engine=kw["engine"],
+            engine_settings=_engine_settings(
+                kw["engine"], kw["engine_setting"], kw["engine_settings_file"]
+            ),
+            workers=kw["workers"],
+            isolation=kw["isolation"],
+            shared_filesystem=kw["shared_filesystem"],
+            max_attempts=kw["retries"],
+            memory_factor=kw["memory_factor"],
+            memory_cap_mb=kw["memory_cap_mb"],
+            resources=_resources(kw["resources"]),
+            default_resources=ResourceRequest(memory_mb=kw["memory_mb"]),
+            cluster=_clusters(kw["cluster"]),
+            intermediates=list(kw["intermediate"]),
+            catalog_db_url=kw["catalog_db_url"],
+            junk_tarball=kw["junk_tarball"],
+        )
+        check_engine(options)  # with --workers and --isolation merged in
     with make_progress() as bar:
         task = bar.add_task("jobs", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        if kw["resume"]:
+        if options is None:
             summary = resume_run(cli.settings, kw["resume"], progress)
         else:
-            missing = [n for n in ("repo", "pipeline") if not kw[n]] + (
-                [] if kw["inputs"] else ["input"]
-            )
-            if missing:
-                raise InputError(
-                    f"missing --{', --'.join(missing)}",
-                    where=f"--{missing[0]}",
-                    hint="give --repo, --pipeline and --input (or --resume RUN)",
-                )
-            options = RunOptions(
-                repo=kw["repo"],
-                pipeline=kw["pipeline"],
-                inputs=list(kw["inputs"]),
-                query=kw["query"],
-                output_run=kw["output_run"],
-                site=kw["site"],
-                engine=kw["engine"],
-                workers=kw["workers"],
-                isolation=kw["isolation"],
-                max_attempts=kw["retries"],
-                memory_factor=kw["memory_factor"],
-                memory_cap_mb=kw["memory_cap_mb"],
-                resources=_resources(kw["resources"]),
-                default_resources=ResourceRequest(memory_mb=kw["memory_mb"]),
-                cluster=_clusters(kw["cluster"]),
-                intermediates=list(kw["intermediate"]),
-                catalog_db_url=kw["catalog_db_url"],
-                junk_tarball=kw["junk_tarball"],
-            )
             summary = submit_run(cli.settings, options, progress)
     click.echo(f"run {summary.run}: {summary.state}")
     click.echo(f"  quanta: {summary.quanta}; jobs: {summary.jobs}")

@@ -117,9 +117,19 @@ class EngineCapabilities(BaseModel):
 
 
 class Engine(ABC):
-    """Submits job specs and reports their states; nothing else."""
+    """Submits job specs and reports their states; nothing else.
+
+    An engine plugin (entry-point group ``skybatch.engines``, see
+    :class:`skybatch.engines.registry.EngineRegistry`) declares its ``name`` and its
+    ``settings_model``, and its constructor takes an instance of that model as its
+    first argument: the registry validates the settings a campaign file or the command
+    line gives and builds the engine with them.
+    """
 
     name: ClassVar[str]
+    #: The pydantic model of this engine's settings (``extra="forbid"`` recommended,
+    #: so a misspelt setting is an error, not a silent default).
+    settings_model: ClassVar[type[BaseModel]]
 
     @property
     @abstractmethod

@@ -32,6 +32,7 @@ from skybatch.backbone.replication import replicate
 from skybatch.backbone.service import Backbone
 from skybatch.db.models import utcnow
 from skybatch.engines.base import Engine, JobState
+from skybatch.engines.registry import EngineRegistry
 from skybatch.errors import InputError
 from skybatch.graph.workflow import ClusterRule, JobNode, ResourceRequest, Workflow
 from skybatch.job.spec import FileSpec, JobReport, JobSpec
@@ -40,7 +41,15 @@ from skybatch.settings import Settings
 from .models import JobRow, RunRow, RunState
 from .scheduler import RetryPolicy, Scheduler, SchedulerHooks, read_report
 
-__all__ = ["RunOptions", "RunSummary", "resume_run", "submit_run"]
+__all__ = [
+    "RunOptions",
+    "RunSummary",
+    "check_engine",
+    "engine_settings",
+    "make_engine",
+    "resume_run",
+    "submit_run",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -58,8 +67,18 @@ class RunOptions:
     output_run: str | None = None
     site: str | None = None
     engine: str = "local"
+    #: The engine's settings (validated against its ``settings_model``); for the
+    #: local engine ``workers`` and ``isolation`` are merged in (see ``make_engine``).
+    engine_settings: dict[str, Any] = field(default_factory=dict)
     workers: int | None = None
     isolation: str = "warm"
+    #: Whether the compute nodes see the site cache; if not, jobs fetch their inputs
+    #: from the archive and push their outputs there (``stage_in``/``stage_out``
+    #: ``"archive"``), and nothing is replicated to the site.
+    shared_filesystem: bool = True
+    #: Root of the site endpoint when the run creates it (first use of the site);
+    #: default ``HOME/site-cache``. An existing endpoint must be rooted there.
+    site_root: str | None = None
     max_attempts: int = 3
     memory_factor: float = 2.0
     memory_cap_mb: int = 16_384
@@ -81,6 +100,8 @@ class RunOptions:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunOptions:
+        """Options stored by :meth:`to_json`, also by older skybatch versions (fields
+        added since take their defaults, so old runs still resume)."""
         data = dict(data)
         data["repo"] = Path(data["repo"])
         data["resources"] = {k: ResourceRequest(**v) for k, v in data["resources"].items()}
@@ -139,6 +160,9 @@ class _Context:
         self.butler_config = str(self.repo / "butler.yaml")
         self.archive = self._ensure_archive()
         self.site = self._ensure_site()
+        #: Jobs stage in from and out to the archive (no shared filesystem with the
+        #: site cache); settled by :func:`_execute` once the engine is known.
+        self.via_archive = not options.shared_filesystem
 
     def _ensure_archive(self) -> str:
         for row in self.backbone.catalog.endpoints():
@@ -155,31 +179,65 @@ class _Context:
 
     def _ensure_site(self) -> str:
         name = self.options.site or DEFAULT_SITE
-        known = {e.name for e in self.backbone.catalog.endpoints()}
+        wanted = self.options.site_root
+        known = {e.name: e for e in self.backbone.catalog.endpoints()}
         if name not in known:
-            if self.options.site is not None:
+            if self.options.site is not None and wanted is None:
                 self.backbone.catalog.endpoint_row(name)  # raises with the known names
-            self.backbone.add_endpoint(name, "site", str(self.settings.home / "site-cache"), {})
+            root = Path(wanted).resolve() if wanted else self.settings.home / "site-cache"
+            # The endpoint's own flag says what the run's option says: whether the
+            # compute nodes see the directory.
+            extra = {} if self.options.shared_filesystem else {"shared_fs": False}
+            self.backbone.add_endpoint(name, "site", str(root), extra)
+        elif wanted is not None and Path(known[name].root).resolve() != Path(wanted).resolve():
+            raise InputError(
+                f"the site endpoint {name!r} is rooted at {known[name].root}, not {wanted}",
+                where=f"root of site {name}",
+                hint="give the endpoint's root, leave the root unset, or name another site",
+            )
         return name
 
     def make_engine(self) -> Engine:
-        from skybatch.engines.local import LocalEngine, LocalSettings
+        """The run's engine, built through the plugin registry from its settings."""
+        return make_engine(self.options)
 
-        if self.options.engine != "local":
-            raise InputError(
-                f"unknown engine {self.options.engine!r}",
-                where="--engine",
-                hint="this installation provides: local",
-            )
-        settings = LocalSettings(isolation=self.options.isolation)
-        if self.options.workers:
-            settings = settings.model_copy(update={"max_workers": self.options.workers})
-        return LocalEngine(settings)
+
+def engine_settings(options: RunOptions) -> dict[str, Any]:
+    """The raw settings the run's engine is built with (not validated yet).
+
+    For the local engine ``--workers`` (when given) overrides ``max_workers`` and
+    ``--isolation`` fills ``isolation`` unless the settings set it; any other engine
+    gets ``engine_settings`` as they are.
+    """
+    settings = dict(options.engine_settings)
+    if options.engine == "local":
+        settings.setdefault("isolation", options.isolation)
+        if options.workers:
+            settings["max_workers"] = options.workers
+    return settings
+
+
+def check_engine(options: RunOptions, registry: EngineRegistry | None = None) -> None:
+    """Validate the engine name and settings of ``options`` without building the engine.
+
+    Raises:
+        EngineConfigError: unknown engine, or its plugin cannot be loaded.
+        EngineSettingsError: a setting is unknown or invalid (names the field).
+    """
+    registry = registry or EngineRegistry.default()
+    registry.parse_settings(options.engine, engine_settings(options), where="engine settings")
+
+
+def make_engine(options: RunOptions, registry: EngineRegistry | None = None) -> Engine:
+    """Build the engine ``options`` name with its settings (see :func:`engine_settings`)."""
+    registry = registry or EngineRegistry.default()
+    return registry.create(options.engine, engine_settings(options))
 
 
 def submit_run(settings: Settings, options: RunOptions, progress: Any = None) -> RunSummary:
     """Validate, expand and execute a new run; returns when it has finished."""
     run = options.output_run or _default_run_name(options.pipeline)
+    check_engine(options)  # before anything is written
     ctx = _Context(settings, options, run)
     with ctx.sessions() as session:
         if session.scalar(select(RunRow).where(RunRow.name == run)) is not None:
@@ -349,12 +407,21 @@ def _execute(
         run_id = run_row.id
     produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
     pin_until = datetime.now(UTC) + timedelta(days=1)
+    # Nodes that do not see the site cache (the run says so, or the engine cannot
+    # offer a shared filesystem) read from and write to the archive.
+    ctx.via_archive = not (ctx.options.shared_filesystem and engine.capabilities.shared_filesystem)
 
     def stage_inputs(jobs: Sequence[JobNode]) -> None:
         ids = [f.dataset_id for job in jobs for f in job.inputs if f.dataset_id not in produced]
         if not ids:
             return
         files = list(ctx.backbone.catalog.files_by_dataset_ids(ids).values())
+        if ctx.via_archive:
+            # Jobs read the archive's disk front: nearline inputs are recalled there.
+            from skybatch.backbone.staging import recall
+
+            recall(ctx.backbone, files, ctx.archive)
+            return
         replicate(ctx.backbone, files, ctx.site, pin_until=pin_until)
 
     site_root = str(ctx.backbone.endpoint(ctx.site).root)
@@ -377,6 +444,8 @@ def _execute(
             site_root=site_root,
             archive_endpoint=ctx.archive,
             archive_root=str(ctx.repo),
+            stage_in="archive" if ctx.via_archive else "symlink",
+            stage_out="archive" if ctx.via_archive else "site",
             db_url=ctx.settings.database_url(),
             memory_mb=row.memory_mb,
             cores=row.cores,
@@ -470,9 +539,10 @@ def _forget_outputs(ctx: _Context, outputs: list[FileSpec]) -> None:
     known = ctx.backbone.catalog.files_by_dataset_ids([o.dataset_id for o in outputs])
     if known:
         delete(ctx.backbone, list(known.values()))
-    site = ctx.backbone.endpoint(ctx.site)
+    # Unregistered leftovers (e.g. copied out, then killed before registering).
+    target = ctx.backbone.endpoint(ctx.archive if ctx.via_archive else ctx.site)
     for o in outputs:
-        site.remove(o.path)
+        target.remove(o.path)
 
 
 def read_reports(workdir: Path, names: list[str] | None = None) -> list[JobReport]:

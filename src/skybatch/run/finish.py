@@ -31,7 +31,7 @@ def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
 
     reports = read_reports(ctx.workdir)
     # Step 14: outputs from the site cache to the archive (= datastore root), verified.
-    stage_back(ctx.backbone, ctx.site, ctx.run)
+    _stage_back(ctx)
     # Step 12: register outputs (and init outputs) in the central Butler in place.
     init_refs = [
         OutputRef(**r) for r in json.loads((ctx.workdir / "init-outputs.json").read_text())
@@ -60,10 +60,18 @@ def finish_partial(ctx: _Context, workflow: Workflow, summary: RunSummary) -> No
     outputs = outputs_of(read_reports(ctx.workdir))
     if not outputs:
         return
-    stage_back(ctx.backbone, ctx.site, ctx.run)
+    _stage_back(ctx)
     summary.outputs_ingested = ingest_outputs(
         ctx.repo, ctx.butler_config, str(ctx.workdir / "graph.qg"), outputs
     )
+
+
+def _stage_back(ctx: _Context) -> None:
+    """Outputs on the site cache to the archive; jobs that staged out to the archive
+    themselves (no shared filesystem) left nothing on the site to bring back."""
+    if ctx.via_archive:
+        return
+    stage_back(ctx.backbone, ctx.site, ctx.run)
 
 
 def _load_catalogs(ctx: _Context, outputs: list[OutputRef]) -> int:
