@@ -21,7 +21,11 @@ from .lock import manager_lock
 from .manager import GroupBars, Manager
 from .submit import submit_campaign
 
-__all__ = ["DemoCampaignResult", "demo_campaign_path", "run_demo_campaign"]
+__all__ = ["DEMO_SITES", "DemoCampaignResult", "demo_campaign_path", "run_demo_campaign"]
+
+
+#: The demo's site file per engine (beside demo.yaml).
+DEMO_SITES = {"local": "demo_site.yaml", "slurm": "demo_site_slurm.yaml"}
 
 
 def demo_campaign_path() -> Path:
@@ -45,6 +49,7 @@ def run_demo_campaign(
     *,
     workers: int | None = None,
     seeing_limit_arcsec: float | None = None,
+    engine: str = "local",
     say: Callable[[str], None] | None = None,
     bars: GroupBars | None = None,
 ) -> DemoCampaignResult:
@@ -56,6 +61,8 @@ def run_demo_campaign(
         workers: Parallel jobs (default: the campaign's, 2).
         seeing_limit_arcsec: Step 2 takes the visits whose PSF FWHM is under this
             (default: the campaign's, 1.6 arcsec).
+        engine: ``local`` (this machine) or ``slurm`` (the site file
+            ``demo_site_slurm.yaml``: the Slurm cluster this machine submits to).
         say: Receives one line per manager event.
         bars: Progress display per group (see :class:`~skybatch.campaign.manager.Manager`).
 
@@ -67,6 +74,7 @@ def run_demo_campaign(
         environ["DEMO_WORKERS"] = str(workers)
     if seeing_limit_arcsec is not None:
         environ["DEMO_SEEING_LIMIT"] = repr(float(seeing_limit_arcsec))
+    environ["DEMO_SITE"] = DEMO_SITES[engine]
     with manager_lock(settings):
         submitted = submit_campaign(settings, demo_campaign_path(), environ)
         if say is not None:

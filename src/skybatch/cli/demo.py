@@ -113,6 +113,14 @@ def init_cmd(
     help="Step 2 coadds the visits whose PSF FWHM stays under this on every detector. "
     "[default: the demo campaign's, 1.6]",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "slurm"]),
+    default="local",
+    show_default=True,
+    help="Where the jobs run: this machine, or the Slurm cluster this machine submits to "
+    "(site file demo_site_slurm.yaml; DEMO_SLURM_MODE=pilot for warm pilots).",
+)
 @pass_cli_context
 def run_cmd(
     cli: CliContext,
@@ -123,6 +131,7 @@ def run_cmd(
     seed: int,
     workers: int | None,
     seeing_limit: float | None,
+    engine: str,
 ) -> None:
     """Build the demo survey in DIRECTORY (if not there yet) and run the demo campaign.
 
@@ -144,7 +153,12 @@ def run_cmd(
     from skybatch.progress import make_progress, rich_bars
 
     survey = Survey(directory)
-    arguments = {"directory": directory, "workers": workers, "seeing_limit": seeing_limit}
+    arguments = {
+        "directory": directory,
+        "workers": workers,
+        "seeing_limit": seeing_limit,
+        "engine": engine,
+    }
     with _recorded(cli, "demo run", **arguments) as op:
         check_home(cli.settings, survey)
         if not survey.repo.joinpath("butler.yaml").exists():
@@ -170,6 +184,7 @@ def run_cmd(
                 survey.root,
                 workers=workers,
                 seeing_limit_arcsec=seeing_limit,
+                engine=engine,
                 say=say,
                 bars=bars,
             )

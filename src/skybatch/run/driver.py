@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -198,8 +198,21 @@ class _Context:
         return name
 
     def make_engine(self) -> Engine:
-        """The run's engine, built through the plugin registry from its settings."""
-        return make_engine(self.options)
+        """The run's engine, built through the plugin registry from its settings.
+
+        An engine that keeps files of its own (``script_dir``: Slurm's job scripts and
+        its pilot queue) keeps them under ``HOME/ENGINE`` unless told otherwise, a
+        place a restarted manager finds again.
+        """
+        registry = EngineRegistry.default()
+        options = self.options
+        model = registry.get(options.engine).settings_model
+        if "script_dir" in model.model_fields and "script_dir" not in options.engine_settings:
+            engine_dir = str(self.settings.home / options.engine)
+            options = replace(
+                options, engine_settings={**options.engine_settings, "script_dir": engine_dir}
+            )
+        return make_engine(options, registry)
 
 
 def engine_settings(options: RunOptions) -> dict[str, Any]:
