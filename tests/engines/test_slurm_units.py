@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from skybatch.engines.base import FailureKind, JobState
-from skybatch.engines.slurm import SlurmEngine, SlurmSettings
+from skybatch.engines.base import FailureKind, JobState, JobStatus
+from skybatch.engines.slurm import PilotSettings, SlurmEngine, SlurmSettings
 from skybatch.engines.slurm.commands import (
     SlurmCommands,
     parse_memory_mb,
@@ -292,3 +293,61 @@ def test_cancel_reports_at_once_and_leaves_finished_jobs_alone(
     first, second = engine.poll([done, running])
     assert first.state is JobState.SUCCEEDED
     assert second.state is JobState.CANCELLED and second.message == "cancelled by skybatch"
+
+
+# -- pilot mode --------------------------------------------------------------------------------
+
+
+def _pilot_engine(fake: FakeSlurm, tmp_path: Path, **pilot: object) -> SlurmEngine:
+    values: dict[str, object] = {"max_pilots": 3, "jobs_per_pilot": 4, "min_pilots": 0}
+    values.update(pilot)
+    return _engine(fake, tmp_path, mode="pilot", pilot=PilotSettings(**values))  # type: ignore[arg-type]
+
+
+def test_pilots_follow_the_backlog_up_to_the_maximum(fake: FakeSlurm, tmp_path: Path) -> None:
+    engine = _pilot_engine(fake, tmp_path)
+    engine.submit([make_spec(tmp_path, f"ok-{i}") for i in range(6)])
+    [first] = fake.calls_of("sbatch")
+    assert "--array=0-1" in first  # 6 queued jobs, 4 per pilot: 2 pilots
+    assert "--job-name=skybatch-pilot" in first and "--cpus-per-task=2" in first
+    fake.squeue_text = "1001_0|RUNNING|None\n1001_1|PENDING|Resources\n"
+    engine.submit([make_spec(tmp_path, f"more-{i}") for i in range(30)])
+    second = fake.calls_of("sbatch")[1]
+    assert "--array=0-0" in second  # 36 queued want 9 pilots; 2 exist, 3 at most
+    fake.squeue_text += "1002_0|PENDING|Resources\n"
+    engine.poll([])
+    engine.submit([make_spec(tmp_path, "last-1")])
+    assert len(fake.calls_of("sbatch")) == 2  # at the maximum: no more pilots
+
+
+def test_jobs_of_a_pilot_that_died_fail_with_its_failure(fake: FakeSlurm, tmp_path: Path) -> None:
+    engine = _pilot_engine(fake, tmp_path)
+    [task] = engine.submit([make_spec(tmp_path, "ok-1")])
+    queue = tmp_path / "slurm" / "pilot"
+    # pilot 1001_0 took the job and started it, then its node failed
+    (queue / "queued" / f"{task}.json").rename(queue / "claimed" / f"{task}@1001_0.run")
+    fake.squeue_text = "1001_0|RUNNING|None\n"
+    [status] = engine.poll([task])
+    assert status.state is JobState.RUNNING
+    fake.squeue_text = "1001_0|NODE_FAIL|NodeDown\n"
+    time.sleep(0.01)  # past poll_interval_s: the engine asks Slurm again
+    [status] = engine.poll([task])
+    assert status.state is JobState.FAILED and status.failure is FailureKind.NODE_FAILURE
+    assert "1001_0" in (status.message or "")
+    assert not list((queue / "claimed").iterdir())  # nothing left claimed
+
+
+def test_a_later_engine_finds_finished_pilot_jobs(fake: FakeSlurm, tmp_path: Path) -> None:
+    engine = _pilot_engine(fake, tmp_path)
+    queued, done = engine.submit([make_spec(tmp_path, "ok-1"), make_spec(tmp_path, "ok-2")])
+    queue = tmp_path / "slurm" / "pilot"
+    (queue / "queued" / f"{done}.json").unlink()
+    (queue / "done" / f"{done}.json").write_text(
+        JobStatus(engine_id=done, state=JobState.SUCCEEDED, exit_code=0).model_dump_json()
+    )
+    later = _pilot_engine(fake, tmp_path)  # a restarted manager's engine
+    first, second = later.poll([queued, done])
+    assert first.state is JobState.SUBMITTED
+    assert second.state is JobState.SUCCEEDED
+    [lost] = later.poll(["p000000-00000009"])
+    assert lost.failure is FailureKind.LOST

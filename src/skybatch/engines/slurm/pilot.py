@@ -108,6 +108,7 @@ class PilotQueue:
         self._mine: set[str] = set()
         self._pilots: set[str] = set()  # Slurm ids of the pilots this engine started
         self._checked_at = 0.0
+        self._dead: dict[str, FailureKind] = {}  # at the last check
         self._script: Path | None = None
         self.pilots_started = 0
 
@@ -202,7 +203,7 @@ class PilotQueue:
         the failure their jobs get. Talks to Slurm at most every poll_interval_s."""
         now = time.monotonic()
         if now - self._checked_at < self.settings.poll_interval_s:
-            return {}
+            return self._dead
         self._checked_at = now
         queue = self.commands.squeue()
         alive = 0
@@ -229,6 +230,7 @@ class PilotQueue:
             if failure not in (FailureKind.NODE_FAILURE, FailureKind.PREEMPTED):
                 failure = FailureKind.LOST
             dead[pilot] = failure
+        self._dead = dead
         return dead
 
     def _heartbeat_fresh(self, pilot: str) -> bool:
