@@ -52,8 +52,11 @@ class FakeSlurm:
             out = f"{self.next_id}\n"
         elif tool == "squeue":
             out = self.squeue_text
-        elif tool == "sacct":
-            out, code = self.sacct_text, self.sacct_code
+        elif tool == "sacct":  # only the jobs asked for (-j ID,ID), as sacct does
+            asked = set(argv[argv.index("-j") + 1].split(","))
+            lines = self.sacct_text.splitlines(keepends=True)
+            out = "".join(x for x in lines if x.split("|")[0].split(".")[0] in asked)
+            code = self.sacct_code
             if code:
                 err = "Slurm accounting storage is disabled"
         elif tool == "scontrol":
@@ -351,3 +354,60 @@ def test_a_later_engine_finds_finished_pilot_jobs(fake: FakeSlurm, tmp_path: Pat
     assert second.state is JobState.SUCCEEDED
     [lost] = later.poll(["p000000-00000009"])
     assert lost.failure is FailureKind.LOST
+
+
+# -- captured outputs of a real Slurm 22.05 (slurm_fixtures/README.txt says how) ---------------
+
+
+def _fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def test_every_state_a_real_slurm_printed_is_in_the_table() -> None:
+    states = set()
+    for name in ("squeue_r_all.txt", "squeue_r_all_after_scancel.txt", "squeue_r_node_fail.txt"):
+        states |= {r.state for r in parse_squeue(_fixture(name)).values()}
+    for name in ("sacct_engine_fields.txt", "sacct_node_fail.txt"):
+        for line in _fixture(name).splitlines():
+            states.add(line.split("|")[2 if name == "sacct_node_fail.txt" else 1])
+    assert {"COMPLETED", "FAILED", "OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL"} <= {
+        s.split(" ")[0] for s in states
+    }
+    for state in states:
+        translate(state)  # raises on a state the table does not know
+
+
+def test_sbatch_outputs() -> None:
+    assert parse_sbatch(_fixture("sbatch_parsable.txt")).isdigit()
+
+
+def test_a_later_engine_reads_each_ending_from_squeue_and_sacct(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    """Jobs another engine submitted (a restarted manager): no exit files, so their
+    states come from squeue, exit codes and peak memory from sacct."""
+    fake.squeue_text = _fixture("squeue_r_all.txt") + _fixture("squeue_r_node_fail.txt")
+    fake.sacct_text = _fixture("sacct_engine_fields.txt")
+    engine = _engine(fake, tmp_path)
+    ids = ["390", "392", "393", "394", "406", "407", "408_0", "408_1", "396_7", "900001"]
+    got = {s.engine_id: s for s in engine.poll(ids)}
+    assert got["390"].state is JobState.SUCCEEDED and got["390"].exit_code == 0
+    assert (got["392"].state, got["392"].exit_code) == (JobState.FAILED, 3)
+    assert got["393"].exit_code == -9 and "SIGKILL" in (got["393"].message or "")
+    assert got["394"].failure is FailureKind.OUT_OF_MEMORY
+    assert got["394"].max_rss_mb == pytest.approx(53100 / 1024)
+    assert got["406"].state is JobState.CANCELLED and "not by skybatch" in (
+        got["406"].message or ""
+    )
+    assert got["407"].failure is FailureKind.TIMEOUT
+    assert got["408_0"].state is JobState.RUNNING
+    assert got["408_1"].state is JobState.SUBMITTED
+    assert (got["396_7"].state, got["396_7"].exit_code) == (JobState.FAILED, 4)
+    assert got["900001"].failure is FailureKind.NODE_FAILURE
+    [sacct] = fake.calls_of("sacct")  # one call for every job that finished
+    assert sacct[-1].split(",") == sorted(i for i in ids if i not in ("408_0", "408_1"))
+
+
+def test_sbatch_never_lets_slurm_requeue_on_its_own(fake: FakeSlurm, tmp_path: Path) -> None:
+    _engine(fake, tmp_path).submit([make_spec(tmp_path, "ok-1")])
+    assert "--no-requeue" in fake.calls_of("sbatch")[0]

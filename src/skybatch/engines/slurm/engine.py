@@ -243,7 +243,9 @@ class SlurmEngine(Engine):
     @staticmethod
     def directives_for(settings: SlurmSettings) -> list[str]:
         """The sbatch options every submission carries (from the typed settings)."""
-        out = ["--nodes=1", "--ntasks=1", "--kill-on-invalid-dep=yes"]
+        # --no-requeue: after a node failure Slurm would requeue the job itself;
+        # skybatch's retry policy decides instead, and records the attempt.
+        out = ["--nodes=1", "--ntasks=1", "--kill-on-invalid-dep=yes", "--no-requeue"]
         for option, value in (
             ("partition", settings.partition),
             ("account", settings.account),
@@ -362,6 +364,8 @@ class SlurmEngine(Engine):
             if job.final is not None:
                 return job.final
         code = account.exit_code if account is not None else None
+        if account is not None and not code and account.signal and failure == FailureKind.ERROR:
+            code = -account.signal  # killed by a signal (sacct's ExitCode 0:9)
         if account is None and state != JobState.SUCCEEDED:
             code = self._exit_code_from_scontrol(engine_id)
         message = f"Slurm: {slurm_state}"
