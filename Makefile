@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-survey
 
-.PHONY: install demo test lint typecheck unit bench clean-demo
+.PHONY: install demo test lint typecheck unit bench clean-demo slurm-up slurm-down
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,10 @@ bench: install
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
+
+## A single-node Slurm on this machine (installs slurm-wlm + munge from Debian; root).
+slurm-up:
+	scripts/slurm/up.sh
+
+slurm-down:
+	scripts/slurm/down.sh
