@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from skybatch.db.state import open_state_db
 from skybatch.engines.base import JobState
+from skybatch.engines.testing import InstantEngine
 from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
 from skybatch.job.spec import JobSpec
 from skybatch.run.models import JobAttemptRow, JobRow, RunRow
@@ -214,3 +215,24 @@ def test_thousands_of_jobs_are_recorded_with_one_attempt_row_each(setup) -> None
     )
     assert states == [(1, "failed"), (2, "failed")]
     assert order.index("ok-0") < order.index("fail-one")
+
+
+def test_max_in_flight_caps_the_jobs_in_the_engine(setup) -> None:  # type: ignore[no-untyped-def]
+    """A campaign's max_running_jobs holds on any engine, whatever it could take."""
+    sessions, run_id, make_spec, _ = setup
+    engine = InstantEngine(max_parallel_jobs=100)
+    sizes: list[int] = []
+    submit = engine.submit
+
+    def recording(specs):  # type: ignore[no-untyped-def]
+        sizes.append(len(specs))
+        return submit(specs)
+
+    engine.submit = recording  # type: ignore[method-assign]
+    workflow = _workflow([_node(f"ok-{i}") for i in range(20)])
+    scheduler = Scheduler(
+        sessions, run_id, workflow, engine, SchedulerHooks(make_spec), max_in_flight=3
+    )
+    scheduler.create_jobs()
+    assert scheduler.run().succeeded
+    assert sum(sizes) == 20 and max(sizes) == 3

@@ -5,8 +5,8 @@ campaign: the step's pipeline, the campaign's inputs after the output runs of th
 steps it depends on, the group's query, the step's policies (retries, resources,
 intermediates) with the operator's ``retry`` overrides, the campaign's site (its
 endpoint, cache root and whether the compute nodes see it) and engine (its name and
-settings), and ``max_running_jobs`` as the number of parallel jobs of the local engine
-(other engines take their limits from their own settings).
+settings), and ``max_running_jobs`` as the most jobs the scheduler hands the engine at
+once (on every engine; for the local engine also its number of workers).
 
 What happens depends on what the group's run already is, so a manager killed at any
 point picks the group up again without running finished work twice:
@@ -121,6 +121,7 @@ def group_run_options(
         engine=engine.name,
         engine_settings=settings,
         workers=workers,
+        max_running_jobs=policies.concurrency.max_running_jobs,
         max_attempts=int(overrides.get("max_attempts") or retries.max_attempts),
         memory_factor=retries.memory_factor,
         memory_cap_mb=max(retries.memory_cap_mb, memory_floor),

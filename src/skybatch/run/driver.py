@@ -72,6 +72,9 @@ class RunOptions:
     engine_settings: dict[str, Any] = field(default_factory=dict)
     workers: int | None = None
     isolation: str = "warm"
+    #: Most jobs in the engine at once, on any engine (a campaign's
+    #: ``concurrency.max_running_jobs``); unset: what the engine can take.
+    max_running_jobs: int | None = None
     #: Whether the compute nodes see the site cache; if not, jobs fetch their inputs
     #: from the archive and push their outputs there (``stage_in``/``stage_out``
     #: ``"archive"``), and nothing is replicated to the site.
@@ -481,6 +484,7 @@ def _execute(
         engine,
         SchedulerHooks(make_spec, stage_inputs, before_retry, progress or (lambda d, t: None)),
         policy,
+        max_in_flight=ctx.options.max_running_jobs,
     )
     scheduler.create_jobs()
     if resume:

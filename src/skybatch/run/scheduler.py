@@ -81,6 +81,7 @@ class Scheduler:
         policy: RetryPolicy = RetryPolicy(),
         poll_s: float = 0.02,
         flush_s: float = 0.25,
+        max_in_flight: int | None = None,
     ) -> None:
         self.sessions = sessions
         self.run_id = run_id
@@ -90,6 +91,9 @@ class Scheduler:
         self.policy = policy
         self.poll_s = poll_s
         self.flush_s = flush_s
+        #: Most jobs handed to the engine at once (a campaign's ``max_running_jobs``),
+        #: whatever the engine could take.
+        self.max_in_flight = max_in_flight
         self._last_flush = 0.0
         self.nodes = {job.name: job for job in workflow.jobs}
         self._in_flight: dict[str, _InFlight] = {}
@@ -213,6 +217,8 @@ class Scheduler:
         # this loop to notice and submit.
         parallel = self.engine.capabilities.max_parallel_jobs
         capacity = parallel + max(2, parallel)
+        if self.max_in_flight is not None:
+            capacity = min(capacity, self.max_in_flight)
         while True:
             changed = self._release_ready()
             changed |= self._submit(capacity - len(self._in_flight))
