@@ -5,7 +5,9 @@ write a report) are fed to each engine the way skybatch's scheduler feeds it (th
 engine's parallel jobs plus a few queued, topped up as jobs finish, polled every
 20 ms), from the first submit to the last job's end. Prints, per engine, the median
 wall seconds of ``--repeats`` runs and jobs per second, and the ratio of pilot mode
-to the local engine (target: within 1.5x) and of per-job mode to pilot mode.
+to the local engine (target: within 1.5x) and of per-job mode to pilot mode; then the
+latency of one trivial job from submit to its end in per-job mode (median of 10;
+Slurm tuned for one node: under a second).
 
 Needs a Slurm controller (``scripts/slurm/up.sh`` starts one on this machine); with
 none, only the local engine is measured and the script says why.
@@ -117,6 +119,15 @@ def main() -> None:
     if "slurm-pilot" in walls:
         print(f"\npilot / local:    {walls['slurm-pilot'] / walls['local']:.2f}x (target <= 1.5x)")
         print(f"per-job / pilot:  {walls['slurm-per-job'] / walls['slurm-pilot']:.2f}x")
+        latencies = []
+        for _ in range(10):
+            directory = Path(tempfile.mkdtemp(prefix="skybatch-bench-latency-"))
+            try:
+                with per_job(1, directory / "scripts") as engine:
+                    latencies.append(feed(engine, directory / "jobs", 1))
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+        print(f"one job, submit to end, per-job mode: {statistics.median(latencies):.2f} s")
 
 
 if __name__ == "__main__":
