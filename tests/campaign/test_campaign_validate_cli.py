@@ -116,6 +116,25 @@ CASES: dict[str, Broken] = {
         ("file_templates.visitSummary:", "does not name files uniquely"),
         line_of='"{run}/{band}/{visit}"',
     ),
+    "template missing a dimension of its dataset type": Broken(
+        '"{run}/{datasetType}/{band}/{datasetType}_{instrument}_{visit}_{run}"',
+        '"{run}/{datasetType}/{band}/{datasetType}_{instrument}"',
+        (
+            "file_templates.visitSummary: file template",
+            "cannot name every visitSummary uniquely",
+            "use every dimension of visitSummary in the template: instrument, visit",
+        ),
+        line_of='"{run}/{datasetType}/{band}/{datasetType}_{instrument}"',
+    ),
+    "template for a dataset type no step writes": Broken(
+        "  visitSummary:",
+        "  visitSumary:",
+        (
+            "file_templates.visitSumary: no step writes dataset type 'visitSumary'",
+            "did you mean 'visitSummary'?",
+        ),
+        line_of="visitSumary:",
+    ),
     "bad data query syntax": Broken(
         "query: \"instrument = 'DemoCam'\"",
         "query: \"instrument = = 'DemoCam'\"",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from . import checks
 from .config import Campaign
@@ -30,10 +31,11 @@ class CrossProblem:
 
 def cross_problems(campaign: Campaign) -> list[CrossProblem]:
     """Every problem between the campaign's fields, its pipelines and its repository."""
+    templates = list(_template_problems(campaign))
     return [
-        *_template_problems(campaign),
+        *templates,
         *_select_problems(campaign),
-        *_pipeline_problems(campaign),
+        *_pipeline_problems(campaign, {p.path[-1] for p in templates}),
     ]
 
 
@@ -60,9 +62,10 @@ def _template_problems(campaign: Campaign) -> Iterator[CrossProblem]:
         yield CrossProblem(path, problem)
 
 
-def _pipeline_problems(campaign: Campaign) -> Iterator[CrossProblem]:
+def _pipeline_problems(campaign: Campaign, bad_templates: set[Any]) -> Iterator[CrossProblem]:
     produced: dict[str, set[str]] = {}
     labels: dict[str, set[str]] = {}
+    graphs: list[Any] = []
     for index, step in enumerate(campaign.steps):
         try:
             graph = checks.load_pipeline_graph(step.pipeline_path, step.task_labels)
@@ -80,7 +83,10 @@ def _pipeline_problems(campaign: Campaign) -> Iterator[CrossProblem]:
             name for name in graph.dataset_types if graph.producer_of(name) is not None
         }
         labels[step.name] = set(graph.tasks)
+        graphs.append(graph)
 
+    if len(graphs) == len(campaign.steps):  # else a pipeline is reported above
+        yield from _template_dimension_problems(campaign, graphs, bad_templates)
     all_produced = set().union(*produced.values()) if produced else set()
     all_labels = set().union(*labels.values()) if labels else set()
     yield from _policy_problems(("policies",), campaign.policies, all_produced, all_labels, "any")
@@ -105,6 +111,60 @@ def _pipeline_problems(campaign: Campaign) -> Iterator[CrossProblem]:
                     f"step {select.from_step!r} does not produce {select.dataset_type!r}",
                     f"{checks.suggest(select.dataset_type, sorted(made))}use a dataset type "
                     f"that {select.from_step} writes: {', '.join(sorted(made))}",
+                ),
+            )
+
+
+def _template_dimension_problems(
+    campaign: Campaign, graphs: list[Any], bad_templates: set[Any]
+) -> Iterator[CrossProblem]:
+    """Each override must name a dataset type a step writes and use all its dimensions.
+
+    The dimensions come from the tasks' connections in the default dimension universe
+    (no database is opened); expansion checks again against the repository's."""
+    if not campaign.file_templates:
+        return
+    from lsst.daf.butler import DimensionUniverse
+    from lsst.daf.butler.datastore.file_templates import (
+        FileTemplate,
+        FileTemplateValidationError,
+    )
+
+    universe = DimensionUniverse()
+    written: dict[str, Any] = {}
+    for graph in graphs:
+        try:
+            graph.resolve(dimensions=universe)
+        except (ValueError, LookupError, TypeError) as exc:  # left to expansion
+            del exc
+            return
+        for name, node in graph.dataset_types.items():
+            if graph.producer_of(name) is not None:
+                written[name] = node.dataset_type
+    for name, template in campaign.file_templates.items():
+        if name in bad_templates:
+            continue
+        dataset_type = written.get(name.partition(".")[0])
+        if dataset_type is None:
+            yield CrossProblem(
+                ("file_templates", name),
+                checks.Invalid(
+                    f"no step writes dataset type {name!r}: this template would name nothing",
+                    f"{checks.suggest(name, sorted(written))}give a dataset type a step "
+                    "writes, or remove the template",
+                ),
+                at_key=True,
+            )
+            continue
+        try:
+            FileTemplate(template).validateTemplate(dataset_type)
+        except FileTemplateValidationError as exc:
+            dims = ", ".join(sorted(dataset_type.dimensions.required))
+            yield CrossProblem(
+                ("file_templates", name),
+                checks.Invalid(
+                    f"file template {template!r} cannot name every {name} uniquely: {exc}",
+                    f"use every dimension of {name} in the template: {dims}",
                 ),
             )
 

@@ -29,6 +29,7 @@ __all__ = [
     "check_template",
     "find_path_collisions",
     "templates_config",
+    "write_templated_config",
 ]
 
 
@@ -47,8 +48,8 @@ def check_template(template: str) -> Invalid | None:
     )
 
     hint = (
-        'write e.g. "{run}/{datasetType}/{visit}/{datasetType}_{visit}_{detector}" or a '
-        'template ending in "{id}"'
+        "use {run}, {datasetType} and every dimension of the dataset type, e.g. "
+        '"{run}/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"'
     )
     try:
         parsed = FileTemplate(template)
@@ -95,6 +96,39 @@ def templates_config(butler_config: Any, overrides: Mapping[str, str]) -> Any:
     for name, template in overrides.items():
         config[(*key, name)] = template  # a tuple key: names may contain dots
     return config
+
+
+def write_templated_config(repo: Path, overrides: Mapping[str, str], target: Path) -> Path:
+    """Write the repository's configuration with the ``overrides`` merged in to ``target``.
+
+    This is the ``butler.yaml`` of a run under a campaign's file-naming policy: the
+    workflow predicts output paths with it and jobs write their outputs with it. It
+    still names the repository (``<butlerRoot>`` is replaced by ``repo``, so it works
+    from any directory) and each file datastore keeps the name the repository's own
+    goes by, which keys the datastore records in quantum graphs.
+
+    Raises:
+        KeyError: the repository has no file datastore with templates.
+        OSError, ValueError: the configuration cannot be read or written.
+    """
+    from lsst.daf.butler.repo_relocation import BUTLER_ROOT_TAG, replaceRoot
+
+    config = templates_config(repo, overrides)
+    keys: list[tuple[str | int, ...]] = [("datastore",)]
+    children = len(config.get("datastore.datastores", []))
+    keys += [("datastore", "datastores", i) for i in range(children)]
+    for key in keys:
+        child = config[key]
+        if "root" in child and "name" not in child:
+            # As FileDatastore names itself, from the root before relocation.
+            config[(*key, "name")] = f"{str(child['cls']).rsplit('.', 1)[-1]}@{child['root']}"
+    for key in config.names():
+        value = config[key]
+        if isinstance(value, str) and BUTLER_ROOT_TAG in value and not key.endswith("name"):
+            config[key] = replaceRoot(value, repo.resolve())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    config.dumpToUri(str(target))
+    return target
 
 
 def check_file_templates(overrides: Mapping[str, str], butler_config: Any) -> dict[str, Invalid]:

@@ -52,6 +52,32 @@ def _clusters(values: tuple[str, ...]) -> list[Any]:
     return out
 
 
+def _file_templates(values: tuple[str, ...], repo: Path) -> dict[str, str]:
+    """``DATASET_TYPE=TEMPLATE`` flags, each checked as the campaign's file_templates are."""
+    from skybatch.campaign.naming import check_file_templates
+
+    templates: dict[str, str] = {}
+    for value in values:
+        name, sep, template = value.partition("=")
+        if not sep or not name.strip() or not template.strip():
+            raise InputError(
+                f"--file-template {value!r} is not DATASET_TYPE=TEMPLATE",
+                where="--file-template",
+                hint="e.g. --file-template "
+                '"calexp={run}/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"',
+            )
+        templates[name.strip()] = template.strip()
+    problems = check_file_templates(templates, repo) if templates else {}
+    if problems:  # the first; the others are alike
+        name, problem = next(iter(problems.items()))
+        raise InputError(
+            problem.message,
+            where=f"--file-template {name}".rstrip(),
+            hint=problem.hint,
+        )
+    return templates
+
+
 def _set(target: dict[str, Any], key: str, value: Any) -> None:
     """``target[a][b] = value`` for the dotted key ``a.b`` (nested settings)."""
     *parents, last = key.split(".")
@@ -200,6 +226,14 @@ def _from_flags(
 @click.option("--cluster", multiple=True, help="NAME:task1,task2[:dim1,dim2]")
 @click.option("--intermediate", multiple=True, help="Dataset type deleted after the run.")
 @click.option("--catalog-db-url", default=None, help="SQL database for object catalogs.")
+@click.option(
+    "--file-template",
+    "file_template",
+    multiple=True,
+    metavar="DATASET_TYPE=TEMPLATE",
+    help="Name this dataset type's output files with a daf_butler file template "
+    "instead of the repository's (repeatable).",
+)
 @click.option("--junk-tarball/--no-junk-tarball", default=False)
 @click.option("--resume", default=None, metavar="RUN", help="Finish an interrupted run.")
 @pass_cli_context
@@ -251,6 +285,7 @@ def run(cli: CliContext, **kw: Any) -> None:
             intermediates=list(kw["intermediate"]),
             catalog_db_url=kw["catalog_db_url"],
             junk_tarball=kw["junk_tarball"],
+            file_templates=_file_templates(kw["file_template"], kw["repo"]),
         )
         check_engine(options)  # with --workers and --isolation merged in
     with make_progress() as bar:

@@ -322,7 +322,8 @@ class DatastorePaths:
             raise InputError(
                 f"no usable file template for {part.datasetType.name}: {exc}",
                 where=f"datastore templates of {self.config_path}",
-                hint="add a template that uses every dimension of the dataset type",
+                hint="use every dimension of the dataset type in its template (a --file-template "
+                "or campaign file_templates override, else the repository's datastore templates)",
             ) from None
         return template
 

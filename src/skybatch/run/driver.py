@@ -92,6 +92,10 @@ class RunOptions:
     catalog_tables: list[str] = field(default_factory=lambda: ["src", "deepCoadd_src"])
     catalog_db_url: str | None = None
     junk_tarball: bool = False
+    #: File-naming policy: dataset type -> daf_butler file template replacing the
+    #: repository's for this run's outputs (checked with
+    #: :func:`skybatch.campaign.naming.check_file_templates`).
+    file_templates: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in vars(self).items()}
@@ -160,7 +164,11 @@ class _Context:
         self.sessions = self.backbone.catalog.sessions
         self.workdir = settings.home / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run)
         self.repo = options.repo.resolve()
-        self.butler_config = str(self.repo / "butler.yaml")
+        #: The configuration outputs are named and written with: the repository's, or
+        #: with the run's file templates merged in, in the run's directory.
+        self.butler_config = str(
+            self.workdir / "butler.yaml" if options.file_templates else self.repo / "butler.yaml"
+        )
         self.archive = self._ensure_archive()
         self.site = self._ensure_site()
         #: Jobs stage in from and out to the archive (no shared filesystem with the
@@ -281,6 +289,10 @@ def _submit(ctx: _Context, engine: Engine, progress: Any) -> RunSummary:
     options, run = ctx.options, ctx.run
     qgraph = ctx.workdir / "graph.qg"
     phases = _Phases()
+    if options.file_templates:
+        from skybatch.campaign.naming import write_templated_config
+
+        write_templated_config(ctx.repo, options.file_templates, Path(ctx.butler_config))
     expansion = expand(options.repo, options.pipeline, options.inputs, run, options.query, qgraph)
     phases.mark("expand")
     workflow = build_workflow(
@@ -350,6 +362,7 @@ def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary
     ctx = _Context(settings, options, run)
     ctx.workdir = workdir
     workflow = Workflow.load(workdir / "workflow.json")
+    ctx.butler_config = workflow.butler_config  # the outputs' names were predicted with it
     with ctx.sessions.begin() as session:
         live = session.scalar(select(RunRow).where(RunRow.name == run))
         assert live is not None
