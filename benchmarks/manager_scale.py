@@ -49,7 +49,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,22 +132,7 @@ def group_workflow(run: str, step: str, n_jobs: int, fail: bool) -> Workflow:
         ends.append(previous[0])
         item += 1
     jobs.append(node(gather, gather, ends))
-    quanta: dict[str, int] = {}
-    for job in jobs:
-        quanta[job.label] = quanta.get(job.label, 0) + 1
-    return Workflow(
-        run=run,
-        repo="/nowhere",
-        butler_config="/nowhere/butler.yaml",
-        pipeline=str(PIPELINE),
-        input_collections=[],
-        data_query="",
-        qgraph="/nowhere/graph.qg",
-        created=datetime.now(UTC),
-        quanta_per_task=quanta,
-        expansion_s=0.0,
-        jobs=jobs,
-    )
+    return Workflow.of_jobs(run, jobs, pipeline=str(PIPELINE))
 
 
 def expander(n_groups: int) -> Callable[[Campaign, Step, Mapping[str, Sequence[str]]], Any]:

@@ -15,7 +15,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from skybatch.db.state import open_state_db
@@ -64,19 +63,7 @@ def drp_workflow(n_jobs: int) -> Workflow:
             for d in range(0, DETECTORS, 37)
         ]
         jobs.append(node(f"coadd-p{p}", "coadd", deps))
-    return Workflow(
-        run="bench/scale",
-        repo="/nowhere",
-        butler_config="/nowhere/butler.yaml",
-        pipeline="drp.yaml",
-        input_collections=[],
-        data_query="",
-        qgraph="/nowhere/graph.qg",
-        created=datetime.now(UTC),
-        quanta_per_task={},
-        expansion_s=0.0,
-        jobs=jobs,
-    )
+    return Workflow.of_jobs("bench/scale", jobs, pipeline="drp.yaml")
 
 
 def run_once(workflow: Workflow, db_url: str | None, root: Path) -> tuple[float, int]:

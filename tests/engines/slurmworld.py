@@ -11,7 +11,6 @@ import functools
 import os
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -75,19 +74,7 @@ def scheduler_setup(
             )
             for name, deps in jobs.items()
         ]
-        workflow = Workflow(
-            run="test/run",
-            repo="/nowhere",
-            butler_config="/nowhere/butler.yaml",
-            pipeline="p.yaml",
-            input_collections=[],
-            data_query="",
-            qgraph="/nowhere/graph.qg",
-            created=datetime.now(UTC),
-            quanta_per_task={},
-            expansion_s=0.0,
-            jobs=nodes,
-        )
+        workflow = Workflow.of_jobs("test/run", nodes, pipeline="p.yaml")
         workflow.save(saved)
         with sessions.begin() as session:
             row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))

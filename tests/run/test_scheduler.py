@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,7 @@ from skybatch.settings import load_settings
 
 
 def _workflow(jobs: list[JobNode]) -> Workflow:
-    return Workflow(
-        run="test/run",
-        repo="/nowhere",
-        butler_config="/nowhere/butler.yaml",
-        pipeline="p.yaml",
-        input_collections=[],
-        data_query="",
-        qgraph="/nowhere/graph.qg",
-        created=datetime.now(UTC),
-        quanta_per_task={},
-        expansion_s=0.0,
-        jobs=jobs,
-    )
+    return Workflow.of_jobs("test/run", jobs, pipeline="p.yaml")
 
 
 def _node(name: str, deps: list[str] | None = None, memory_mb: int = 300) -> JobNode:

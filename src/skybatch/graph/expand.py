@@ -23,7 +23,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,14 @@ if TYPE_CHECKING:
 
     from .templates import DataIdRecords
 
-__all__ = ["DatasetFiles", "DatastorePaths", "ExpansionResult", "expand", "load_pipeline_graph"]
+__all__ = [
+    "DatasetFiles",
+    "DatastorePaths",
+    "ExpansionResult",
+    "expand",
+    "load_pipeline_graph",
+    "refuse_shared_paths",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -594,18 +601,9 @@ class DatasetFiles:
         refs = [ref for q in self._quanta.values() for r in q.outputs.values() for ref in r]
         for label in [*self._graph.pipeline_graph.tasks, ""]:
             refs += self._graph.get_init_outputs(label).values()
-        owner: dict[str, FileSpec] = {}
-        for ref in refs:
-            for spec in self.specs(ref):
-                other = owner.setdefault(spec.path, spec)
-                if other.dataset_id != spec.dataset_id:
-                    raise InputError(
-                        f"outputs {other.dataset_type} {other.data_id} and {spec.dataset_type} "
-                        f"{spec.data_id} would both be written to {spec.path}",
-                        where=f"datastore templates of {self._paths.config_path}",
-                        hint="add the dimensions that tell them apart to the file template of "
-                        f"{spec.dataset_type}",
-                    )
+        refuse_shared_paths(
+            (spec for ref in refs for spec in self.specs(ref)), self._paths.config_path
+        )
 
     def _canonical(self, ref: DatasetRef) -> DatasetRef:
         """The parent dataset with its repository definition (as a butler writes it)."""
@@ -618,3 +616,18 @@ class DatasetFiles:
         else:
             dataset_type = pipeline_graph.dataset_types[name].dataset_type
         return DatasetRef(dataset_type, ref.dataId, run=ref.run, id=ref.id, conform=False)
+
+
+def refuse_shared_paths(specs: Iterable[FileSpec], config_path: str) -> None:
+    """Raise :class:`InputError` if two datasets of ``specs`` are predicted at one path."""
+    owner: dict[str, FileSpec] = {}
+    for spec in specs:
+        other = owner.setdefault(spec.path, spec)
+        if other.dataset_id != spec.dataset_id:
+            raise InputError(
+                f"outputs {other.dataset_type} {other.data_id} and {spec.dataset_type} "
+                f"{spec.data_id} would both be written to {spec.path}",
+                where=f"datastore templates of {config_path}",
+                hint="add the dimensions that tell them apart to the file template of "
+                f"{spec.dataset_type}",
+            )

@@ -22,10 +22,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from skybatch.errors import InputError
 from skybatch.job.spec import FileSpec
 
-from .expand import DatastorePaths
+from .expand import DatastorePaths, refuse_shared_paths
 from .templates import DataIdRecords
 
 if TYPE_CHECKING:
@@ -241,15 +240,7 @@ class GraphFiles:
         datasets: list[Any] = [d for q in self._order for d in self._outputs[q]]
         for label in [*self._graph.pipeline_graph.tasks, ""]:
             datasets += [_from_ref(ref) for ref in self._graph.get_init_outputs(label).values()]
-        owner: dict[str, FileSpec] = {}
-        for dataset in datasets:
-            for spec in self.specs(dataset):
-                other = owner.setdefault(spec.path, spec)
-                if other.dataset_id != spec.dataset_id:
-                    raise InputError(
-                        f"outputs {other.dataset_type} {other.data_id} and {spec.dataset_type} "
-                        f"{spec.data_id} would both be written to {spec.path}",
-                        where=f"datastore templates of {self._paths.config_path}",
-                        hint="add the dimensions that tell them apart to the file template of "
-                        f"{spec.dataset_type}",
-                    )
+        refuse_shared_paths(
+            (spec for dataset in datasets for spec in self.specs(dataset)),
+            self._paths.config_path,
+        )

@@ -7,7 +7,7 @@ graph file. Engines never see it; the scheduler turns ready jobs into
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,31 @@ class Workflow(BaseModel):
     quanta_per_task: dict[str, int]
     expansion_s: float
     jobs: list[JobNode]
+
+    @classmethod
+    def of_jobs(cls, run: str, jobs: list[JobNode], *, pipeline: str = "") -> Workflow:
+        """A workflow of jobs made by hand, not expanded from a quantum graph.
+
+        It names no repository or graph file (``/nowhere``): only a scheduler and an
+        engine whose jobs do not run the job wrapper can execute it, which is what
+        engine and scheduler tests and the scale benchmarks drive.
+        """
+        quanta: dict[str, int] = {}
+        for job in jobs:
+            quanta[job.label] = quanta.get(job.label, 0) + len(job.quanta)
+        return cls(
+            run=run,
+            repo="/nowhere",
+            butler_config="/nowhere/butler.yaml",
+            pipeline=pipeline,
+            input_collections=[],
+            data_query="",
+            qgraph="/nowhere/graph.qg",
+            created=datetime.now(UTC),
+            quanta_per_task=quanta,
+            expansion_s=0.0,
+            jobs=jobs,
+        )
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=1))

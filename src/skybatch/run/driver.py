@@ -211,15 +211,16 @@ class _Context:
     def make_engine(self) -> Engine:
         """The run's engine, built through the plugin registry from its settings.
 
-        An engine that keeps files of its own (``script_dir``: Slurm's job scripts and
-        its pilot queue) keeps them under ``HOME/ENGINE`` unless told otherwise, a
-        place a restarted manager finds again.
+        An engine that keeps files of its own (``script_dir``: Slurm's job scripts, its
+        logs and its pilot queue) keeps them in the run's work directory
+        (``WORKDIR/ENGINE``) unless told otherwise: a place a restarted manager finds
+        again, removed with the work directory by a campaign's end cleanup.
         """
         registry = EngineRegistry.default()
         options = self.options
         model = registry.get(options.engine).settings_model
         if "script_dir" in model.model_fields and "script_dir" not in options.engine_settings:
-            engine_dir = str(self.settings.home / options.engine)
+            engine_dir = str(self.workdir / options.engine)
             options = replace(
                 options, engine_settings={**options.engine_settings, "script_dir": engine_dir}
             )
