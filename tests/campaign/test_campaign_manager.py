@@ -90,7 +90,7 @@ def test_demo_campaign_runs_to_completion_with_coadds_of_good_seeing_visits(
         for ref in butler.query_datasets("visitSummary", collections=runs, explain=False):
             # Written where the campaign's file_templates says, and read from there.
             path = butler.getURI(ref).path
-            assert f"/visit_summaries/{ref.dataId['band']}/visitSummary_DemoCam_" in path
+            assert f"/{ref.run}/visit_summaries/{ref.dataId['band']}/visitSummary_DemoCam_" in path
             table = butler.get(ref)
             seeing[int(ref.dataId["visit"])] = [float(v) for v in table["psf_fwhm_arcsec"]]
         good = sorted(v for v, values in seeing.items() if max(values) < SEEING_LIMIT)

@@ -8,7 +8,13 @@ import pytest
 from sqlalchemy import select
 
 from skybatch.cli.main import main
-from skybatch.db.engine import current_revision, head_revision
+from skybatch.db.engine import (
+    HEAD_REVISION,
+    current_revision,
+    head_revision,
+    make_engine,
+    stored_revision,
+)
 from skybatch.db.models import Operation
 from skybatch.db.state import open_state_db
 from skybatch.errors import DatabaseError
@@ -22,6 +28,24 @@ def test_embedded_database_is_created_and_migrated_on_first_use(tmp_path: Path) 
     assert current_revision(settings.database_url()) == head_revision()
     with sessions() as session:
         assert session.scalars(select(Operation)).all() == []
+
+
+def test_the_head_revision_constant_is_the_migrations_head(tmp_path: Path) -> None:
+    # Opening a database compares it with HEAD_REVISION without alembic: a new
+    # migration must update the constant, or every command would migrate again.
+    assert head_revision() == HEAD_REVISION
+    settings = load_settings(home=tmp_path / "home")
+    open_state_db(settings)
+    engine = make_engine(settings.database_url())
+    try:
+        assert stored_revision(engine) == HEAD_REVISION
+    finally:
+        engine.dispose()
+    never = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    try:
+        assert stored_revision(never) is None
+    finally:
+        never.dispose()
 
 
 def test_commands_starting_together_on_a_fresh_home_all_get_a_migrated_database(

@@ -19,8 +19,8 @@ from skybatch.run.driver import RunOptions, resume_run, submit_run
 from skybatch.run.models import RunRow
 from skybatch.settings import load_settings
 
-CALEXP = "{run}/custom/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"
-SRC = "{run}/tables/{datasetType}_{instrument}_{visit}_{detector}_{id}"
+CALEXP = "{run:/}/custom/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"
+SRC = "{run:/}/tables/{datasetType}_{instrument}_{visit}_{detector}_{id}"
 
 
 def _options(survey: Survey, run: str, templates: dict[str, str]) -> RunOptions:
@@ -58,10 +58,10 @@ def test_outputs_are_written_catalogued_and_ingested_at_the_templated_paths(
         assert len(calexps) == 4  # 2 visits x 2 detectors
         for path in calexps:
             rel = path.relative_to(repo).as_posix()
-            assert rel.startswith("t_named/custom/calexp/"), rel
+            assert rel.startswith("t/named/custom/calexp/"), rel
             assert path.is_file()
         for path in by_type["src"]:
-            assert path.relative_to(repo).as_posix().startswith("t_named/tables/src_")
+            assert path.relative_to(repo).as_posix().startswith("t/named/tables/src_")
         # Dataset types without an override keep the repository's templates.
         for path in by_type["postISRCCD"]:
             assert "/custom/" not in path.as_posix() and "/tables/" not in path.as_posix()

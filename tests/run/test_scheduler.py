@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from skybatch.db.state import open_state_db
-from skybatch.engines.base import JobState
+from skybatch.engines.base import FailureKind, JobState, JobStatus
 from skybatch.engines.testing import InstantEngine
 from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
 from skybatch.job.spec import JobSpec
@@ -223,3 +223,68 @@ def test_max_in_flight_caps_the_jobs_in_the_engine(setup) -> None:  # type: igno
     scheduler.create_jobs()
     assert scheduler.run().succeeded
     assert sum(sizes) == 20 and max(sizes) == 3
+
+
+class _PreemptingEngine(InstantEngine):
+    """Jobs named ``preempt-N-...`` are preempted (or, ``nodefail-N-...``, lose their
+    node) at their first N submissions, then succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, int] = {}
+
+    def submit(self, specs):  # type: ignore[no-untyped-def]
+        for spec in specs:
+            self.seen[spec.job] = self.seen.get(spec.job, 0) + 1
+        return super().submit(specs)
+
+    def _status(self, engine_id: str) -> JobStatus:
+        job = self._jobs.get(engine_id, "")
+        kind, _, rest = job.partition("-")
+        if kind in ("preempt", "nodefail") and self.seen[job] <= int(rest.split("-")[0]):
+            failure = FailureKind.PREEMPTED if kind == "preempt" else FailureKind.NODE_FAILURE
+            return JobStatus(engine_id=engine_id, state=JobState.FAILED, failure=failure)
+        return super()._status(engine_id)
+
+
+def test_preemption_and_node_failure_do_not_use_up_the_jobs_attempts(setup) -> None:  # type: ignore[no-untyped-def]
+    sessions, run_id, make_spec, _order = setup
+    workflow = _workflow(
+        [
+            _node("preempt-2-a"),  # twice preempted, then runs: within the extra budget
+            _node("nodefail-1-b"),
+            _node("preempt-9-c"),  # preempted more often than the extra attempts allow
+            _node("ok-after", ["preempt-2-a", "nodefail-1-b"]),
+        ]
+    )
+    policy = RetryPolicy(max_attempts=1, infrastructure_retries=3)
+    engine = _PreemptingEngine()
+    scheduler = Scheduler(sessions, run_id, workflow, engine, SchedulerHooks(make_spec), policy)
+    scheduler.create_jobs()
+    result = scheduler.run()
+    jobs = _jobs(sessions)
+    # One attempt of its own (max_attempts=1), yet the preempted job ran to the end.
+    assert jobs["preempt-2-a"].state == JobState.SUCCEEDED and jobs["preempt-2-a"].attempts == 3
+    assert jobs["nodefail-1-b"].state == JobState.SUCCEEDED
+    assert jobs["ok-after"].state == JobState.SUCCEEDED
+    # 1 + 3 extra attempts, then held: a job that is always preempted does not loop.
+    assert jobs["preempt-9-c"].state == JobState.HELD and jobs["preempt-9-c"].attempts == 4
+    assert jobs["preempt-9-c"].failure == "preempted"
+    assert jobs["preempt-9-c"].attempt_limit == 4  # stored: a restarted driver keeps it
+    assert engine.seen["preempt-9-c"] == 4 and not result.succeeded
+    # Memory is not escalated after such failures (a plain retry).
+    with sessions() as session:
+        memory = set(session.scalars(select(JobAttemptRow.memory_mb)))
+    assert memory == {300}
+
+
+def test_a_job_failing_on_its_own_still_gets_max_attempts_only(setup) -> None:  # type: ignore[no-untyped-def]
+    sessions, run_id, make_spec, _order = setup
+    workflow = _workflow([_node("fail-x")])
+    policy = RetryPolicy(max_attempts=2, infrastructure_retries=3)
+    scheduler = Scheduler(
+        sessions, run_id, workflow, InstantEngine(), SchedulerHooks(make_spec), policy
+    )
+    scheduler.create_jobs()
+    scheduler.run()
+    assert _jobs(sessions)["fail-x"].attempts == 2

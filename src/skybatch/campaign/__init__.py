@@ -21,10 +21,35 @@ Running campaigns (imported on use, they need the state database):
 
 from __future__ import annotations
 
-from .config import Calibration, Campaign, Step
-from .errors import CampaignConfigError, Problem
-from .load import load_campaign
-from .policies import Policies
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Calibration, Campaign, Step
+    from .errors import CampaignConfigError, Problem
+    from .load import load_campaign
+    from .policies import Policies
+
+#: Imported on first use: the file models (pydantic) are not needed by the commands
+#: that only read the state database (``campaign status``, ``report``), which must
+#: answer fast.
+_LAZY = {
+    "Calibration": ".config",
+    "Campaign": ".config",
+    "Step": ".config",
+    "CampaignConfigError": ".errors",
+    "Problem": ".errors",
+    "load_campaign": ".load",
+    "Policies": ".policies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "Calibration",

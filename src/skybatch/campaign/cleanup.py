@@ -31,6 +31,7 @@ from skybatch.settings import Settings
 
 from .config import Campaign
 from .models import CampaignGroupRow, CampaignRow, CampaignStepRow
+from .render import format_cleanup
 from .states import ACTIVE, State
 
 __all__ = ["cleanup_campaign", "format_cleanup"]
@@ -73,36 +74,6 @@ def _settle_runs(sessions: sessionmaker[Session], names: list[str]) -> None:
             run.state = RunState.CANCELLED.value
             run.message = "stopped: its campaign ended"
             run.finished_at = utcnow()
-
-
-def format_cleanup(summary: dict[str, Any]) -> str:
-    """One line saying what was freed."""
-    if not summary.get("targets"):
-        return "cleanup: nothing (cleanup_at_end is false)"
-    parts = []
-    if "site" in summary:
-        parts.append(
-            f"{summary['evicted']} file(s), {_size(summary['evicted_bytes'])} evicted from "
-            f"{summary['site']} ({summary['unpinned']} unpinned, {summary['kept_shared']} kept "
-            f"for other campaigns, {summary['kept_last_copy']} kept as last copy)"
-        )
-    if "workdirs_removed" in summary:
-        parts.append(
-            f"{summary['workdirs_removed']} run workdir(s), {_size(summary['workdir_bytes'])} "
-            "removed"
-        )
-    if "intermediates_removed" in summary:
-        parts.append(f"{summary['intermediates_removed']} leftover intermediate dataset(s)")
-    return "cleanup: " + ("; ".join(parts) or "nothing to free")
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def _runs(sessions: sessionmaker[Session], campaign_ids: Iterable[int]) -> list[Any]:

@@ -125,6 +125,7 @@ def group_run_options(
         max_attempts=int(overrides.get("max_attempts") or retries.max_attempts),
         memory_factor=retries.memory_factor,
         memory_cap_mb=max(retries.memory_cap_mb, memory_floor),
+        infrastructure_retries=retries.infrastructure_retries,
         resources={label: raised(policies.resources_for(label)) for label in policies.resources},
         default_resources=raised(policies.default_resources),
         intermediates=list(policies.intermediates),

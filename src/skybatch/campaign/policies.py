@@ -36,6 +36,12 @@ class Retries(_Model):
         default=2.0, ge=1.0, description="memory request multiplier after a memory failure"
     )
     memory_cap_mb: int = Field(default=16_384, gt=0, description="most memory a retry asks for")
+    infrastructure_retries: int = Field(
+        default=3,
+        ge=0,
+        description="attempts on top of max_attempts after preemption or node failure "
+        "(not the job's fault: such attempts do not use up its budget)",
+    )
 
 
 class Concurrency(_Model):

@@ -37,8 +37,6 @@ def _header(data: dict[str, Any]) -> list[str]:
         lines.append(f"  {data['message']}")
     cleanup = data.get("cleanup")
     if cleanup:
-        from .cleanup import format_cleanup
-
         lines.append(f"  {format_cleanup(cleanup)}")
     return lines
 
@@ -126,3 +124,33 @@ def format_history(events: list[dict[str, Any]]) -> str:
         reason = f": {e['reason']}" if e["reason"] else ""
         lines.append(f"{e['time'][:19]}  {e['kind']:<8} {e['what']:<28} {change:<22} {by}{reason}")
     return "\n".join(lines) or "no events"
+
+
+def format_cleanup(summary: dict[str, Any]) -> str:
+    """One line saying what was freed."""
+    if not summary.get("targets"):
+        return "cleanup: nothing (cleanup_at_end is false)"
+    parts = []
+    if "site" in summary:
+        parts.append(
+            f"{summary['evicted']} file(s), {_size(summary['evicted_bytes'])} evicted from "
+            f"{summary['site']} ({summary['unpinned']} unpinned, {summary['kept_shared']} kept "
+            f"for other campaigns, {summary['kept_last_copy']} kept as last copy)"
+        )
+    if "workdirs_removed" in summary:
+        parts.append(
+            f"{summary['workdirs_removed']} run workdir(s), {_size(summary['workdir_bytes'])} "
+            "removed"
+        )
+    if "intermediates_removed" in summary:
+        parts.append(f"{summary['intermediates_removed']} leftover intermediate dataset(s)")
+    return "cleanup: " + ("; ".join(parts) or "nothing to free")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"

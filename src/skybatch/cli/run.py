@@ -64,7 +64,7 @@ def _file_templates(values: tuple[str, ...], repo: Path) -> dict[str, str]:
                 f"--file-template {value!r} is not DATASET_TYPE=TEMPLATE",
                 where="--file-template",
                 hint="e.g. --file-template "
-                '"calexp={run}/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"',
+                '"calexp={run:/}/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"',
             )
         templates[name.strip()] = template.strip()
     problems = check_file_templates(templates, repo) if templates else {}
@@ -219,6 +219,13 @@ def _from_flags(
     help="warm: long-lived workers with the LSST stack imported; process: one per job.",
 )
 @click.option("--retries", type=int, default=3, show_default=True, help="Attempts per job.")
+@click.option(
+    "--infrastructure-retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Attempts on top of --retries after preemption or node failure.",
+)
 @click.option("--memory-factor", type=float, default=2.0, show_default=True)
 @click.option("--memory-cap-mb", type=int, default=16384, show_default=True)
 @click.option("--memory-mb", type=int, default=2048, show_default=True, help="Default request.")
@@ -277,6 +284,7 @@ def run(cli: CliContext, **kw: Any) -> None:
             isolation=kw["isolation"],
             shared_filesystem=kw["shared_filesystem"],
             max_attempts=kw["retries"],
+            infrastructure_retries=kw["infrastructure_retries"],
             memory_factor=kw["memory_factor"],
             memory_cap_mb=kw["memory_cap_mb"],
             resources=_resources(kw["resources"]),

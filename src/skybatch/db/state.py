@@ -8,12 +8,14 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.engine import (
+    HEAD_REVISION,
     current_revision,
     head_revision,
     make_engine,
     mask_url,
     session_factory,
     sqlite_path,
+    stored_revision,
     upgrade,
 )
 from skybatch.errors import DatabaseError
@@ -31,6 +33,8 @@ def open_state_db(settings: Settings) -> sessionmaker[Session]:
     """
     url = settings.database_url()
     engine = make_engine(url, echo=settings.db.echo, pool_pre_ping=settings.db.pool_pre_ping)
+    if stored_revision(engine) == HEAD_REVISION:
+        return session_factory(engine)  # the usual case, without alembic
     head = head_revision()
     current = current_revision(url, engine=engine)
     if current != head:

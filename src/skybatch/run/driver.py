@@ -85,6 +85,8 @@ class RunOptions:
     max_attempts: int = 3
     memory_factor: float = 2.0
     memory_cap_mb: int = 16_384
+    #: Extra attempts after preemption or node failure (see RetryPolicy).
+    infrastructure_retries: int = 3
     resources: dict[str, ResourceRequest] = field(default_factory=dict)
     default_resources: ResourceRequest = field(default_factory=ResourceRequest)
     cluster: list[ClusterRule] = field(default_factory=list)
@@ -489,7 +491,10 @@ def _execute(
         _forget_outputs(ctx, job.outputs)
 
     policy = RetryPolicy(
-        ctx.options.max_attempts, ctx.options.memory_factor, ctx.options.memory_cap_mb
+        ctx.options.max_attempts,
+        ctx.options.memory_factor,
+        ctx.options.memory_cap_mb,
+        ctx.options.infrastructure_retries,
     )
     scheduler = Scheduler(
         ctx.sessions,

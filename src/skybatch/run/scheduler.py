@@ -40,6 +40,14 @@ class RetryPolicy:
     max_attempts: int = 3
     memory_factor: float = 2.0
     memory_cap_mb: int = 16_384
+    #: Attempts a job gets on top of ``max_attempts`` after failures that are not its
+    #: own (preemption, node failure), per job and driver: such an attempt is retried
+    #: as it was and does not use up the job's budget, unless this is spent too.
+    infrastructure_retries: int = 3
+
+
+#: Failures of the batch system, not of the job.
+NOT_THE_JOBS_FAULT = frozenset({FailureKind.PREEMPTED, FailureKind.NODE_FAILURE})
 
 
 @dataclass
@@ -97,6 +105,8 @@ class Scheduler:
         self._last_flush = 0.0
         self.nodes = {job.name: job for job in workflow.jobs}
         self._in_flight: dict[str, _InFlight] = {}
+        #: Extra attempts given per job after preemption or node failure.
+        self._infrastructure_retries: dict[str, int] = {}
 
     # -- set-up -------------------------------------------------------------------
     def create_jobs(self) -> int:
@@ -389,6 +399,11 @@ class Scheduler:
 
     def _retry_or_hold(self, row: JobRow, failure: FailureKind) -> None:
         """Retry (with more memory after OOM) or hold for the operator."""
+        if failure in NOT_THE_JOBS_FAULT:
+            given = self._infrastructure_retries.get(row.name, 0)
+            if given < self.policy.infrastructure_retries:
+                self._infrastructure_retries[row.name] = given + 1
+                row.attempt_limit = (row.attempt_limit or self.policy.max_attempts) + 1
         if row.attempts >= (row.attempt_limit or self.policy.max_attempts):
             self._set(row, JobState.HELD)
             self._block_downstream(row.name)
@@ -429,6 +444,7 @@ class Scheduler:
                             "id": row.id,
                             "state": row.state,
                             "attempts": row.attempts,
+                            "attempt_limit": row.attempt_limit,
                             "memory_mb": row.memory_mb,
                             "engine_id": row.engine_id,
                             "exit_code": row.exit_code,
