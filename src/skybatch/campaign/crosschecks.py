@@ -135,9 +135,8 @@ def _template_dimension_problems(
     for graph in graphs:
         try:
             graph.resolve(dimensions=universe)
-        except (ValueError, LookupError, TypeError) as exc:  # left to expansion
-            del exc
-            return
+        except (ValueError, LookupError, TypeError):
+            return  # the expansion reports what stops the graph from resolving
         for name, node in graph.dataset_types.items():
             if graph.producer_of(name) is not None:
                 written[name] = node.dataset_type

@@ -1,7 +1,7 @@
 """The file-naming policy of a campaign: Butler datastore file template overrides.
 
-A campaign may override the repository's file templates per dataset type
-(``file_templates: {calexp: "{run:/}/{datasetType}/{visit}/{datasetType}_{visit}_{detector}"}``).
+A campaign may override the repository's file templates per dataset type, e.g.
+``calexp: "{run:/}/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"``.
 Outputs must never share a path, so the overrides are checked in two stages:
 
 1. Before anything runs (:func:`check_template`, :func:`check_file_templates`): every
