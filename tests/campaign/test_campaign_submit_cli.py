@@ -112,8 +112,12 @@ def test_operator_actions_follow_the_state_table(files: Path, sky: SkybatchCli) 
 
     # The repository has no DemoCam data: campaign 1's first step cannot be expanded,
     # so the campaign fails; the cancelled campaign 2 is cleaned up.
+    # `manager run --once` exits with the documented failure status and names it.
     ran = sky("manager", "run", "--once")
-    assert ran.code == 0, ran.err
+    assert ran.code == 5, ran.err
+    assert "error: 1 campaign(s) failed: campaign 1 (demo-drp): step(s) failed: step1" in ran.err
+    assert "skybatch campaign retry 1" in ran.err
+    assert sky("manager", "run", "--once").code == 0  # nothing failed in this pass
     status = json.loads(sky("campaign", "status", 1, "--json").out)
     assert status["state"] == "failed"
     step1, step2 = status["steps"]

@@ -72,6 +72,8 @@ class PassReport:
     succeeded: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     changed: bool = False
+    #: Campaigns that failed during this pass: ``(id, name, why)``.
+    failed_campaigns: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 class Manager:
@@ -101,11 +103,13 @@ class Manager:
         self._campaigns: dict[int, Campaign] = {}
         self._orphans: set[int] | None = None
         self._cleanup_failed: set[int] = set()
+        self._report = PassReport()
+        self._failing: list[tuple[int, str, str]] = []  # until the transaction commits
 
     # -- passes -----------------------------------------------------------------
     def run_pass(self) -> PassReport:
         """Advance and run every campaign until nothing more can happen now."""
-        report = PassReport()
+        report = self._report = PassReport()
         if self._orphans is None:
             with self.sessions() as session:
                 self._orphans = set(
@@ -182,6 +186,7 @@ class Manager:
     def _advance(self, campaign_id: int) -> bool:
         changed = False
         ready: list[int] = []
+        self._failing = []
         with self.sessions.begin() as session:
             row = session.get(CampaignRow, campaign_id)
             if row is None or row.state not in ACTIVE:
@@ -207,6 +212,7 @@ class Manager:
                 elif step.state == State.RUNNING:
                     changed |= self._finish_step(session, row, step, counts.get(step.id, {}))
             changed |= self._finish_campaign(session, row, steps, bool(ready))
+        self._report.failed_campaigns += self._failing
         for step_id in ready:
             changed |= self._expand(campaign_id, step_id)
         return changed
@@ -243,6 +249,7 @@ class Manager:
         if failed and not busy:
             row.message = f"step(s) failed: {', '.join(failed)}"
             change_state(session, row, State.FAILED, reason=row.message)
+            self._failing.append((row.id, row.name, row.message))
             self.say(
                 f"campaign {row.id} ({row.name}) failed: {row.message}; see "
                 f"`skybatch campaign report {row.id}`, then `skybatch campaign retry {row.id}`"

@@ -18,6 +18,7 @@ from types import FrameType
 import click
 
 from skybatch.cli.context import CliContext, pass_cli_context
+from skybatch.errors import DataError
 
 __all__ = ["manager"]
 
@@ -42,6 +43,10 @@ def run_cmd(cli: CliContext, once: bool, poll_s: float) -> None:
 
     Only one manager runs per skybatch home. Stopping it at any point is safe: the
     next start resumes what was running.
+
+    With --once the exit status is 0 when no campaign failed during the pass and 5
+    when one did; the failed campaigns are then named on standard error, each with
+    the commands that show why and retry it.
 
     \b
     Example:
@@ -74,11 +79,24 @@ def run_cmd(cli: CliContext, once: bool, poll_s: float) -> None:
                     f"manager pass done: {report.groups_run} group run(s), "
                     f"{len(report.succeeded)} succeeded, {len(report.failed)} failed"
                 )
+                if report.failed_campaigns:
+                    raise _campaigns_failed(report.failed_campaigns)
             else:
                 say(f"campaign manager running (pass every {poll_s:g} s)")
                 runner.run_forever(poll_s)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _campaigns_failed(failed: list[tuple[int, str, str]]) -> DataError:
+    """The error ``manager run --once`` exits with (status 5) when campaigns failed."""
+    names = "; ".join(f"campaign {id_} ({name}): {why}" for id_, name, why in failed)
+    first = failed[0][0]
+    return DataError(
+        f"{len(failed)} campaign(s) failed: {names}",
+        hint=f"see `skybatch campaign report {first}`, fix the cause, then "
+        f"`skybatch campaign retry {first}` and `skybatch manager run --once`",
+    )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
