@@ -187,6 +187,15 @@ def _policy_problems(
                     "the pipelines write",
                 ),
             )
+    for position, name in enumerate(policies.catalogs.dataset_types or ()):
+        if name not in produced:
+            yield CrossProblem(
+                (*prefix, "catalogs", "dataset_types", position),
+                checks.Invalid(
+                    f"no step writes dataset type {name!r}: this catalog would load nothing",
+                    f"{checks.suggest(name, sorted(produced))}name a table the pipelines write",
+                ),
+            )
     for label in policies.resources:
         if label not in labels:
             yield CrossProblem(

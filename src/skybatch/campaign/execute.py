@@ -129,6 +129,7 @@ def group_run_options(
         resources={label: raised(policies.resources_for(label)) for label in policies.resources},
         default_resources=raised(policies.default_resources),
         intermediates=list(policies.intermediates),
+        catalog_tables=policies.catalogs.selection,
         file_templates=dict(campaign.file_templates),
     )
 

@@ -16,7 +16,7 @@ from skybatch.graph.workflow import ResourceRequest
 
 from .fields import CAMPAIGN_ERROR, DatasetTypeName
 
-__all__ = ["CLEANUP_TARGETS", "CleanupTarget", "Concurrency", "Policies", "Retries"]
+__all__ = ["CLEANUP_TARGETS", "Catalogs", "CleanupTarget", "Concurrency", "Policies", "Retries"]
 
 CleanupTarget = Literal["site_cache", "workdirs", "intermediates"]
 CLEANUP_TARGETS: tuple[CleanupTarget, ...] = ("site_cache", "workdirs", "intermediates")
@@ -49,6 +49,27 @@ class Concurrency(_Model):
 
     max_running_jobs: int | None = Field(default=None, ge=1, description="jobs at once")
     max_running_groups: int | None = Field(default=None, ge=1, description="groups at once")
+
+
+class Catalogs(_Model):
+    """Which outputs go into the SQL object catalogs at the end of each group's run.
+
+    Only outputs whose storage class is a table (astropy, Arrow, DataFrame) are loaded;
+    a named dataset type of another storage class is skipped with a warning.
+    """
+
+    load: bool = Field(default=True, description="load object catalogs at all")
+    dataset_types: list[DatasetTypeName] | None = Field(
+        default=None,
+        description="dataset types to load; unset: every output whose storage class is a table",
+    )
+
+    @property
+    def selection(self) -> list[str] | None:
+        """What a run's ``catalog_tables`` is: None (every table output), names, or []."""
+        if not self.load:
+            return []
+        return None if self.dataset_types is None else list(self.dataset_types)
 
 
 def _cleanup_kind(value: Any) -> str | None:
@@ -85,6 +106,9 @@ class Policies(_Model):
     intermediates: list[DatasetTypeName] = Field(
         default_factory=list,
         description="dataset types deleted when the step (or every step) has finished",
+    )
+    catalogs: Catalogs = Field(
+        default_factory=Catalogs, description="outputs loaded into the object catalogs"
     )
     cleanup_at_end: CleanupAtEnd = Field(
         default=True,

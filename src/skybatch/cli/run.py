@@ -78,6 +78,24 @@ def _file_templates(values: tuple[str, ...], repo: Path) -> dict[str, str]:
     return templates
 
 
+def _catalogs(names: tuple[str, ...], none: bool) -> list[str] | None:
+    """``--catalog`` names (None: every table output), or [] for ``--no-catalogs``."""
+    if none and names:
+        raise InputError(
+            "--catalog and --no-catalogs contradict each other",
+            where="--no-catalogs",
+            hint="give either the catalogs to load or --no-catalogs",
+        )
+    for name in names:
+        if not name.strip() or any(c.isspace() for c in name):
+            raise InputError(
+                f"--catalog {name!r} is not a dataset type name",
+                where="--catalog",
+                hint="name an output dataset type, e.g. --catalog src",
+            )
+    return [] if none else (list(dict.fromkeys(names)) or None)
+
+
 def _set(target: dict[str, Any], key: str, value: Any) -> None:
     """``target[a][b] = value`` for the dotted key ``a.b`` (nested settings)."""
     *parents, last = key.split(".")
@@ -234,6 +252,15 @@ def _from_flags(
 @click.option("--intermediate", multiple=True, help="Dataset type deleted after the run.")
 @click.option("--catalog-db-url", default=None, help="SQL database for object catalogs.")
 @click.option(
+    "--catalog",
+    "catalogs",
+    multiple=True,
+    metavar="DATASET_TYPE",
+    help="Load this output dataset type into the object catalogs if it is a table "
+    "(astropy, Arrow, DataFrame; repeatable). [default: every table output]",
+)
+@click.option("--no-catalogs", is_flag=True, help="Load no object catalogs.")
+@click.option(
     "--file-template",
     "file_template",
     multiple=True,
@@ -292,6 +319,7 @@ def run(cli: CliContext, **kw: Any) -> None:
             cluster=_clusters(kw["cluster"]),
             intermediates=list(kw["intermediate"]),
             catalog_db_url=kw["catalog_db_url"],
+            catalog_tables=_catalogs(kw["catalogs"], kw["no_catalogs"]),
             junk_tarball=kw["junk_tarball"],
             file_templates=_file_templates(kw["file_template"], kw["repo"]),
         )
@@ -313,6 +341,8 @@ def run(cli: CliContext, **kw: Any) -> None:
         click.echo("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.phases.items()))
     click.echo(f"  outputs ingested into the Butler: {summary.outputs_ingested}")
     click.echo(f"  object catalog rows loaded: {summary.catalog_rows}")
+    for warning in summary.warnings:
+        click.echo(f"  warning: {warning}")
     click.echo(f"  workdir: {summary.workdir}")
     click.echo(f"  report: skybatch report {summary.run}")
     if summary.state != "succeeded":

@@ -1,6 +1,6 @@
 """Object catalogs into a SQL catalog database (seed step 12): one table per dataset type.
 
-Source tables (``src``, ``deepCoadd_src``) are appended with their data id columns
+Tables (chosen by :mod:`skybatch.ingest.catalog_select`) are appended with their data id columns
 and dataset id, so a catalog row can always be traced to the file it came from.
 Loading the same dataset twice is a no-op (rows of a dataset id are replaced).
 """

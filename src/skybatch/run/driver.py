@@ -91,7 +91,9 @@ class RunOptions:
     default_resources: ResourceRequest = field(default_factory=ResourceRequest)
     cluster: list[ClusterRule] = field(default_factory=list)
     intermediates: list[str] = field(default_factory=list)
-    catalog_tables: list[str] = field(default_factory=lambda: ["src", "deepCoadd_src"])
+    #: Dataset types loaded into the object catalogs if their storage class is a table
+    #: (:mod:`skybatch.ingest.catalog_select`); None: every table output; []: none.
+    catalog_tables: list[str] | None = None
     catalog_db_url: str | None = None
     junk_tarball: bool = False
     #: File-naming policy: dataset type -> daf_butler file template replacing the
@@ -134,6 +136,8 @@ class RunSummary:
     #: Seconds per phase (expand, workflow, provenance, init_outputs, inputs,
     #: execute, finish): where a run's time went.
     phases: dict[str, float] = field(default_factory=dict)
+    #: What the run skipped without failing (e.g. a catalog that is not a table).
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Phases:
@@ -553,6 +557,7 @@ def _execute(
             "catalog_rows": summary.catalog_rows,
             "cleaned": summary.cleaned,
             "phases_s": summary.phases,
+            "warnings": summary.warnings,
         }
     return summary
 

@@ -40,7 +40,7 @@ def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
     summary.outputs_ingested = ingest_outputs(
         ctx.repo, ctx.butler_config, str(ctx.workdir / "graph.qg"), [*init_refs, *outputs]
     )
-    summary.catalog_rows = _load_catalogs(ctx, outputs)
+    summary.catalog_rows = _load_catalogs(ctx, outputs, summary)
     # Step 15: intermediates go from the site cache, the archive and the Butler.
     summary.cleaned = _clean_intermediates(ctx, outputs)
     # The inputs staged for this run no longer need to stay pinned on the site.
@@ -74,24 +74,16 @@ def _stage_back(ctx: _Context) -> None:
     stage_back(ctx.backbone, ctx.site, ctx.run)
 
 
-def _load_catalogs(ctx: _Context, outputs: list[OutputRef]) -> int:
-    from lsst.daf.butler import Butler
+def _load_catalogs(ctx: _Context, outputs: list[OutputRef], summary: RunSummary) -> int:
+    """Object catalogs; what cannot be loaded becomes a warning of the run, never a failure."""
+    from skybatch.ingest.catalog_select import load_run_catalogs
 
-    from skybatch.ingest.catalogs import load_tables
-
-    wanted = [o for o in outputs if o.dataset_type in ctx.options.catalog_tables]
-    if not wanted:
-        return 0
     url = ctx.options.catalog_db_url or f"sqlite:///{ctx.settings.home / 'catalogs.sqlite3'}"
-    with Butler.from_config(str(ctx.repo)) as butler:
-
-        def items() -> Any:
-            for o in wanted:
-                ref = butler.get_dataset(o.dataset_id)
-                if ref is not None:
-                    yield o.dataset_type, o.dataset_id, o.data_id, butler.get(ref)
-
-        return load_tables(url, items())
+    loaded = load_run_catalogs(str(ctx.repo), url, outputs, ctx.options.catalog_tables)
+    for warning in loaded.warnings:
+        _log.warning("run %s: %s", ctx.run, warning)
+    summary.warnings.extend(loaded.warnings)
+    return loaded.total
 
 
 def _clean_intermediates(ctx: _Context, outputs: list[OutputRef]) -> int:
