@@ -165,3 +165,28 @@ def test_engine_settings_file_and_flags_combine(
     file.write_text("- a list\n")
     assert _run(tmp_path / "home", tmp_path, "--engine-settings", str(file)) == 2
     assert "engine settings file holds a list, not a mapping" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--catalog", "src", "--no-catalogs"], "--catalog and --no-catalogs contradict"),
+        (["--catalog", "a b"], "--catalog 'a b' is not a dataset type name"),
+    ],
+    ids=["contradiction", "not a name"],
+)
+def test_bad_catalog_flags_exit_2_and_write_nothing(
+    args: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    assert _run(home, tmp_path, *args) == 2
+    assert expected in capsys.readouterr().err
+    assert not home.exists()
+
+
+def test_catalog_flags_choose_what_the_run_loads() -> None:
+    from skybatch.cli.run import _catalogs
+
+    assert _catalogs((), False) is None  # every output whose storage class is a table
+    assert _catalogs(("src", "objectTable", "src"), False) == ["src", "objectTable"]
+    assert _catalogs((), True) == []

@@ -205,8 +205,11 @@ def run_group(
         )
     jobs_text = ", ".join(f"{k}={v}" for k, v in sorted(summary.jobs.items())) or "no jobs"
     if summary.state == "succeeded":
+        warnings = "".join(f"; warning: {w}" for w in summary.warnings)
         return GroupOutcome(
-            "succeeded", f"run {run} succeeded: {summary.quanta} quanta ({jobs_text})", resumed
+            "succeeded",
+            f"run {run} succeeded: {summary.quanta} quanta ({jobs_text}){warnings}",
+            resumed,
         )
     return GroupOutcome("failed", f"run {run} {summary.state}: jobs {jobs_text}", resumed)
 

@@ -166,4 +166,3 @@ def _load(
                 f"catalog {name}: {len(errors)} dataset(s) could not be read as a table "
                 f"and were skipped; first: {errors[0]}"
             )
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from skybatch.backbone.replication import stage_back
 from skybatch.graph.workflow import Workflow
