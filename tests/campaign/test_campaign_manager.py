@@ -107,6 +107,15 @@ def test_demo_campaign_runs_to_completion_with_coadds_of_good_seeing_visits(
         visit_bands = {v.visit: v.band for v in _truth(demo_survey).visits}
         assert bands == {visit_bands[v] for v in good}
 
+        # Every group's `packages` provenance lists the environment's distributions,
+        # the same for all, whatever modules the manager had imported by then.
+        packages = [
+            dict(butler.get("packages", collections=g["run"]).items())
+            for g in [*step1["groups"], group]
+        ]
+        assert all(p == packages[0] for p in packages), [len(p) for p in packages]
+        assert {"daf_butler", "skybatch", "ruff"} <= set(packages[0])  # never imported: ruff
+
     # Campaign end: the site cache copies of what its runs used are gone.
     backbone = Backbone.from_settings(settings)
     raws = backbone.catalog.files(dataset_type="raw")

@@ -45,12 +45,20 @@ def _open_init(qgraph: Any) -> Any:
 def write_init_outputs(qgraph: Any, butler_config: str) -> list[OutputRef]:
     """Write configs, packages and task init-outputs of the run (pre-exec init).
 
+    ``packages`` lists the environment's distributions (:mod:`.packages`), the same for
+    every run of one installation.
+
     They go straight to the repository's datastore (small files written once per run)
     and are registered in the Butler with the other outputs at the end.
     """
+    from .packages import write_packages
+
     qg = _open_init(qgraph)
     with qg.make_init_qbb(butler_config) as qbb:
-        qg.init_output_run(qbb)
+        # pipe_base's init_output_run, but with the environment's packages.
+        qg.write_configs(qbb, compare_existing=True)
+        write_packages(qg, qbb)
+        qg.write_init_outputs(qbb, skip_existing=True)
     return init_output_refs(qg)
 
 
