@@ -15,6 +15,7 @@ from .checksums import md5_stream
 from .endpoints.base import FileState, TapeBackedEndpoint
 from .errors import BackboneError, FileMissingError
 from .models import FileRow, ReplicaState
+from .removal import refuse, release_replicas, remove_replicas, unsafe_removals
 from .service import Backbone
 from .transfer import transfer_file, write_verified
 
@@ -229,12 +230,9 @@ def evict(
             continue
         victims.append(p.file)
     if isinstance(ep, TapeBackedEndpoint):
-        ep.release([f.path for f in victims])
-        catalog.set_replicas([f.id for f in victims], endpoint, ReplicaState.NEARLINE, True)
+        release_replicas(backbone, endpoint, victims)
     else:
-        for f in victims:
-            ep.remove(f.path)
-        catalog.drop_replicas([f.id for f in victims], endpoint)
+        remove_replicas(backbone, endpoint, victims)
     report.evicted = len(victims)
     report.bytes = sum(f.size_bytes for f in victims)
     return report
@@ -256,8 +254,13 @@ def delete(backbone: Backbone, files: Sequence[FileInfo]) -> int:
     from .catalog import _chunks
 
     placements = backbone.catalog.placements([f.id for f in files])
+    by_endpoint: dict[str, list[FileInfo]] = {}
     for p in placements:
-        backbone.endpoint(p.endpoint).remove(p.file.path)
+        by_endpoint.setdefault(p.endpoint, []).append(p.file)
+    for name, on_it in by_endpoint.items():  # every one checked before any is deleted
+        refuse(name, unsafe_removals(backbone, name, on_it, purge=True), len(on_it), "delete")
+    for name, on_it in by_endpoint.items():
+        remove_replicas(backbone, name, on_it, purge=True)
     ids = [f.id for f in files]
     with backbone.catalog.sessions.begin() as session:
         for chunk in _chunks(ids):

@@ -19,6 +19,7 @@ from skybatch.progress import ProgressFactory, no_bars
 from .catalog import FileInfo
 from .errors import BackboneError, FileMissingError, QuotaExceededError
 from .models import ReplicaState, RequestState
+from .removal import remove_replicas, unsafe_removals
 from .service import Backbone
 from .transfer import TransferMode, TransferResult, transfer_file
 
@@ -67,20 +68,31 @@ def ensure_space(
     now = datetime.now(UTC)
     victims: list[FileInfo] = []
     freed = 0
-    for p in catalog.replicas_on(target, [ReplicaState.ONLINE]):
-        if p.file.id in keep_ids:
-            continue
-        pinned = p.replica.pinned_until
-        if pinned is not None and pinned > now:
-            continue
-        victims.append(p.file)
-        freed += p.file.size_bytes
+    candidates = [
+        p.file
+        for p in catalog.replicas_on(target, [ReplicaState.ONLINE])
+        if p.file.id not in keep_ids
+        and (p.replica.pinned_until is None or p.replica.pinned_until <= now)
+    ]
+    # Least recently used first, a batch at a time; the last copy of a file (e.g. an
+    # output not staged back yet) is never a victim.
+    for start in range(0, len(candidates), COMMIT_EVERY):
+        batch = candidates[start : start + COMMIT_EVERY]
+        unsafe = unsafe_removals(backbone, target, batch)
+        for f in batch:
+            if f.path in unsafe:
+                continue
+            victims.append(f)
+            freed += f.size_bytes
+            if needed_bytes <= free + freed:
+                break
         if needed_bytes <= free + freed:
             break
     if needed_bytes > free + freed:
         raise QuotaExceededError(
             f"site cache {target} cannot hold {needed_bytes:,} more bytes: {free:,} free of "
-            f"{quota:,} and only {freed:,} evictable (the rest is pinned or requested)",
+            f"{quota:,} and only {freed:,} evictable (the rest is pinned, requested or a "
+            "last copy)",
             endpoint=target,
             needed_bytes=needed_bytes,
             free_bytes=free,
@@ -88,9 +100,7 @@ def ensure_space(
             hint="raise the quota, unpin or evict files (`skybatch backbone evict`), "
             "or replicate fewer files at a time; nothing was copied",
         )
-    for f in victims:
-        endpoint.remove(f.path)
-    catalog.drop_replicas([f.id for f in victims], target)
+    remove_replicas(backbone, target, victims)
     return len(victims), freed
 
 

@@ -53,6 +53,13 @@ class Backbone:
         """Define an endpoint (validated by its kind before anything is stored)."""
         if not name or any(c.isspace() for c in name):
             raise InputError(f"invalid endpoint name {name!r}", where="NAME", hint="no spaces")
+        from .roots import check_root, endpoint_roots
+
+        label = (
+            f"the root of {'the archive endpoint' if kind == 'archive' else 'endpoint'} {name!r}"
+        )
+        others = endpoint_roots(self.catalog, skip=[name])
+        root = str(check_root(label, root, others, where=f"root of endpoint {name!r} (--root)"))
         endpoint = self.registry.create(name, kind, Path(root), dict(settings or {}))
         self.catalog.add_endpoint(name, kind, root, dict(settings or {}))
         self._endpoints[name] = endpoint

@@ -19,6 +19,7 @@ from .catalog import FileInfo
 from .endpoints.base import FileState
 from .errors import BackboneError
 from .models import ReplicaState, RequestState
+from .removal import release_replicas
 from .service import Backbone
 from .transfer import write_verified
 
@@ -47,8 +48,7 @@ def release_to_tape(
     paths = [f.path for f in online]
     archive.migrate(paths)
     backbone.catalog.set_replicas([f.id for f in online], name, ReplicaState.ONLINE, on_tape=True)
-    archive.release(paths)
-    backbone.catalog.set_replicas([f.id for f in online], name, ReplicaState.NEARLINE, on_tape=True)
+    release_replicas(backbone, name, online)
     return len(online)
 
 

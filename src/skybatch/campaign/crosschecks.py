@@ -16,6 +16,7 @@ from . import checks
 from .config import Campaign
 from .naming import check_file_templates
 from .policies import Policies
+from .sitecheck import site_root_problems
 
 __all__ = ["CrossProblem", "cross_problems"]
 
@@ -35,6 +36,7 @@ def cross_problems(campaign: Campaign) -> list[CrossProblem]:
     return [
         *templates,
         *_select_problems(campaign),
+        *site_root_problems(campaign),
         *_pipeline_problems(campaign, {p.path[-1] for p in templates}),
     ]
 

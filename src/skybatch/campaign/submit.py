@@ -25,6 +25,7 @@ from sqlalchemy import delete, insert
 
 from skybatch.backbone.catalog import FileRecord
 from skybatch.backbone.models import EdgeRelation
+from skybatch.backbone.roots import check_site_root
 from skybatch.backbone.service import Backbone
 from skybatch.backbone.transfer import write_verified
 from skybatch.db.models import utcnow
@@ -89,6 +90,14 @@ def submit_campaign(
     _, source = read_source(path, environ)
     files = _source_files(source.file, source.marks)
     backbone = Backbone.from_settings(settings)
+    check_site_root(  # before anything is written: the site cache never overlaps the repo
+        backbone.catalog,
+        repo=campaign.repo,
+        site=campaign.site.name,
+        root=campaign.site.root,
+        default_root=settings.home / "site-cache",
+        where=f"{path}: site.root",
+    )
     archive = ensure_archive(backbone, campaign.repo)
     sessions = backbone.catalog.sessions
     config = campaign.model_dump(mode="json", exclude_unset=True)

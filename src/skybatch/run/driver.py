@@ -29,6 +29,7 @@ from skybatch import heap
 from skybatch.backbone.catalog import FileRecord
 from skybatch.backbone.checksums import md5_file
 from skybatch.backbone.replication import replicate
+from skybatch.backbone.roots import check_site_root
 from skybatch.backbone.service import Backbone
 from skybatch.db.models import utcnow
 from skybatch.engines.base import Engine, JobState
@@ -174,6 +175,14 @@ class _Context:
         #: with the run's file templates merged in, in the run's directory.
         self.butler_config = str(
             self.workdir / "butler.yaml" if options.file_templates else self.repo / "butler.yaml"
+        )
+        check_site_root(  # before the endpoints are made: a cache never overlaps the repo
+            self.backbone.catalog,
+            repo=self.repo,
+            site=options.site or DEFAULT_SITE,
+            root=options.site_root,
+            default_root=settings.home / "site-cache",
+            where="site root (campaign site.root)" if options.site_root else "--site",
         )
         self.archive = self._ensure_archive()
         self.site = self._ensure_site()
@@ -576,14 +585,15 @@ def _unfinished_jobs(ctx: _Context, run_id: int) -> list[str]:
 def _forget_outputs(ctx: _Context, outputs: list[FileSpec]) -> None:
     """Remove what a failed or interrupted attempt left, so the retry writes afresh."""
     from skybatch.backbone.maintenance import delete
+    from skybatch.backbone.removal import remove_unregistered
 
     known = ctx.backbone.catalog.files_by_dataset_ids([o.dataset_id for o in outputs])
     if known:
         delete(ctx.backbone, list(known.values()))
     # Unregistered leftovers (e.g. copied out, then killed before registering).
-    target = ctx.backbone.endpoint(ctx.archive if ctx.via_archive else ctx.site)
-    for o in outputs:
-        target.remove(o.path)
+    remove_unregistered(
+        ctx.backbone, ctx.archive if ctx.via_archive else ctx.site, [o.path for o in outputs]
+    )
 
 
 def read_reports(workdir: Path, names: list[str] | None = None) -> list[JobReport]:
