@@ -28,7 +28,7 @@ def site_root_problems(campaign: Campaign) -> Iterator[CrossProblem]:
     if campaign.site.root is None:
         return
     root = resolve_root(campaign.site.root)
-    label = f"site.root of {campaign.site.name!r}"
+    label = f"the site cache root of {campaign.site.name!r}"
     other = root_problem(label, root, repository_roots(campaign.repo))
     if other is not None:
         message, hint = describe_problem(label, root, other)
