@@ -34,12 +34,16 @@ def _engine(cli: CliContext) -> Engine:
 
 
 def _missing_sqlite_file(url: str) -> str | None:
-    """A message if ``url`` is a SQLite file that does not exist yet (read-only commands)."""
+    """A message if ``url`` is a SQLite file that does not exist yet (read-only commands);
+    DamagedDatabaseError if it exists but is empty or not a sound SQLite file."""
     from skybatch.db.engine import sqlite_path
+    from skybatch.db.integrity import check_sqlite_file
 
     path = sqlite_path(url)
     if path is not None and not path.exists():
         return f"no database at {path} yet; run `skybatch db upgrade` to create it"
+    if path is not None:
+        check_sqlite_file(path)
     return None
 
 
@@ -62,6 +66,7 @@ def upgrade(cli: CliContext, revision: str) -> None:
     from skybatch.db.engine import upgrade as run_upgrade
 
     url = cli.settings.database_url()
+    _missing_sqlite_file(url)  # only a missing file is created; an empty one is refused
     engine = _engine(cli)
     try:
         before = current_revision(url, engine=engine)
@@ -83,7 +88,7 @@ def current(cli: CliContext) -> None:
     Prints the revision id, then '(head)' when it is the newest known to this
     skybatch, or 'none' for a database that was never migrated.
     """
-    from skybatch.db.engine import current_revision, head_revision
+    from skybatch.db.engine import current_revision, head_revision, known_revisions
 
     url = cli.settings.database_url()
     missing = _missing_sqlite_file(url)
@@ -100,6 +105,11 @@ def current(cli: CliContext) -> None:
         click.echo("none (empty database; run `skybatch db upgrade`)")
     elif revision == head:
         click.echo(f"{revision} (head)")
+    elif revision not in known_revisions():
+        click.echo(
+            f"{revision} (newer than this skybatch, whose head is {head}: upgrade skybatch "
+            "or use the version that wrote it)"
+        )
     else:
         click.echo(f"{revision} (head is {head}; run `skybatch db upgrade`)")
 
@@ -110,7 +120,13 @@ def info(cli: CliContext) -> None:
     """Show the database URL (password masked), schema revision and row counts."""
     from sqlalchemy import func, inspect, select
 
-    from skybatch.db.engine import current_revision, database_errors, head_revision, mask_url
+    from skybatch.db.engine import (
+        current_revision,
+        database_errors,
+        head_revision,
+        known_revisions,
+        mask_url,
+    )
     from skybatch.db.models import Base
 
     url = cli.settings.database_url()
@@ -123,7 +139,10 @@ def info(cli: CliContext) -> None:
     try:
         revision = current_revision(url, engine=engine)
         click.echo(f"backend:  {engine.dialect.name}")
-        click.echo(f"revision: {revision or 'none'} (head: {head_revision()})")
+        head = head_revision()
+        newer = revision is not None and revision not in known_revisions()
+        note = f"newer than this skybatch, whose head is {head}" if newer else f"head: {head}"
+        click.echo(f"revision: {revision or 'none'} ({note})")
         with database_errors(url, "read"), engine.connect() as connection:
             inspector = inspect(connection)
             click.echo("tables:")
@@ -135,3 +154,37 @@ def info(cli: CliContext) -> None:
                     click.echo(f"  {table.name}: missing (run `skybatch db upgrade`)")
     finally:
         engine.dispose()
+
+
+@db.command()
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Run SQLite's quick_check (faster, skips index contents) instead of integrity_check.",
+)
+@pass_cli_context
+def check(cli: CliContext, quick: bool) -> None:
+    """Check the state database's integrity and schema revision; change nothing.
+
+    SQLite: the file's header and size, then PRAGMA integrity_check (or quick_check)
+    on a read-only connection. PostgreSQL: the schema revision (the server checks
+    its own pages; see pg_amcheck). Exit status 0 when sound, 3 when not: restore
+    the database from a backup (stop every skybatch process using it first).
+    """
+    from skybatch.db.integrity import check_database, damaged_error, newer_schema_error
+
+    result = check_database(cli.settings.database_url(), quick=quick)
+    state = {
+        "head": "head",
+        "none": "never migrated",
+        "unknown": "unreadable",
+        "behind": f"behind head {result.head}: run `skybatch db upgrade` after a backup",
+        "newer": f"newer than this skybatch's head {result.head}: upgrade skybatch",
+    }[result.revision_state]
+    click.echo(f"database:  {result.target} ({result.backend})")
+    click.echo(f"integrity: {result.integrity}")
+    click.echo(f"revision:  {result.revision or 'none'} ({state})")
+    if result.problems:
+        raise damaged_error(result.target, "; ".join(result.problems))
+    if result.revision_state == "newer":
+        raise newer_schema_error(result.target, str(result.revision), result.head)

@@ -99,6 +99,16 @@ def _print_error(text: str) -> None:
     click.echo(f"{click.style('error:', fg='red', bold=True)} {text}", err=True)
 
 
+def _damaged_database(exc: BaseException) -> SkybatchError | None:
+    """The state-database error for SQLite saying a file is damaged, wherever a query
+    raised it; ``None`` for any other exception."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from skybatch.db.integrity import corruption_error
+
+    return corruption_error(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``skybatch`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
 
@@ -122,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(str(exc))
         return exit_code_for(exc)
     except Exception as exc:
+        damaged = _damaged_database(exc)
+        if damaged is not None:  # found by a query after the database was opened
+            _log.debug("traceback of the error below", exc_info=exc)
+            _print_error(str(damaged))
+            return exit_code_for(damaged)
         _print_error(f"unexpected {type(exc).__name__}: {exc}")
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             traceback.print_exception(exc, file=sys.stderr)

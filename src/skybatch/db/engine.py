@@ -28,6 +28,7 @@ __all__ = [
     "current_revision",
     "database_errors",
     "head_revision",
+    "known_revisions",
     "make_engine",
     "mask_url",
     "session_factory",
@@ -108,6 +109,10 @@ def make_engine(url: str | URL, *, echo: bool = False, pool_pre_ping: bool = Tru
     connect_args: dict[str, Any] = {}
     if backend == "sqlite":
         path = sqlite_path(parsed)
+        if path is not None and path.exists() and path.stat().st_size > 0:
+            from skybatch.db.integrity import check_sqlite_file
+
+            check_sqlite_file(path)  # (an empty file is judged under the migration lock)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,15 +158,20 @@ def database_errors(url: str | URL, action: str = "use") -> Iterator[None]:
         yield
     except DatabaseError:
         raise
-    except sqlalchemy.exc.OperationalError as exc:
-        raise DatabaseError(
-            f"cannot {action} database {mask_url(url)}: {_first_line(exc.orig or exc)}",
-            hint=(
-                "Check that the database server is running and reachable and that the "
-                f"user, password and database name are right. {_URL_HINT}"
-            ),
-        ) from exc
     except sqlalchemy.exc.SQLAlchemyError as exc:
+        from skybatch.db.integrity import corruption_error
+
+        damaged = corruption_error(exc, sqlite_path(url) or mask_url(url))
+        if damaged is not None:
+            raise damaged from exc
+        if isinstance(exc, sqlalchemy.exc.OperationalError):
+            raise DatabaseError(
+                f"cannot {action} database {mask_url(url)}: {_first_line(exc.orig or exc)}",
+                hint=(
+                    "Check that the database server is running and reachable and that the "
+                    f"user, password and database name are right. {_URL_HINT}"
+                ),
+            ) from exc
         raise DatabaseError(
             f"cannot {action} database {mask_url(url)}: {_first_line(exc)}",
             hint=(
@@ -197,10 +207,15 @@ def stored_revision(engine: Engine) -> str | None:
     read with plain SQL."""
     from sqlalchemy import text
 
+    from skybatch.db.integrity import corruption_error
+
     try:
         with engine.connect() as connection:
             rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-    except sqlalchemy.exc.DBAPIError:  # no such table: never migrated
+    except sqlalchemy.exc.DBAPIError as exc:  # no such table: never migrated
+        damaged = corruption_error(exc, sqlite_path(engine.url) or mask_url(engine.url))
+        if damaged is not None:
+            raise damaged from exc
         return None
     return str(rows[0][0]) if len(rows) == 1 else None
 
@@ -213,6 +228,22 @@ def head_revision() -> str:
     if head is None:  # pragma: no cover - the package always ships revisions
         raise DatabaseError("no migrations found", where=str(MIGRATIONS_DIR))
     return head
+
+
+def known_revisions() -> set[str]:
+    """Every migration revision this version of skybatch ships."""
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
+def check_known_revision(url: str | URL, revision: str | None) -> None:
+    """Raise :class:`~skybatch.db.integrity.NewerSchemaError` if ``revision`` (the
+    database's) is not one this skybatch ships: a newer skybatch migrated it."""
+    if revision is not None and revision not in known_revisions():
+        from skybatch.db.integrity import newer_schema_error
+
+        raise newer_schema_error(mask_url(url), revision, head_revision())
 
 
 def upgrade(url: str | URL, revision: str = "head", *, engine: Engine | None = None) -> None:
@@ -229,6 +260,7 @@ def upgrade(url: str | URL, revision: str = "head", *, engine: Engine | None = N
     own_engine = engine is None
     engine = engine or make_engine(url)
     try:
+        check_known_revision(url, current_revision(url, engine=engine))
         with database_errors(url, "migrate"), engine.begin() as connection:
             alembic.command.upgrade(_alembic_config(connection), revision)
     except alembic.util.CommandError as exc:

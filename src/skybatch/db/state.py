@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.engine import (
     HEAD_REVISION,
+    check_known_revision,
     current_revision,
     head_revision,
     make_engine,
@@ -18,34 +21,72 @@ from skybatch.db.engine import (
     stored_revision,
     upgrade,
 )
+from skybatch.db.integrity import check_sqlite_file, damaged_error, sqlite_file_problem
 from skybatch.errors import DatabaseError
 from skybatch.settings import Settings
 
 __all__ = ["open_state_db"]
 
 
+def _lock_path(db_path: Path) -> Path:
+    return Path(f"{db_path}.migrate.lock")
+
+
+@contextmanager
+def _migration_lock(db_path: Path) -> Iterator[None]:
+    """Held while a SQLite state database is created or migrated: two commands
+    starting together on a fresh home must not both do it."""
+    lock = _lock_path(db_path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _new_or_empty(db_path: Path) -> bool:
+    try:
+        return db_path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
 def open_state_db(settings: Settings) -> sessionmaker[Session]:
     """Sessions on the state database at the newest schema.
 
     The embedded SQLite database is created and migrated on first use (it belongs to
-    this skybatch installation). A server database (PostgreSQL) is never migrated
-    implicitly: when it is behind, the error says to run ``skybatch db upgrade``.
+    this skybatch installation); only a *missing* file is a new home: an empty,
+    foreign, truncated or damaged file, or one a newer skybatch migrated, is an
+    error saying how to recover (:mod:`skybatch.db.integrity`), and nothing is
+    written to it. A server database (PostgreSQL) is never migrated implicitly:
+    when it is behind, the error says to run ``skybatch db upgrade``.
     """
     url = settings.database_url()
+    db_path = sqlite_path(url)
+    if db_path is not None and db_path.exists() and not _lock_path(db_path).exists():
+        check_sqlite_file(db_path)  # no creator ever ran: judge it without writing a lock
+    if db_path is not None and _new_or_empty(db_path):
+        # A new file is created and migrated under the lock, so a file found empty
+        # under the lock is not one being created: it is damaged.
+        with _migration_lock(db_path):
+            if db_path.exists():
+                problem = sqlite_file_problem(db_path)
+                if problem is not None:
+                    raise damaged_error(str(db_path), problem)
+            else:
+                upgrade(url)
     engine = make_engine(url, echo=settings.db.echo, pool_pre_ping=settings.db.pool_pre_ping)
-    if stored_revision(engine) == HEAD_REVISION:
-        return session_factory(engine)  # the usual case, without alembic
-    head = head_revision()
-    current = current_revision(url, engine=engine)
+    try:
+        if stored_revision(engine) == HEAD_REVISION:
+            return session_factory(engine)  # the usual case, without alembic
+        head = head_revision()
+        current = current_revision(url, engine=engine)
+        check_known_revision(url, current)
+    except BaseException:
+        engine.dispose()
+        raise
     if current != head:
-        db_path = sqlite_path(url)
         if db_path is not None:
-            # Two commands starting together on a fresh home must not both migrate:
-            # one does, under an exclusive lock; the other then finds it at head.
-            lock = Path(f"{db_path}.migrate.lock")
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            with open(lock, "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+            with _migration_lock(db_path):
                 if current_revision(url, engine=engine) != head:
                     upgrade(url, engine=engine)
         else:
