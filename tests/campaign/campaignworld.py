@@ -15,6 +15,31 @@ DEMO_CAMPAIGN = DATA / "demo_campaign.yaml"
 DEMO_PIPELINES = Path(skybatch.demo.__file__).parent / "pipelines"
 
 
+#: Collections of the demo survey that the demo campaign names (see skybatch.demo.survey).
+DEMO_COLLECTIONS = {
+    "DemoCam/raw/all": "RUN",
+    "DemoCam/calib": "CALIBRATION",
+    "skymaps": "RUN",
+    "refcats": "RUN",
+}
+DEMO_DEFAULTS = "DemoCam/defaults"
+
+
+def make_survey_repo(root: Path) -> Path:
+    """``root/repo``, a Butler repository with the demo's collections and no data, and an
+    empty ``root/refcat.sqlite``: what validating the demo campaign looks at."""
+    from lsst.daf.butler import Butler, CollectionType
+
+    Butler.makeRepo(str(root / "repo"))
+    with Butler.from_config(str(root / "repo"), writeable=True) as butler:
+        for name, kind in DEMO_COLLECTIONS.items():
+            butler.collections.register(name, CollectionType[kind])
+        butler.collections.register(DEMO_DEFAULTS, CollectionType.CHAINED)
+        butler.collections.redefine_chain(DEMO_DEFAULTS, list(DEMO_COLLECTIONS))
+    (root / "refcat.sqlite").write_bytes(b"")
+    return root
+
+
 @dataclass(frozen=True)
 class Result:
     code: int

@@ -1,7 +1,7 @@
 """Campaign files: a Butler repository to point them at and a CLI runner.
 
-The repository is an empty one (``Butler.makeRepo``): validating a campaign only reads
-its ``butler.yaml``, never its registry.
+The repository has the collections the demo campaign names and no data: validating a
+campaign checks its collections, expanding it needs data.
 """
 
 from __future__ import annotations
@@ -10,18 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from campaignworld import DATA, DEMO_PIPELINES, CampaignCli
+from campaignworld import DATA, DEMO_PIPELINES, CampaignCli, make_survey_repo
 
 
 @pytest.fixture(scope="session")
 def survey_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory shaped like the demo survey: ``repo/butler.yaml`` and ``refcat.sqlite``."""
-    from lsst.daf.butler import Butler
-
-    root = tmp_path_factory.mktemp("campaign") / "survey"
-    Butler.makeRepo(str(root / "repo"))
-    (root / "refcat.sqlite").write_bytes(b"")
-    return root
+    """A directory shaped like the demo survey: ``repo/`` and ``refcat.sqlite``."""
+    return make_survey_repo(tmp_path_factory.mktemp("campaign") / "survey")
 
 
 @pytest.fixture
@@ -70,11 +65,7 @@ def demo_survey(_pristine_demo_survey: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def empty_survey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A per-test survey-shaped directory with an empty repository, as DEMO_SURVEY."""
-    from lsst.daf.butler import Butler
-
-    root = tmp_path / "empty-survey"
-    Butler.makeRepo(str(root / "repo"))
-    (root / "refcat.sqlite").write_bytes(b"")
+    """A per-test survey-shaped directory with a repository without data, as DEMO_SURVEY."""
+    root = make_survey_repo(tmp_path / "empty-survey")
     monkeypatch.setenv("DEMO_SURVEY", str(root))
     return root

@@ -17,34 +17,15 @@ from typing import Any
 
 import pytest
 from broken_corpus import BROKEN, BrokenCampaign, corpus
-from campaignworld import DEMO_PIPELINES, CampaignCli
+from campaignworld import DEMO_PIPELINES, CampaignCli, make_survey_repo
 
 CORPUS = corpus()
-
-#: Collections of the demo survey that the demo campaign names (see skybatch.demo.survey).
-DEMO_COLLECTIONS = {
-    "DemoCam/raw/all": "RUN",
-    "DemoCam/calib": "CALIBRATION",
-    "skymaps": "RUN",
-    "refcats": "RUN",
-}
-DEMO_DEFAULTS = "DemoCam/defaults"
 
 
 @pytest.fixture(scope="session")
 def corpus_survey(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A survey directory whose repository has the demo's collections (and no data)."""
-    from lsst.daf.butler import Butler, CollectionType
-
-    root = tmp_path_factory.mktemp("broken-corpus") / "survey"
-    Butler.makeRepo(str(root / "repo"))
-    with Butler.from_config(str(root / "repo"), writeable=True) as butler:
-        for name, kind in DEMO_COLLECTIONS.items():
-            butler.collections.register(name, CollectionType[kind])
-        butler.collections.register(DEMO_DEFAULTS, CollectionType.CHAINED)
-        butler.collections.redefine_chain(DEMO_DEFAULTS, list(DEMO_COLLECTIONS))
-    (root / "refcat.sqlite").write_bytes(b"")
-    return root
+    return make_survey_repo(tmp_path_factory.mktemp("broken-corpus") / "survey")
 
 
 @pytest.fixture

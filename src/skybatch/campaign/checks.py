@@ -16,12 +16,14 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from skybatch import limits
 
 __all__ = [
     "Invalid",
@@ -53,6 +55,17 @@ class Invalid:
 
     message: str
     hint: str
+
+
+def listing(names: Iterable[object], limit: int = limits.MAX_HINT_NAMES, sep: str = ", ") -> str:
+    """``names`` joined by ``sep``, the first ``limit`` of them and a count of the rest.
+
+    Hints list what is allowed; a campaign of 50,000 steps must not make that a line of
+    hundreds of kilobytes."""
+    items = [str(n) for n in names]
+    if len(items) <= limit:
+        return sep.join(items)
+    return f"{sep.join(items[:limit])} … and {len(items) - limit:,} more"
 
 
 def suggest(name: str, choices: Sequence[str]) -> str:
@@ -114,8 +127,27 @@ def split_pipeline(pipeline: str) -> tuple[str, list[str]]:
     return path, [label.strip() for label in labels.split(",") if label.strip()]
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What changes when the file changes (the key of the per-file caches below)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 def check_pipeline_labels(path: Path, labels: Sequence[str]) -> Invalid | None:
-    """Whether the pipeline file ``path`` reads and defines every label or subset."""
+    """Whether the pipeline file ``path`` reads and defines every label or subset.
+
+    The answer is cached per file version: a campaign of many steps on one pipeline
+    reads it once."""
+    return _check_pipeline_labels(Path(path), tuple(labels), _stamp(Path(path)))
+
+
+@functools.lru_cache(maxsize=64)
+def _check_pipeline_labels(
+    path: Path, labels: tuple[str, ...], stamp: tuple[int, int] | None
+) -> Invalid | None:
     from lsst.pipe.base import Pipeline
 
     uri = f"{path}#{','.join(labels)}" if labels else str(path)
@@ -128,9 +160,9 @@ def check_pipeline_labels(path: Path, labels: Sequence[str]) -> Invalid | None:
             if unknown:
                 return Invalid(
                     f"pipeline {path.name} has no task or subset "
-                    + ", ".join(repr(label) for label in unknown),
+                    + listing(repr(label) for label in unknown),
                     f"{suggest(unknown[0], sorted(known or ()))}use one of: "
-                    + ", ".join(sorted(known or ())),
+                    + listing(sorted(known or ())),
                 )
         return Invalid(
             f"cannot read pipeline {path}: {exc}",
@@ -153,8 +185,14 @@ def load_pipeline_graph(path: Path, labels: Sequence[str]) -> Any:
     """The :class:`~lsst.pipe.base.pipeline_graph.PipelineGraph` of a step's pipeline.
 
     This imports the tasks (their connections define the dataset types). Raises
-    ``ImportError`` or ``ValueError`` as pipe_base does.
+    ``ImportError`` or ``ValueError`` as pipe_base does. Cached per file version and
+    labels (callers must not change the graph, except resolving it).
     """
+    return _load_pipeline_graph(Path(path), tuple(labels), _stamp(Path(path)))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_pipeline_graph(path: Path, labels: tuple[str, ...], stamp: tuple[int, int] | None) -> Any:
     from lsst.pipe.base import Pipeline
 
     uri = f"{path}#{','.join(labels)}" if labels else str(path)

@@ -232,7 +232,7 @@ class EngineConfig(_Model):
             raise invalid(
                 f"unknown engine {value!r}",
                 f"{checks.suggest(value, known)}use one of the installed engines: "
-                + ", ".join(known),
+                + checks.listing(known),
             )
         try:
             registry.get(value)  # importable and a usable engine
@@ -462,7 +462,8 @@ class Campaign(_Model):
     def ordered_steps(self) -> list[Step]:
         """The steps in an order that runs each after its dependencies (file order else)."""
         order = topological_order([(s.name, s.depends_on) for s in self.steps])
-        return [self.step(name) for name in order]
+        by_name = {s.name: s for s in reversed(self.steps)}
+        return [by_name[name] for name in order]
 
     def policies_for(self, step: Step | str) -> Policies:
         """The campaign's policies with ``step``'s overrides applied."""

@@ -112,7 +112,7 @@ def _pipeline_problems(campaign: Campaign, bad_templates: set[Any]) -> Iterator[
                 checks.Invalid(
                     f"step {select.from_step!r} does not produce {select.dataset_type!r}",
                     f"{checks.suggest(select.dataset_type, sorted(made))}use a dataset type "
-                    f"that {select.from_step} writes: {', '.join(sorted(made))}",
+                    f"that {select.from_step} writes: {checks.listing(sorted(made))}",
                 ),
             )
 
@@ -206,7 +206,7 @@ def _policy_problems(
                     f"no task labelled {label!r} in "
                     + ("this step" if which == "this" else "any step"),
                     f"{checks.suggest(label, sorted(labels))}use a task label: "
-                    + ", ".join(sorted(labels)),
+                    + checks.listing(sorted(labels)),
                 ),
                 at_key=True,
             )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from skybatch import limits
 from skybatch.errors import ConfigError
 
 __all__ = ["CampaignConfigError", "Problem"]
@@ -80,5 +81,8 @@ class CampaignConfigError(ConfigError):
         if len(self.problems) == 1:
             return str(self.problems[0])
         lines = [f"{self.file} is not a valid campaign ({len(self.problems)} problems):"]
-        lines += [f"  {problem}" for problem in self.problems]
+        shown = self.problems[: limits.MAX_PROBLEMS_SHOWN]
+        lines += [f"  {problem}" for problem in shown]
+        if len(self.problems) > len(shown):
+            lines.append(f"  … and {len(self.problems) - len(shown):,} more problems")
         return "\n".join(lines)

@@ -202,11 +202,11 @@ def _describe(
     field_name = loc[-1] if loc else ""
     if kind == "extra_forbidden":
         allowed = _allowed_fields(loc[:-1], data)
-        from .checks import suggest
+        from .checks import listing, suggest
 
         hint = "remove it"
         if allowed:
-            hint = f"{suggest(str(field_name), allowed)}fields allowed here: {', '.join(allowed)}"
+            hint = f"{suggest(str(field_name), allowed)}fields allowed here: {listing(allowed)}"
         return f"unknown field {field_name!r}", hint
     if kind == "missing":
         description = _description(loc, data)

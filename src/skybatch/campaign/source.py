@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem
+from .yamlguard import YamlLimitError, check_file_size, compose
 
 __all__ = ["INCLUDE_KEY", "Mark", "Source", "SourceError", "format_path", "read_source"]
 
@@ -132,7 +133,11 @@ class _Reader:
 
     def read(self, file: Path, stack: tuple[Path, ...], at: Mark | None) -> tuple[Any, Marks]:
         try:
+            check_file_size(file)
             text = file.read_text(encoding="utf-8")
+        except YamlLimitError as exc:
+            self.problems.append(Problem(file, None, None, "", exc.message, exc.hint))
+            return {}, {}
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if at is None:
@@ -142,9 +147,13 @@ class _Reader:
                 hint = "check the file (includes are relative to the including file)"
                 self.problem(at, (INCLUDE_KEY,), f"cannot read {file}: {reason}", hint)
             return {}, {}
-        loader = yaml.SafeLoader(text)
         try:
-            node = loader.get_single_node()
+            node, loader = compose(text)
+        except YamlLimitError as exc:
+            place = exc.mark
+            line, column = (place.line + 1, place.column + 1) if place else (None, None)
+            self.problems.append(Problem(file, line, column, "", exc.message, exc.hint))
+            return {}, {}
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             detail = exc.problem or exc.context or "syntax error"
@@ -172,8 +181,6 @@ class _Reader:
                 Problem(file, None, None, "", f"invalid YAML: {exc}", "fix the YAML syntax")
             )
             return {}, {}
-        finally:
-            loader.dispose()
         if node is None:
             self.problems.append(
                 Problem(file, 1, 1, "", "the file is empty", "write the campaign as a mapping")
@@ -238,7 +245,7 @@ class _Reader:
     def convert(
         self,
         file: Path,
-        loader: yaml.SafeLoader,
+        loader: Any,
         node: yaml.Node,
         path: FieldPath,
         key_mark: Mark | None,
@@ -279,9 +286,7 @@ class _Reader:
         assert isinstance(node, yaml.ScalarNode)
         return self.scalar(file, loader, node, path)
 
-    def scalar(
-        self, file: Path, loader: yaml.SafeLoader, node: yaml.ScalarNode, path: FieldPath
-    ) -> Any:
+    def scalar(self, file: Path, loader: Any, node: yaml.ScalarNode, path: FieldPath) -> Any:
         text = str(node.value)
         if "$" in text:
             text = self.substitute(file, node, path, text)

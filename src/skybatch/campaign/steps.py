@@ -6,8 +6,11 @@ well, so a cycle is reported together with every other problem of the file.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .checks import listing
 
 __all__ = ["StepGraphProblem", "StepSpec", "step_graph_problems", "topological_order"]
 
@@ -69,7 +72,7 @@ def step_graph_problems(steps: Sequence[StepSpec]) -> list[StepGraphProblem]:
         problems.append(
             StepGraphProblem(
                 ("steps", index, "depends_on"),
-                "steps depend on each other in a cycle: " + " -> ".join([*cycle, cycle[0]]),
+                "steps depend on each other in a cycle: " + listing([*cycle, cycle[0]], sep=" -> "),
                 "remove one of these dependencies",
             )
         )
@@ -99,7 +102,7 @@ def _choose(name: str, choices: list[str]) -> str:
 
     if not choices:
         return "define that step first"
-    return f"{suggest(name, choices)}use one of: {', '.join(choices)}"
+    return f"{suggest(name, choices)}use one of: {listing(choices)}"
 
 
 def _ancestors(name: str, edges: dict[str, list[str]]) -> set[str]:
@@ -114,45 +117,67 @@ def _ancestors(name: str, edges: dict[str, list[str]]) -> set[str]:
 
 
 def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:
-    """One cycle per strongly connected group of steps, each starting at its first step."""
+    """One cycle per strongly connected group of steps, each starting at its first step.
+
+    A depth-first walk with its own stack (not Python's): a chain of any length is
+    fine."""
     order = {name: i for i, name in enumerate(edges)}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     cycles: list[list[str]] = []
     seen_members: set[frozenset[str]] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        state[name] = 1
-        path.append(name)
-        for dependency in edges.get(name, ()):
-            if state.get(dependency) == 1:
-                cycle = path[path.index(dependency) :]
+    for root in edges:
+        if root in state:
+            continue
+        path = [root]
+        position = {root: 0}
+        state[root] = 1
+        pending = [iter(edges.get(root, ()))]
+        while pending:
+            dependency = next(pending[-1], None)
+            if dependency is None:
+                pending.pop()
+                done = path.pop()
+                del position[done]
+                state[done] = 2
+            elif state.get(dependency) == 1:
+                cycle = path[position[dependency] :]
                 members = frozenset(cycle)
                 if members not in seen_members:
                     seen_members.add(members)
                     start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
                     cycles.append(cycle[start:] + cycle[:start])
             elif dependency not in state:
-                visit(dependency, path)
-        path.pop()
-        state[name] = 2
-
-    for name in edges:
-        if name not in state:
-            visit(name, [])
+                state[dependency] = 1
+                position[dependency] = len(path)
+                path.append(dependency)
+                pending.append(iter(edges.get(dependency, ())))
     return cycles
 
 
 def topological_order(steps: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
-    """Step names so that each comes after its dependencies; file order otherwise."""
+    """Step names so that each comes after its dependencies; file order otherwise.
+
+    Of the steps whose dependencies are done, the first in the file comes next (Kahn's
+    algorithm with a heap: linear in the number of steps and dependencies)."""
+    index = {name: i for i, (name, _) in enumerate(steps)}
+    waiting = [len(set(depends_on)) for _, depends_on in steps]
+    dependants: dict[str, list[int]] = {}
+    for i, (_, depends_on) in enumerate(steps):
+        for dependency in set(depends_on):
+            if dependency not in index:
+                raise ValueError(f"unknown step {dependency!r}")
+            dependants.setdefault(dependency, []).append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
     done: list[str] = []
-    remaining = list(steps)
-    while remaining:
-        for item in remaining:
-            name, depends_on = item
-            if all(d in done for d in depends_on):
-                done.append(name)
-                remaining.remove(item)
-                break
-        else:
-            raise ValueError("the steps' dependencies have a cycle")
+    while ready:
+        i = heapq.heappop(ready)
+        name = steps[i][0]
+        done.append(name)
+        for j in dependants.get(name, ()):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(done) != len(steps):
+        raise ValueError("the steps' dependencies have a cycle")
     return done
