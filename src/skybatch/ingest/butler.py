@@ -9,11 +9,14 @@ already registered (a resumed run) are skipped.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["OutputRef", "ingest_outputs", "init_output_refs", "write_init_outputs"]
 
@@ -109,11 +112,24 @@ def ingest_outputs(
             )
             return DatasetRef(dataset_type, data_id, run=o.run, id=uuid.UUID(o.dataset_id))
 
-        # Files whose path the job reported are ingested in place under that path.
-        with_path = [o for o in todo if o.path]
+        # Files whose path the job reported are ingested in place under that path,
+        # except those the datastore still holds under the same id without a registry
+        # entry: removed by an interrupted prune (in its trash), not to be revived.
+        path_refs = [(o, ref_of(o)) for o in todo if o.path]
+        trashed = {
+            ref.id
+            for ref, held in butler._datastore.knows_these([ref for _, ref in path_refs]).items()
+            if held
+        }
+        if trashed:
+            _log.warning(
+                "not ingesting %d dataset(s) the datastore holds in its trash (being removed)",
+                len(trashed),
+            )
+        with_path = [(o, ref) for o, ref in path_refs if ref.id not in trashed]
         if with_path:
             butler.ingest(
-                *[FileDataset(path=str(repo / str(o.path)), refs=[ref_of(o)]) for o in with_path],
+                *[FileDataset(path=str(repo / str(o.path)), refs=[ref]) for o, ref in with_path],
                 transfer=None,
             )
         # The rest (init outputs: no data id to expand) are found through the templates.
@@ -134,7 +150,7 @@ def ingest_outputs(
                     register_dataset_types=True,
                     transfer_dimensions=False,
                 )
-        return len(todo)
+        return len(with_path) + len(rest)
 
 
 def outputs_of(reports: Sequence[Any]) -> list[OutputRef]:

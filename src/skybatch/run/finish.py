@@ -4,16 +4,26 @@ A run whose jobs all succeeded is finished in full: stage back, ingest, catalogs
 cleanup, unpin. A run that stopped with held jobs has the outputs of its succeeded
 jobs staged back and ingested (as BPS's final job does), so they are usable and safe
 at once; catalogs, cleanup of intermediates (a resumed job may still read them) and
-unpinning wait for the resume that finishes the run. Both are idempotent.
+unpinning wait for the resume that finishes the run.
+
+Both are idempotent across a kill at any point (``--resume`` or the campaign manager
+runs them again): stage-back and ingest skip what is already in place, and the
+clean-up of intermediates first records the datasets it removes in the run's finish
+journal (``finish.json``), so a later finish neither ingests them again nor trips over
+what a killed Butler prune left (its registry rows gone, its datastore records and
+files not yet).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skybatch.backbone.replication import stage_back
+from skybatch.faults import arm_before, kill_point
 from skybatch.graph.workflow import Workflow
 from skybatch.ingest.butler import OutputRef, ingest_outputs, outputs_of
 
@@ -30,19 +40,26 @@ def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
     from .driver import read_reports
 
     reports = read_reports(ctx.workdir)
+    kill_point("finish:stage_back")
     # Step 14: outputs from the site cache to the archive (= datastore root), verified.
     _stage_back(ctx)
     # Step 12: register outputs (and init outputs) in the central Butler in place.
     init_refs = [
         OutputRef(**r) for r in json.loads((ctx.workdir / "init-outputs.json").read_text())
     ]
-    outputs = outputs_of(reports)
+    # Intermediates an earlier, interrupted finish began removing stay removed.
+    cleaning = _cleaning(ctx.workdir)
+    outputs = [o for o in outputs_of(reports) if o.dataset_id not in cleaning]
+    kill_point("finish:ingest")
     summary.outputs_ingested = ingest_outputs(
         ctx.repo, ctx.butler_config, str(ctx.workdir / "graph.qg"), [*init_refs, *outputs]
     )
+    kill_point("finish:catalogs")
     summary.catalog_rows = _load_catalogs(ctx, outputs, summary)
     # Step 15: intermediates go from the site cache, the archive and the Butler.
-    summary.cleaned = _clean_intermediates(ctx, outputs)
+    kill_point("finish:clean")
+    summary.cleaned = _clean_intermediates(ctx, outputs, cleaning)
+    kill_point("finish:unpin")
     # The inputs staged for this run no longer need to stay pinned on the site.
     # (A pin is one expiry time per replica, not per user: an input another active
     # run also staged loses its pin too and becomes evictable while that run still
@@ -51,6 +68,7 @@ def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
     inputs = {f.dataset_id for job in workflow.jobs for f in job.inputs} - produced
     staged = ctx.backbone.catalog.files_by_dataset_ids(sorted(inputs))
     ctx.backbone.catalog.pin([f.id for f in staged.values()], ctx.site, None)
+    kill_point("finish:done")
 
 
 def finish_partial(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
@@ -86,19 +104,56 @@ def _load_catalogs(ctx: _Context, outputs: list[OutputRef], summary: RunSummary)
     return loaded.total
 
 
-def _clean_intermediates(ctx: _Context, outputs: list[OutputRef]) -> int:
+def _clean_intermediates(ctx: _Context, outputs: list[OutputRef], cleaning: set[str]) -> int:
+    """Remove the run's intermediates from the Butler, the archive and the site cache.
+
+    ``cleaning``: ids an interrupted finish had journaled (and maybe half removed).
+    """
     if not ctx.options.intermediates:
         return 0
     from lsst.daf.butler import Butler
 
     from skybatch.backbone.maintenance import delete
 
-    doomed = [o for o in outputs if o.dataset_type in ctx.options.intermediates]
+    doomed = sorted(
+        {o.dataset_id for o in outputs if o.dataset_type in ctx.options.intermediates} | cleaning
+    )
     if not doomed:
         return 0
+    _journal_cleaning(ctx.workdir, doomed)
     with Butler.from_config(str(ctx.repo), writeable=True) as butler:
-        refs = [r for o in doomed if (r := butler.get_dataset(o.dataset_id)) is not None]
-        butler.pruneDatasets(refs, disassociate=True, unstore=True, purge=True)
-    files = ctx.backbone.catalog.files_by_dataset_ids([o.dataset_id for o in doomed])
+        refs = [r for i in doomed if (r := butler.get_dataset(i)) is not None]
+        # The Butler commits the registry removal, then deletes the files.
+        arm_before(butler._datastore, "emptyTrash", "finish:empty_trash")
+        if refs:
+            butler.pruneDatasets(refs, disassociate=True, unstore=True, purge=True)
+        # A prune killed after its commit left datastore records in the trash
+        # (dataset ids the registry no longer has): empty them now.
+        if len(refs) < len(doomed):
+            butler._datastore.emptyTrash(ignore_errors=True)
+    kill_point("finish:clean_files")
+    files = ctx.backbone.catalog.files_by_dataset_ids(doomed)
     delete(ctx.backbone, list(files.values()))
     return len(doomed)
+
+
+_JOURNAL = "finish.json"
+
+
+def _cleaning(workdir: Path) -> set[str]:
+    """Dataset ids whose removal a finish of this run has begun."""
+    path = workdir / _JOURNAL
+    if not path.exists():
+        return set()
+    return set(json.loads(path.read_text()).get("cleaning", []))
+
+
+def _journal_cleaning(workdir: Path, ids: list[str]) -> None:
+    """Record (durably, atomically) which intermediates are about to be removed."""
+    path = workdir / _JOURNAL
+    temp = path.with_name(f".{_JOURNAL}.partial")
+    with temp.open("w") as out:
+        json.dump({"schema_version": 1, "cleaning": ids}, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
