@@ -17,22 +17,20 @@ point picks the group up again without running finished work twice:
   retried, held jobs get new attempts, succeeded jobs never run again);
 - a run that had succeeded: nothing to do;
 - a run killed while it was being set up (a run row without jobs: its init-outputs
-  may be half written): discarded (its Butler RUN collection, catalog files and row)
-  and submitted again under the same name.
+  may be half written): submitted again under the same name, which discards what it
+  left (:mod:`skybatch.run.setup`, the same mechanism as ``skybatch run``'s).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from skybatch.engines.registry import EngineRegistry
 from skybatch.errors import SkybatchError
@@ -189,9 +187,7 @@ def run_group(
         if row is not None and jobs:
             resumed = True
             summary = resume_run(settings, run, report)
-        else:
-            if row is not None:
-                _discard_unstarted_run(backbone, Path(row.repo), run)
+        else:  # a run killed during its set-up is discarded by submit_run
             summary = submit_run(settings, options, report)
     except GroupStopped:
         _mark_cancelled(sessions, run)
@@ -225,30 +221,3 @@ def _mark_cancelled(sessions: Any, run: str) -> None:
             row.state = RunState.CANCELLED.value
             row.message = "stopped: its campaign group was cancelled"
             row.finished_at = utcnow()
-
-
-def _discard_unstarted_run(backbone: Any, repo: Path, run: str) -> None:
-    """Remove what a run killed during its set-up left: Butler datasets, catalog files,
-    its row. Each part is idempotent, so a kill in here is repaired by the next try."""
-    from lsst.daf.butler import Butler, MissingCollectionError
-
-    from skybatch.backbone.maintenance import delete as delete_files
-    from skybatch.run.models import JobRow, RunRow
-
-    _log.warning("run %s was interrupted while being set up: discarding it", run)
-    with (
-        Butler.from_config(str(repo), writeable=True) as butler,
-        contextlib.suppress(MissingCollectionError),
-    ):
-        butler.removeRuns([run])
-    files = backbone.catalog.files(run=run)
-    if files:
-        delete_files(backbone, files)
-    with backbone.catalog.sessions.begin() as session:
-        row = session.scalar(select(RunRow).where(RunRow.name == run))
-        if row is not None:
-            has_jobs = session.scalar(
-                select(func.count()).select_from(JobRow).where(JobRow.run_id == row.id)
-            )
-            if not has_jobs:
-                session.execute(delete(RunRow).where(RunRow.id == row.id))

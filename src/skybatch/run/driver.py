@@ -39,6 +39,7 @@ from skybatch.graph.workflow import ClusterRule, JobNode, ResourceRequest, Workf
 from skybatch.job.spec import FileSpec, JobReport, JobSpec
 from skybatch.settings import Settings
 
+from . import setup
 from .models import JobRow, RunRow, RunState
 from .scheduler import RetryPolicy, Scheduler, SchedulerHooks, read_report
 
@@ -280,18 +281,23 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
     check_engine(options)  # before anything is written
     ctx = _Context(settings, options, run)
     with ctx.sessions() as session:
-        if session.scalar(select(RunRow).where(RunRow.name == run)) is not None:
+        existing = session.scalar(select(RunRow.id).where(RunRow.name == run))
+        if existing is not None and setup.setup_finished(session, existing):
             raise InputError(
                 f"run {run!r} already exists",
                 where="--output-run",
                 hint=f"resume it with `skybatch run --resume {run}` or choose another name",
             )
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    # Workers start now: their imports overlap the expansion instead of following it.
     try:
-        with ctx.make_engine() as engine:
-            engine.warm_up()
-            return _submit(ctx, engine, progress)
+        with setup.claim(ctx.workdir, run):
+            if existing is not None:  # killed during its set-up: set up again
+                setup.discard(ctx.backbone, ctx.repo, run)
+            _record(ctx)
+            setup.boundary("record")
+            # Workers start now: their imports overlap the expansion instead of following it.
+            with ctx.make_engine() as engine:
+                engine.warm_up()
+                return _submit(ctx, engine, progress)
     finally:
         # The graph was frozen out of collections while it was needed (skybatch.heap);
         # a long-lived caller (the campaign manager) must get its garbage back.
@@ -311,6 +317,7 @@ def _submit(ctx: _Context, engine: Engine, progress: Any) -> RunSummary:
         write_templated_config(ctx.repo, options.file_templates, Path(ctx.butler_config))
     expansion = expand(options.repo, options.pipeline, options.inputs, run, options.query, qgraph)
     phases.mark("expand")
+    setup.boundary("expand")
     workflow = build_workflow(
         expansion,  # the graph in memory: no second read of the file
         repo=ctx.repo,
@@ -327,13 +334,41 @@ def _submit(ctx: _Context, engine: Engine, progress: Any) -> RunSummary:
     )
     workflow.save(ctx.workdir / "workflow.json")
     phases.mark("workflow")
+    setup.boundary("workflow")
     from .provenance import write_submission_provenance
 
     write_submission_provenance(ctx.backbone, ctx.workdir, run, options.to_json(), options.pipeline)
     with ctx.sessions.begin() as session:
+        live = session.scalar(select(RunRow).where(RunRow.name == run))
+        assert live is not None
+        live.state = RunState.RUNNING.value
+        live.summary = {
+            "quanta_per_task": workflow.quanta_per_task,
+            "expansion_s": workflow.expansion_s,
+        }
+        live.started_at = utcnow()
+    phases.mark("provenance")
+    setup.boundary("provenance")
+    from skybatch.ingest.butler import write_init_outputs
+
+    init_refs = write_init_outputs(expansion.graph, ctx.butler_config)
+    (ctx.workdir / "init-outputs.json").write_text(json.dumps([asdict(r) for r in init_refs]))
+    _register_init_outputs(ctx, init_refs, expansion.graph)
+    phases.mark("init_outputs")
+    setup.boundary("init_outputs")
+    _register_inputs(ctx, workflow, expansion.graph)
+    phases.mark("inputs")
+    setup.boundary("inputs")
+    return _execute(ctx, engine, workflow, progress, phases=phases)
+
+
+def _record(ctx: _Context) -> None:
+    """The run's row, before anything else of it is written (set-up phase ``record``)."""
+    options = ctx.options
+    with ctx.sessions.begin() as session:
         session.add(
             RunRow(
-                name=run,
+                name=ctx.run,
                 repo=str(ctx.repo),
                 pipeline=options.pipeline,
                 input_collections=options.inputs,
@@ -341,29 +376,16 @@ def _submit(ctx: _Context, engine: Engine, progress: Any) -> RunSummary:
                 site=ctx.site,
                 engine=options.engine,
                 workdir=str(ctx.workdir),
-                state=RunState.RUNNING.value,
+                state=RunState.PENDING.value,
                 options=options.to_json(),
-                summary={
-                    "quanta_per_task": workflow.quanta_per_task,
-                    "expansion_s": workflow.expansion_s,
-                },
-                started_at=utcnow(),
+                summary={},
             )
         )
-    phases.mark("provenance")
-    from skybatch.ingest.butler import write_init_outputs
-
-    init_refs = write_init_outputs(expansion.graph, ctx.butler_config)
-    (ctx.workdir / "init-outputs.json").write_text(json.dumps([asdict(r) for r in init_refs]))
-    _register_init_outputs(ctx, init_refs, expansion.graph)
-    phases.mark("init_outputs")
-    _register_inputs(ctx, workflow, expansion.graph)
-    phases.mark("inputs")
-    return _execute(ctx, engine, workflow, progress, phases=phases)
 
 
 def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary:
-    """Finish a run after a crash: succeeded jobs stay, the rest run (again)."""
+    """Finish a run after a crash: succeeded jobs stay, the rest run (again). A run
+    killed during its set-up is set up again (see :mod:`skybatch.run.setup`)."""
     backbone = Backbone.from_settings(settings)
     with backbone.catalog.sessions() as session:
         row = session.scalar(select(RunRow).where(RunRow.name == run))
@@ -375,8 +397,17 @@ def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary
             )
         options = RunOptions.from_json(row.options)
         workdir = Path(row.workdir)
+        set_up = setup.setup_finished(session, row.id)
+    if not set_up:
+        return submit_run(settings, replace(options, output_run=run), progress)
     ctx = _Context(settings, options, run)
     ctx.workdir = workdir
+    with setup.claim(workdir, run):
+        return _resume(ctx, progress)
+
+
+def _resume(ctx: _Context, progress: Any) -> RunSummary:
+    run, workdir = ctx.run, ctx.workdir
     workflow = Workflow.load(workdir / "workflow.json")
     ctx.butler_config = workflow.butler_config  # the outputs' names were predicted with it
     with ctx.sessions.begin() as session:
@@ -468,6 +499,7 @@ def _execute(
             recall(ctx.backbone, files, ctx.archive)
             return
         replicate(ctx.backbone, files, ctx.site, pin_until=pin_until)
+        setup.boundary("replicate")
 
     site_root = str(ctx.backbone.endpoint(ctx.site).root)
 
@@ -519,6 +551,7 @@ def _execute(
         max_in_flight=ctx.options.max_running_jobs,
     )
     scheduler.create_jobs()
+    setup.boundary("jobs")
     if resume:
         # Jobs the engine still runs (or ran) after a restart keep their outputs and
         # are polled; the rest of the unfinished jobs start afresh.

@@ -1,0 +1,129 @@
+"""`skybatch run` killed with kill -9 at every boundary of its set-up can be finished.
+
+Each trial runs the real CLI in a subprocess that SIGKILLs itself right after one
+set-up phase (``SKYBATCH_FAULT_KILL_AT=setup:PHASE``), then finishes the run with ``--resume``
+(or with the same command again): the outputs are those of an uninterrupted run, with
+no duplicate file and no leftover of the killed attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lsst.daf.butler import Butler
+from sqlalchemy import func, select
+
+from skybatch.backbone.models import FileRow
+from skybatch.demo.driver import pipeline_path
+from skybatch.demo.survey import DEFAULTS, Survey
+from skybatch.run.models import RunRow
+from skybatch.run.setup import FAULT_ENV, SETUP_PHASES
+from skybatch.settings import load_settings
+
+pytestmark = pytest.mark.slow
+SKYBATCH = str(Path(sys.executable).parent / "skybatch")
+RUN = "t/setup-kill"
+Outputs = set[tuple[str, tuple[tuple[str, object], ...]]]
+
+
+def _command(home: Path, survey: Survey) -> list[str]:
+    return [
+        SKYBATCH,
+        "--home",
+        str(home),
+        "run",
+        "--repo",
+        str(survey.repo),
+        "--pipeline",
+        str(pipeline_path()),
+        "--input",
+        DEFAULTS,
+        "--output-run",
+        RUN,
+        "--workers",
+        "2",
+    ]
+
+
+def _skybatch(cmd: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    if kill_at is not None:
+        env[FAULT_ENV] = f"setup:{kill_at}"
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+
+
+def _outputs(repo: Path, run: str) -> Outputs:
+    with Butler.from_config(str(repo)) as butler:
+        refs = butler.query_all_datasets(run, find_first=False, limit=None)
+        return {(r.datasetType.name, tuple(sorted(r.dataId.required.items()))) for r in refs}
+
+
+@pytest.fixture(scope="module")
+def expected(_pristine_survey: Path, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    """The outputs of an uninterrupted run."""
+    root = tmp_path_factory.mktemp("reference") / "survey"
+    shutil.copytree(_pristine_survey, root, symlinks=True)
+    survey = Survey(root)
+    done = _skybatch(_command(root.parent / "home", survey))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _outputs(survey.repo, RUN)
+
+
+def _check_finished(home: Path, survey: Survey, expected: Outputs) -> None:
+    assert _outputs(survey.repo, RUN) == expected
+    from skybatch.db.state import open_state_db
+
+    sessions = open_state_db(load_settings(home=home))
+    with sessions() as session:
+        assert session.scalars(select(RunRow.state).where(RunRow.name == RUN)).all() == [
+            "succeeded"
+        ]
+        paths = session.scalars(select(FileRow.path).where(FileRow.run == RUN)).all()
+        n_files = session.scalar(select(func.count()).select_from(FileRow))
+    assert len(paths) == len(set(paths)), "no output registered twice"
+    with Butler.from_config(str(survey.repo)) as butler:
+        refs = butler.query_all_datasets(RUN, find_first=False, limit=None)
+    assert len(refs) == len(expected), "no duplicate dataset in the Butler"
+    assert n_files is not None and n_files >= len(refs)
+    assert not list((home / "site-cache").rglob("*.tmp*")), "no temporary file left"
+
+
+@pytest.mark.parametrize("phase", SETUP_PHASES)
+def test_kill_after_a_setup_phase_then_resume_gives_the_uninterrupted_outputs(
+    phase: str, survey: Survey, tmp_path: Path, expected: Outputs
+) -> None:
+    home = tmp_path / "home"
+    killed = _skybatch(_command(home, survey), kill_at=phase)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = _skybatch([SKYBATCH, "--home", str(home), "run", "--resume", RUN])
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert f"run {RUN}: succeeded" in resumed.stdout
+    _check_finished(home, survey, expected)
+
+
+@pytest.mark.parametrize("phase", ["record", "provenance", "inputs"])
+def test_the_same_command_again_sets_a_half_made_run_up_again(
+    phase: str, survey: Survey, tmp_path: Path, expected: Outputs
+) -> None:
+    home = tmp_path / "home"
+    cmd = _command(home, survey)
+    assert _skybatch(cmd, kill_at=phase).returncode == -signal.SIGKILL
+    again = _skybatch(cmd)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert "already exists" not in again.stderr
+    _check_finished(home, survey, expected)
+
+
+def test_a_finished_setup_is_resumed_not_redone(survey: Survey, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cmd = _command(home, survey)
+    assert _skybatch(cmd, kill_at="jobs").returncode == -signal.SIGKILL
+    again = _skybatch(cmd)
+    assert again.returncode == 2
+    assert f"skybatch run --resume {RUN}" in again.stderr
