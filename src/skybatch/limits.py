@@ -28,5 +28,20 @@ MAX_HINT_NAMES = 10
 #: Longest file name component on the file systems skybatch writes to, in bytes.
 MAX_NAME_COMPONENT_BYTES = 255
 
-#: Largest integer the state database stores (SQLite and PostgreSQL BIGINT).
+#: Largest integer the state database stores (SQLite INTEGER, PostgreSQL BIGINT).
 MAX_DATABASE_INTEGER = 2**63 - 1
+
+#: Digits of the largest id.
+MAX_ID_DIGITS = len(str(MAX_DATABASE_INTEGER))
+
+#: Bytes kept for a group's name (``visit_1234``, ``part_0007``) in the paths below.
+GROUP_NAME_BYTES = 64
+
+#: Longest campaign or step name, in bytes. A group's work directory is one file name
+#: component made of its run, ``CAMPAIGN/ID/STEP/GROUP`` with ``/`` replaced: the
+#: campaign and step names share what the id, the group and the separators leave.
+MAX_CAMPAIGN_NAME_BYTES = (MAX_NAME_COMPONENT_BYTES - 3 - MAX_ID_DIGITS - GROUP_NAME_BYTES) // 2
+MAX_STEP_NAME_BYTES = MAX_CAMPAIGN_NAME_BYTES
+
+#: Longest output run name, in bytes: its work directory is one file name component.
+MAX_RUN_NAME_BYTES = MAX_NAME_COMPONENT_BYTES

@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from skybatch import limits
 from skybatch.engines.errors import EngineConfigError
 from skybatch.engines.registry import EngineRegistry
 from skybatch.graph.workflow import ResourceRequest
@@ -107,6 +108,14 @@ def _check_name(value: str, what: str) -> str:
         raise invalid(
             f"invalid {what} {value!r}",
             "use letters, digits, '_', '-' and '.', starting with a letter or digit",
+        )
+    size = len(value.encode())
+    if size > limits.MAX_CAMPAIGN_NAME_BYTES:
+        raise invalid(
+            f"the {what} is {size} bytes long, more than {limits.MAX_CAMPAIGN_NAME_BYTES}",
+            "use a shorter name: a group's work directory is named after its campaign, "
+            "campaign id, step and group, and a file name has at most "
+            f"{limits.MAX_NAME_COMPONENT_BYTES} bytes",
         )
     return value
 
@@ -270,7 +279,11 @@ class SplitByDimension(_Model):
 class SplitByCount(_Model):
     """Groups of at most ``max_ids`` values of a dimension (``{max_ids: 50, dimension: visit}``)."""
 
-    max_ids: int = Field(ge=1, description="most values of the dimension in one group")
+    max_ids: int = Field(
+        ge=1,
+        le=limits.MAX_DATABASE_INTEGER,
+        description="most values of the dimension in one group",
+    )
     dimension: DimensionName = Field(description="dimension whose values are counted")
 
 

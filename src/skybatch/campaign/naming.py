@@ -51,6 +51,12 @@ def check_template(template: str) -> Invalid | None:
         "use {run}, {datasetType} and every dimension of the dataset type, e.g. "
         '"{run:/}/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"'
     )
+    if template.startswith(("/", "~")) or "://" in template.split("{", 1)[0]:
+        return Invalid(
+            f"file template {template!r} is absolute: it would write outside the repository",
+            "write the template relative to the repository's datastore root, starting "
+            "with {run:/} or {run}",
+        )
     try:
         parsed = FileTemplate(template)
         fields = parsed.fields(optionals=True, specials=True)

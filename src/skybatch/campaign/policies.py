@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from skybatch import limits
 from skybatch.graph.workflow import ResourceRequest
 
 from .fields import CAMPAIGN_ERROR, DatasetTypeName
@@ -31,14 +32,25 @@ class _Model(BaseModel):
 class Retries(_Model):
     """How failed jobs are retried (memory failures with more memory)."""
 
-    max_attempts: int = Field(default=3, ge=1, description="attempts per job, the first included")
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=limits.MAX_DATABASE_INTEGER,
+        description="attempts per job, the first included",
+    )
     memory_factor: float = Field(
         default=2.0, ge=1.0, description="memory request multiplier after a memory failure"
     )
-    memory_cap_mb: int = Field(default=16_384, gt=0, description="most memory a retry asks for")
+    memory_cap_mb: int = Field(
+        default=16_384,
+        gt=0,
+        le=limits.MAX_DATABASE_INTEGER,
+        description="most memory a retry asks for",
+    )
     infrastructure_retries: int = Field(
         default=3,
         ge=0,
+        le=limits.MAX_DATABASE_INTEGER,
         description="attempts on top of max_attempts after preemption or node failure "
         "(not the job's fault: such attempts do not use up its budget)",
     )
@@ -47,8 +59,12 @@ class Retries(_Model):
 class Concurrency(_Model):
     """Limits on what runs at once; unset means no limit."""
 
-    max_running_jobs: int | None = Field(default=None, ge=1, description="jobs at once")
-    max_running_groups: int | None = Field(default=None, ge=1, description="groups at once")
+    max_running_jobs: int | None = Field(
+        default=None, ge=1, le=limits.MAX_DATABASE_INTEGER, description="jobs at once"
+    )
+    max_running_groups: int | None = Field(
+        default=None, ge=1, le=limits.MAX_DATABASE_INTEGER, description="groups at once"
+    )
 
 
 class Catalogs(_Model):
@@ -102,7 +118,12 @@ class Policies(_Model):
         default_factory=dict, description="resources per task label"
     )
     concurrency: Concurrency = Field(default_factory=Concurrency, description="limits")
-    priority: int = Field(default=0, description="higher runs first")
+    priority: int = Field(
+        default=0,
+        ge=-limits.MAX_DATABASE_INTEGER,
+        le=limits.MAX_DATABASE_INTEGER,
+        description="higher runs first",
+    )
     intermediates: list[DatasetTypeName] = Field(
         default_factory=list,
         description="dataset types deleted when the step (or every step) has finished",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from skybatch.cli import backbone_files as bf
+from skybatch.cli import values
 from skybatch.cli.backbone_export import export_refcat
 from skybatch.cli.context import CliContext, pass_cli_context
 from skybatch.errors import InputError
@@ -27,7 +28,7 @@ __all__ = ["backbone"]
 @click.group()
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=values.POSITIVE,
     default=2,
     show_default=True,
     help="Parallel transfers and checksums per command.",

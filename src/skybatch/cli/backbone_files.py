@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from skybatch.cli import values
 from skybatch.cli.context import CliContext, pass_cli_context
 from skybatch.errors import InputError
 
@@ -138,7 +139,7 @@ def endpoint_option(help: str, *, required: bool = True) -> Callable[[F], F]:
 
 
 priority_option = click.option(
-    "--priority", type=int, default=0, show_default=True, help="Request priority."
+    "--priority", type=values.PRIORITY, default=0, show_default=True, help="Request priority."
 )
 
 

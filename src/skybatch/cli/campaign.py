@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from skybatch.cli import values
 from skybatch.cli.context import CliContext, pass_cli_context
 from skybatch.errors import InputError
 
@@ -132,7 +133,7 @@ def list_cmd(cli: CliContext, as_json: bool) -> None:
 
 
 @campaign.command()
-@click.argument("campaign_id", metavar="ID", type=int)
+@click.argument("campaign_id", metavar="ID", type=values.DATABASE_ID)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_cli_context
 def status(cli: CliContext, campaign_id: int, as_json: bool) -> None:
@@ -145,7 +146,7 @@ def status(cli: CliContext, campaign_id: int, as_json: bool) -> None:
 
 
 @campaign.command()
-@click.argument("campaign_id", metavar="ID", type=int)
+@click.argument("campaign_id", metavar="ID", type=values.DATABASE_ID)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_cli_context
 def report(cli: CliContext, campaign_id: int, as_json: bool) -> None:
@@ -159,8 +160,8 @@ def report(cli: CliContext, campaign_id: int, as_json: bool) -> None:
 
 
 @campaign.command()
-@click.argument("campaign_id", metavar="ID", type=int)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the newest N.")
+@click.argument("campaign_id", metavar="ID", type=values.DATABASE_ID)
+@click.option("--limit", type=values.POSITIVE, default=None, help="Only the newest N.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_cli_context
 def history(cli: CliContext, campaign_id: int, limit: int | None, as_json: bool) -> None:
@@ -184,7 +185,7 @@ _REASON = click.option("--reason", default=None, help="Why (kept in the campaign
 
 
 @campaign.command()
-@click.argument("campaign_id", metavar="ID", type=int)
+@click.argument("campaign_id", metavar="ID", type=values.DATABASE_ID)
 @_REASON
 @pass_cli_context
 def pause(cli: CliContext, campaign_id: int, reason: str | None) -> None:
@@ -195,7 +196,7 @@ def pause(cli: CliContext, campaign_id: int, reason: str | None) -> None:
 
 
 @campaign.command()
-@click.argument("campaign_id", metavar="ID", type=int)
+@click.argument("campaign_id", metavar="ID", type=values.DATABASE_ID)
 @_REASON
 @pass_cli_context
 def resume(cli: CliContext, campaign_id: int, reason: str | None) -> None:
@@ -206,7 +207,7 @@ def resume(cli: CliContext, campaign_id: int, reason: str | None) -> None:
 
 
 @campaign.command()
-@click.argument("campaign_id", metavar="ID", type=int)
+@click.argument("campaign_id", metavar="ID", type=values.DATABASE_ID)
 @_REASON
 @pass_cli_context
 def cancel(cli: CliContext, campaign_id: int, reason: str | None) -> None:
@@ -217,17 +218,17 @@ def cancel(cli: CliContext, campaign_id: int, reason: str | None) -> None:
 
 
 @campaign.command()
-@click.argument("campaign_id", metavar="ID", type=int)
+@click.argument("campaign_id", metavar="ID", type=values.DATABASE_ID)
 @click.option("--step", default=None, help="Only this step's failed work.")
 @click.option(
     "--memory-mb",
-    type=click.IntRange(min=1),
+    type=values.MEMORY_MB,
     default=None,
     help="Raise the memory request of the failed jobs (and of later jobs of the step).",
 )
 @click.option(
     "--retries",
-    type=click.IntRange(min=1),
+    type=values.ATTEMPTS,
     default=None,
     help="Attempts each failed job gets now (and jobs of the step later).",
 )

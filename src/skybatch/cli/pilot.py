@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from skybatch.cli import values
+
 __all__ = ["pilot"]
 
 
@@ -20,7 +22,7 @@ __all__ = ["pilot"]
     type=click.Path(file_okay=False, path_type=Path),
     help="The pilot queue directory (shared filesystem).",
 )
-@click.option("--cores", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--cores", type=values.POSITIVE, default=1, show_default=True)
 @click.option("--walltime-s", type=click.FloatRange(min=1), default=3600, show_default=True)
 @click.option("--idle-timeout-s", type=click.FloatRange(min=0), default=60, show_default=True)
 @click.option("--end-margin-s", type=click.FloatRange(min=0), default=120, show_default=True)

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from skybatch.cli import values
 from skybatch.cli.context import CliContext, pass_cli_context
+from skybatch.cli.values import first_error
 from skybatch.errors import InputError
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ def _resources(values: tuple[str, ...]) -> dict[str, Any]:
             out[label] = ResourceRequest(**{k: int(v) for k, v in fields.items()})
         except (ValueError, TypeError) as exc:
             raise InputError(
-                f"bad --resources value {value!r}: {exc}",
+                f"bad --resources value {value!r}: {first_error(exc)}",
                 where="--resources",
                 hint="write LABEL=memory_mb:4096,cores:1,walltime_s:3600",
             ) from None
@@ -200,7 +202,12 @@ def _from_flags(
 @click.option("--pipeline", help="Pipeline YAML, optionally PATH#label1,label2.")
 @click.option("--input", "inputs", multiple=True, help="Input collection (repeatable).")
 @click.option("--query", default="", help="Data query (Butler WHERE expression).")
-@click.option("--output-run", default=None, help="Output RUN. [default: u/USER/PIPELINE/TIME]")
+@click.option(
+    "--output-run",
+    type=values.RUN_NAME,
+    default=None,
+    help="Output RUN. [default: u/USER/PIPELINE/TIME]",
+)
 @click.option("--site", default=None, help="Backbone site endpoint. [default: site:local]")
 @click.option(
     "--engine", default="local", show_default=True, help="Execution engine (an installed plugin)."
@@ -228,7 +235,9 @@ def _from_flags(
     help="Whether compute nodes see the site cache; without, jobs fetch their inputs "
     "from the archive and push their outputs there.",
 )
-@click.option("--workers", type=int, default=None, help="Parallel jobs. [default: cores]")
+@click.option(
+    "--workers", type=values.POSITIVE, default=None, help="Parallel jobs. [default: cores]"
+)
 @click.option(
     "--isolation",
     type=click.Choice(["warm", "process"]),
@@ -236,17 +245,21 @@ def _from_flags(
     show_default=True,
     help="warm: long-lived workers with the LSST stack imported; process: one per job.",
 )
-@click.option("--retries", type=int, default=3, show_default=True, help="Attempts per job.")
+@click.option(
+    "--retries", type=values.ATTEMPTS, default=3, show_default=True, help="Attempts per job."
+)
 @click.option(
     "--infrastructure-retries",
-    type=click.IntRange(min=0),
+    type=values.NON_NEGATIVE,
     default=3,
     show_default=True,
     help="Attempts on top of --retries after preemption or node failure.",
 )
-@click.option("--memory-factor", type=float, default=2.0, show_default=True)
-@click.option("--memory-cap-mb", type=int, default=16384, show_default=True)
-@click.option("--memory-mb", type=int, default=2048, show_default=True, help="Default request.")
+@click.option("--memory-factor", type=values.MEMORY_FACTOR, default=2.0, show_default=True)
+@click.option("--memory-cap-mb", type=values.MEMORY_MB, default=16384, show_default=True)
+@click.option(
+    "--memory-mb", type=values.MEMORY_MB, default=2048, show_default=True, help="Default request."
+)
 @click.option("--resources", multiple=True, help="LABEL=memory_mb:N,cores:N,walltime_s:N")
 @click.option("--cluster", multiple=True, help="NAME:task1,task2[:dim1,dim2]")
 @click.option("--intermediate", multiple=True, help="Dataset type deleted after the run.")

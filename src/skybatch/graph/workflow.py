@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from skybatch import limits
 from skybatch.job.spec import FileSpec
 
 __all__ = ["SCHEMA_VERSION", "ClusterRule", "JobNode", "ResourceRequest", "Workflow"]
@@ -25,9 +26,9 @@ class ResourceRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    memory_mb: int = Field(2048, gt=0)
-    cores: int = Field(1, gt=0)
-    walltime_s: int = Field(3600, gt=0)
+    memory_mb: int = Field(2048, gt=0, le=limits.MAX_DATABASE_INTEGER)
+    cores: int = Field(1, gt=0, le=limits.MAX_DATABASE_INTEGER)
+    walltime_s: int = Field(3600, gt=0, le=limits.MAX_DATABASE_INTEGER)
 
 
 class ClusterRule(BaseModel):
