@@ -61,6 +61,14 @@ class DatabaseSettings(BaseModel):
     pool_pre_ping: bool = Field(
         default=True, description="test pooled connections before use (survives restarts)"
     )
+    busy_timeout_s: float = Field(
+        default=30.0, gt=0, description="SQLite: seconds one try waits for another's write lock"
+    )
+    lock_wait_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="SQLite: seconds a state write keeps trying, with backoff, in all",
+    )
 
     @field_validator("url", mode="before")
     @classmethod

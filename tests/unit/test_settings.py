@@ -43,6 +43,8 @@ def test_env_names_follow_the_field_path() -> None:
         "SKYBATCH_DB__URL",
         "SKYBATCH_DB__ECHO",
         "SKYBATCH_DB__POOL_PRE_PING",
+        "SKYBATCH_DB__BUSY_TIMEOUT_S",
+        "SKYBATCH_DB__LOCK_WAIT_S",
         "SKYBATCH_LOG",
         "SKYBATCH_LOG__LEVEL",
         "SKYBATCH_LOG__JSON_FORMAT",

@@ -1,7 +1,8 @@
 """Engines, sessions and programmatic Alembic migrations for the state database.
 
-SQLite (the embedded default) gets its parent directory created, foreign keys, WAL
-and a busy timeout; PostgreSQL is reached through psycopg2. Failures to reach or
+SQLite (the embedded default) gets its parent directory created, foreign keys, WAL,
+a busy timeout and a longer wait with backoff for a database another process locked
+(:mod:`skybatch.db.locking`); PostgreSQL is reached through psycopg2. Failures to reach or
 migrate a database become :class:`~skybatch.errors.DatabaseError` with the URL
 (password masked) and a hint.
 """
@@ -19,6 +20,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from skybatch.db.locking import (
+    DEFAULT_BUSY_TIMEOUT_S,
+    DEFAULT_LOCK_WAIT_S,
+    LockPolicy,
+    StateSessions,
+    install_lock_waiting,
+)
 from skybatch.errors import DatabaseError
 
 __all__ = [
@@ -40,7 +48,7 @@ __all__ = [
 _PACKAGE_DIR = Path(__file__).resolve().parent
 ALEMBIC_INI = _PACKAGE_DIR / "alembic.ini"
 MIGRATIONS_DIR = _PACKAGE_DIR / "migrations"
-SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_BUSY_TIMEOUT_S = DEFAULT_BUSY_TIMEOUT_S
 
 _URL_HINT = "Check the URL given with --db-url or SKYBATCH_DB__URL"
 
@@ -82,7 +90,14 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(database).expanduser()
 
 
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_s: float) -> Any:
+    def listener(dbapi_connection: Any, _record: Any) -> None:
+        _set_sqlite_pragmas(dbapi_connection, busy_timeout_s)
+
+    return listener
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, busy_timeout_s: float) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -92,13 +107,24 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         # never corrupts the file. Every job and scheduler loop commits, so FULL
         # (an fsync per commit) would dominate short jobs.
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     finally:
         cursor.close()
 
 
-def make_engine(url: str | URL, *, echo: bool = False, pool_pre_ping: bool = True) -> Engine:
+def make_engine(
+    url: str | URL,
+    *,
+    echo: bool = False,
+    pool_pre_ping: bool = True,
+    busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
+    lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+) -> Engine:
     """Create an engine for ``url`` (SQLite or PostgreSQL); does not connect yet.
+
+    On SQLite a statement waits ``busy_timeout_s`` for another process's write lock,
+    and every statement and ``begin()`` transaction keeps trying with backoff for up
+    to ``lock_wait_s`` in all (:mod:`skybatch.db.locking`).
 
     Raises:
         DatabaseError: the URL is malformed, names an unknown dialect or a driver that
@@ -122,7 +148,7 @@ def make_engine(url: str | URL, *, echo: bool = False, pool_pre_ping: bool = Tru
                     where=mask_url(parsed),
                     hint="Choose a writable location with --home/SKYBATCH_HOME or --db-url",
                 ) from exc
-        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+        connect_args["timeout"] = busy_timeout_s
     try:
         engine = create_engine(
             parsed, echo=echo, pool_pre_ping=pool_pre_ping, connect_args=connect_args
@@ -142,13 +168,16 @@ def make_engine(url: str | URL, *, echo: bool = False, pool_pre_ping: bool = Tru
             ),
         ) from exc
     if backend == "sqlite":
-        event.listen(engine, "connect", _set_sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_s))
+        install_lock_waiting(engine, LockPolicy(busy_timeout_s, lock_wait_s))
     return engine
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A session factory bound to ``engine``; objects stay usable after commit."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    """A session factory bound to ``engine``; objects stay usable after commit, and
+    ``begin()`` transactions wait out a locked SQLite database
+    (:class:`~skybatch.db.locking.StateSessions`)."""
+    return StateSessions(bind=engine, expire_on_commit=False)
 
 
 @contextmanager

@@ -74,7 +74,13 @@ def open_state_db(settings: Settings) -> sessionmaker[Session]:
                     raise damaged_error(str(db_path), problem)
             else:
                 upgrade(url)
-    engine = make_engine(url, echo=settings.db.echo, pool_pre_ping=settings.db.pool_pre_ping)
+    engine = make_engine(
+        url,
+        echo=settings.db.echo,
+        pool_pre_ping=settings.db.pool_pre_ping,
+        busy_timeout_s=settings.db.busy_timeout_s,
+        lock_wait_s=settings.db.lock_wait_s,
+    )
     try:
         if stored_revision(engine) == HEAD_REVISION:
             return session_factory(engine)  # the usual case, without alembic
