@@ -203,11 +203,17 @@ def test_demo_run_builds_the_survey_and_runs_the_demo_campaign(tmp_path: Path) -
 
 
 def _fake_survey(root: Path) -> Path:
-    """A survey-shaped directory (empty Butler repository, empty reference catalog)
-    for `demo run` not to build one: enough to submit the demo campaign."""
-    from lsst.daf.butler import Butler
+    """A survey-shaped directory (a Butler repository with the demo's collections and no
+    data, an empty reference catalog) for `demo run` not to build one: enough to submit
+    the demo campaign."""
+    from lsst.daf.butler import Butler, CollectionType
 
     Butler.makeRepo(str(root / "repo"))
+    with Butler.from_config(str(root / "repo"), writeable=True) as butler:
+        butler.collections.register("DemoCam/raw/all")
+        butler.collections.register("DemoCam/calib", CollectionType.CALIBRATION)
+        butler.collections.register("DemoCam/defaults", CollectionType.CHAINED)
+        butler.collections.redefine_chain("DemoCam/defaults", ["DemoCam/raw/all", "DemoCam/calib"])
     (root / "refcat.sqlite").write_bytes(b"")
     return root
 

@@ -3,8 +3,9 @@
 Data queries are parsed with daf_butler's query expression parser, dimension names
 are looked up in the default :class:`~lsst.daf.butler.DimensionUniverse`, pipelines
 are read with pipe_base's :class:`~lsst.pipe.base.Pipeline` (labels and subsets as
-``pipetask`` resolves them). No registry is opened: a repository's own universe and
-collections are checked when a step is expanded.
+``pipetask`` resolves them). These need no registry; what the repository's registry
+can tell (collections, its dimensions in queries) is checked by
+:mod:`skybatch.campaign.repochecks`.
 
 Each check returns ``None`` when the value is fine, else :class:`Invalid` (what is
 wrong, what to do), so callers can report it at the right place in the file. The LSST

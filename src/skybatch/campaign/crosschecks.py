@@ -1,9 +1,10 @@
 """Checks that need the whole, otherwise valid campaign: its pipelines' contents and
-its repository's datastore configuration.
+its repository's datastore configuration and registry.
 
 The steps' pipelines are loaded with their tasks imported (the task connections say
 which dataset types a step produces), and the file template overrides are merged into
-the repository's ``butler.yaml`` configuration. Neither opens a database.
+the repository's ``butler.yaml`` configuration; the registry is read (never written) by
+:mod:`skybatch.campaign.repochecks`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ class CrossProblem:
 
 def cross_problems(campaign: Campaign) -> list[CrossProblem]:
     """Every problem between the campaign's fields, its pipelines and its repository."""
+    from .repochecks import repository_problems
+
     templates = list(_template_problems(campaign))
     return [
         *templates,
         *_select_problems(campaign),
         *site_root_problems(campaign),
         *_pipeline_problems(campaign, {p.path[-1] for p in templates}),
+        *(CrossProblem(path, problem) for path, problem in repository_problems(campaign)),
     ]
 
 

@@ -4,8 +4,10 @@
 :mod:`skybatch.campaign.source`), validates it with the pydantic models of
 :mod:`skybatch.campaign.config` and maps each pydantic error location back to the
 line and column where the field was written. Checks that need the whole campaign
-(pipelines' contents, the repository's file templates) run once the rest is valid.
-Nothing is written and no database is opened.
+(pipelines' contents, the repository's file templates, collections and dimensions) run
+once the rest is valid. Nothing is written: the repository is opened read-only and no
+skybatch database is opened. Loading the pipelines imports their tasks and runs their
+``config: python:`` blocks (pipe_base does), so campaign files and pipelines are code.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from astropy.table import Table
@@ -48,6 +48,8 @@ class VisitSummaryTask(PipelineTask):
 
     ConfigClass = VisitSummaryConfig
     _DefaultName = "visitSummary"
+    #: The columns of each output table (``campaign validate`` checks ``select.where``).
+    output_columns: ClassVar[dict[str, tuple[str, ...]]] = {"visitSummary": COLUMNS}
 
     def run(self, summaries: list[dict[str, Any]]) -> Struct:
         rows = sorted(summaries, key=lambda s: int(s["detector"]))
