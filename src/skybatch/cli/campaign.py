@@ -1,6 +1,8 @@
 """``skybatch campaign``: check, submit and operate campaigns.
 
-``validate`` and ``schema`` touch no database; ``submit`` stores a campaign for the
+``validate`` and ``schema`` write nothing (``validate`` reads the campaign's Butler
+repository and loads its pipelines, which runs their ``config: python:`` blocks);
+``submit`` stores a campaign for the
 manager (``skybatch manager run``); ``list``, ``status``, ``report`` and ``history``
 read the state database; ``pause``, ``resume``, ``retry`` and ``cancel`` are the
 operator's transitions of the campaign state machine (``skybatch campaign states``
@@ -33,10 +35,16 @@ def campaign() -> None:
 @campaign.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def validate(file: Path) -> None:
-    """Check the campaign FILE without running anything or touching any database.
+    """Check the campaign FILE and report every problem; write nothing.
 
-    Reads FILE with its includes and ${VAR} substitutions and reports every problem
-    as FILE:LINE:COLUMN: FIELD: what is wrong. What to do (exit status 2).
+    Reads FILE with its includes and ${VAR} substitutions, checks it against its
+    pipelines and its Butler repository (read-only: collections, dimensions) and
+    reports every problem as FILE:LINE:COLUMN: FIELD: what is wrong. What to do (exit
+    status 2). No skybatch database or file is written.
+
+    Loading the pipelines runs code: pipe_base imports their tasks and runs their
+    `config: python:` blocks. Campaign files and pipelines are code: validate only
+    those you would trust to run.
 
     \b
     Example:
