@@ -30,7 +30,19 @@ from skybatch.ingest.butler import OutputRef, ingest_outputs, outputs_of
 if TYPE_CHECKING:
     from .driver import RunSummary, _Context
 
-__all__ = ["finish_partial", "finish_run"]
+__all__ = ["FINISH_POINTS", "finish_partial", "finish_run"]
+
+#: The kill points of a run's finish, in order (see :mod:`skybatch.faults`).
+FINISH_POINTS = (
+    "finish:stage_back",
+    "finish:ingest",
+    "finish:catalogs",
+    "finish:clean",
+    "finish:empty_trash",
+    "finish:clean_files",
+    "finish:unpin",
+    "finish:done",
+)
 
 _log = logging.getLogger(__name__)
 

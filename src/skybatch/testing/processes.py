@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Finished", "kill_group", "run_until"]
 
@@ -46,6 +47,27 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     psutil.wait_procs(tree, timeout=30)
 
 
+def _descendants(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _kill_all(procs: list[Any]) -> None:
+    import psutil
+
+    alive = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running():  # psutil checks the pid was not reused
+                p.kill()
+                alive.append(p)
+    psutil.wait_procs(alive, timeout=30)
+
+
 def run_until(
     command: Sequence[str],
     *,
@@ -71,8 +93,13 @@ def run_until(
             start_new_session=True,
         )
         killed = False
+        seen: dict[int, Any] = {}  # descendants, also those that left the group
+        last_look = 0.0
         while proc.poll() is None:
             elapsed = time.monotonic() - start
+            if elapsed - last_look > 0.5:
+                last_look = elapsed
+                seen.update({c.pid: c for c in _descendants(proc.pid)})
             if kill_when is not None and kill_when(elapsed):
                 kill_group(proc)
                 killed = True
@@ -81,8 +108,9 @@ def run_until(
                 kill_group(proc)
                 break
             time.sleep(poll_s)
-        # Workers of a command that ended on its own must not outlive it either.
+        # Workers of a command that ended (or killed itself) must not outlive it.
         if not killed:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            _kill_all(list(seen.values()))
     return Finished(proc.returncode, killed, time.monotonic() - start)
