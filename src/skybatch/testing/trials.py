@@ -227,6 +227,7 @@ class TrialWorld:
             self._done(survey)
         else:
             detail += f" (kept in {survey.parent})"
+            problems += [f"log: {line}" for line in _error_lines(survey.parent / "log.txt")]
         return TrialResult(
             name,
             ok,
@@ -557,6 +558,15 @@ def _driver_children(home: Path) -> Sequence[Any]:
     return out
 
 
+def _error_lines(log: Path, n: int = 3) -> list[str]:
+    """The last ``n`` lines of ``log`` that say error (what the commands complained of)."""
+    if not log.exists():
+        return []
+    lines = log.read_text(errors="replace").splitlines()
+    said = [line.strip() for line in lines if line.lstrip().lower().startswith(("error", "held"))]
+    return [line[:300] for line in said[-n:]]
+
+
 def _fill(path: Path, size: int) -> None:
     chunk = b"\0" * (1024 * 1024)
     with path.open("wb") as out:
@@ -637,16 +647,25 @@ def plan(
     seed: int,
     special: Sequence[str] = SPECIAL,
 ) -> list[Trial]:
-    """``n`` trials: the ``special`` ones, then run kills aimed at every kill point (as
-    many as fit, set-up first), then manager kills and run kills at random moments."""
+    """``n`` trials: the ``special`` ones, manager kills at random moments (at least
+    3/8 of the rest), and run kills aimed at the kill points (set-up phases first,
+    then the finish's clean-up, ingest and the other finish steps), then at random
+    moments when there are more run trials than points."""
     import random
 
     rng = random.Random(seed)
     trials = [Trial(kind) for kind in special][:n]
     rest = n - len(trials)
     points = kill_points()
-    n_run = min(max(rest // 2, min(rest, len(points))), rest)
-    n_manager = rest - n_run
+    # The finish steps a kill is likeliest to break first (inside the clean-up).
+    first = ["finish:empty_trash", "finish:clean_files", "finish:ingest"]
+    points = (
+        [p for p in points if not p.startswith("finish:")]
+        + [p for p in first if p in points]
+        + [p for p in points if p.startswith("finish:") and p not in first]
+    )
+    n_manager = min(rest, max(rest - len(points), rest * 3 // 8))
+    n_run = rest - n_manager
     aimed = points[:n_run]
     trials += [Trial("run_kill", point=p) for p in aimed]
     trials += [
