@@ -8,7 +8,7 @@ demo campaign takes 10-20 s) with its own skybatch home:
   campaign (``campaign submit`` + ``manager run --once``), then ``manager run --once``
   again (``campaign retry`` if the campaign failed);
 * ``skybatch run`` of the demo pipeline SIGKILLed at every named kill point of its
-  set-up and finish (``SKYBATCH_TEST_FAULT_KILL_AT``), then at random moments, then
+  set-up and finish (``SKYBATCH_FAULT_KILL_AT``), then at random moments, then
   ``skybatch run --resume``;
 * once each: a worker killed mid-job; the site cache on a small tmpfs that fills up
   (the campaign must fail saying the disk is full; ``campaign retry`` after freeing

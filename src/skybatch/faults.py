@@ -1,9 +1,7 @@
 """Fault-injection points: where the fault trials kill a process on purpose.
 
-``SKYBATCH_TEST_FAULT_KILL_AT=<point>`` makes the process that reaches
-``kill_point(point)`` SIGKILL itself and every process it started (a node crash at
-exactly that moment). The set-up phases of a run answer to the same variable (by
-phase name); ``SKYBATCH_TEST_*`` variables are never settings.
+``SKYBATCH_FAULT_KILL_AT=<point>`` makes the process that reaches ``kill_point(point)``
+SIGKILL itself and every process it started (a node crash at exactly that moment).
 Unset (always, outside the trials and tests), a kill point costs one dictionary
 lookup. Points are named ``<phase>:<step>``, e.g. ``finish:ingest``.
 """
@@ -17,7 +15,7 @@ from typing import Any
 
 __all__ = ["ENV", "arm_before", "kill_point"]
 
-ENV = "SKYBATCH_TEST_FAULT_KILL_AT"
+ENV = "SKYBATCH_FAULT_KILL_AT"
 
 
 def kill_point(name: str) -> None:

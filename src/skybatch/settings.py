@@ -36,6 +36,8 @@ ENV_PREFIX = "SKYBATCH_"
 NESTED_DELIMITER = "__"
 TEST_ENV_PREFIX = "SKYBATCH_TEST_"
 """Environment variables with this prefix belong to the test suite, not to settings."""
+FAULT_ENV_PREFIX = "SKYBATCH_FAULT_"
+"""Fault-injection variables (:mod:`skybatch.faults`), not settings either."""
 
 DEFAULT_DATABASE_FILENAME = "state.sqlite3"
 
@@ -197,7 +199,7 @@ def _check_unknown_env(environ: Mapping[str, str]) -> None:
     valid_set = set(valid)
     for key in sorted(environ):
         name = key.upper()
-        if not name.startswith(ENV_PREFIX) or name.startswith(TEST_ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name.startswith((TEST_ENV_PREFIX, FAULT_ENV_PREFIX)):
             continue
         if name in valid_set:
             continue

@@ -635,7 +635,7 @@ def kill_points() -> list[str]:
     points: list[str] = []
     with contextlib.suppress(ImportError):  # the set-up phases, where the driver has them
         setup = importlib.import_module("skybatch.run.setup")
-        points += [str(p) for p in getattr(setup, "SETUP_PHASES", ())]
+        points += [f"setup:{p}" for p in getattr(setup, "SETUP_PHASES", ())]
     return points + list(FINISH_POINTS)
 
 
