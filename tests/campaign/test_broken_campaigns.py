@@ -65,7 +65,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_the_corpus_is_large_and_well_formed() -> None:
-    assert len(CORPUS) >= 20
+    assert len(CORPUS) >= 60
     for case in CORPUS:
         case.place()  # raises if line_of is not in the file
 
