@@ -280,11 +280,13 @@ class Drive:
 
 
 def campaign_file(root: Path, parallel: int) -> Path:
-    """The campaign file, beside an empty Butler repository (validation reads its
-    ``butler.yaml``; nothing reads its registry)."""
+    """The campaign file, beside a Butler repository without data (validation checks
+    that its input collection exists; nothing reads its datasets)."""
     from lsst.daf.butler import Butler
 
     Butler.makeRepo(str(root / "repo"))
+    with Butler.from_config(str(root / "repo"), writeable=True) as butler:
+        butler.collections.register("Scale/raw")
     path = root / "campaign.yaml"
     path.write_text(CAMPAIGN_YAML.format(parallel=parallel, pipeline=PIPELINE))
     return path
