@@ -3,6 +3,7 @@ engine), and the campaign report summed over what the groups' runs recorded."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,20 @@ def _submit(settings: Settings) -> int:
         return row.id
 
 
+def _run_tag(settings: Settings, campaign_id: int) -> str:
+    """``<id>-<12 hex digits of the campaign's UUID>``: the campaign's part of its run names."""
+    with open_state_db(settings)() as session:
+        row = session.get(CampaignRow, campaign_id)
+        assert row is not None
+        return f"{campaign_id}-{row.uuid.replace('-', '')[:12]}"
+
+
 def _expand(campaign: Campaign, step: Step, runs_of: Mapping[str, Sequence[str]]) -> Any:
     if step.name == "step2":  # expanded once step1's groups ran: their runs are known
-        assert runs_of["step1"] == ["standin/1/step1/g0", "standin/1/step1/g1"]
+        # <campaign>/<id>-<12 hex digits of the campaign's UUID>/<step>/<group>
+        tag = runs_of["step1"][0].split("/")[1]
+        assert re.fullmatch(r"1-[0-9a-f]{12}", tag)
+        assert runs_of["step1"] == [f"standin/{tag}/step1/g0", f"standin/{tag}/step1/g1"]
     return StepExpansion([GroupSpec(f"g{i}", f"visit = {i}") for i in range(2)])
 
 
@@ -149,7 +161,8 @@ def test_the_manager_runs_groups_through_the_injected_executor_and_expander(
     settings, campaign_id, calls = ran
     assert Manager(settings).executor is run_group  # the real ones by default
     runs = [options.output_run for options in calls]
-    assert runs == [f"standin/{campaign_id}/step{s}/g{g}" for s in (1, 2) for g in (0, 1)]
+    tag = _run_tag(settings, campaign_id)
+    assert runs == [f"standin/{tag}/step{s}/g{g}" for s in (1, 2) for g in (0, 1)]
     step2 = calls[2]
     assert step2.query == "visit = 0"
     assert step2.inputs == [*runs[:2], "In/raw"]  # step1's outputs first
@@ -241,5 +254,6 @@ def test_the_text_report_lists_only_groups_not_succeeded_of_a_large_step(
     assert "  2 groups: failed 1, succeeded 1" in lines
     listed = [line for line in lines if line.startswith("  group ")]
     assert listed == [
-        f"  group g1: failed (run standin/{campaign_id}/step2/g1, 2/3 quanta succeeded)"
+        f"  group g1: failed (run standin/{_run_tag(settings, campaign_id)}/step2/g1, "
+        "2/3 quanta succeeded)"
     ]

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from campaignworld import DATA, DEMO_PIPELINES, SkybatchCli
@@ -48,7 +50,11 @@ def test_submit_twice_gives_two_campaigns_with_archived_provenance(
 
     settings = load_settings(home=sky.home)
     backbone = Backbone.from_settings(settings)
-    archived = backbone.catalog.files(path_prefix="skybatch/provenance/campaigns/1/")
+    with backbone.catalog.sessions() as session:
+        rows = session.scalars(select(CampaignRow).order_by(CampaignRow.id)).all()
+    assert len({r.uuid for r in rows}) == 2
+    prefix = f"skybatch/provenance/campaigns/{rows[0].uuid}/"
+    archived = backbone.catalog.files(path_prefix=prefix)
     assert [Path(f.path).name for f in archived] == [
         "campaign-validated.json",
         "demo_campaign.yaml",
@@ -56,7 +62,7 @@ def test_submit_twice_gives_two_campaigns_with_archived_provenance(
     ]
     for f in archived:  # copies in the archive (the repository), verified
         assert md5_file(empty_survey / "repo" / f.path) == (f.size_bytes, f.md5)
-    original = empty_survey / "repo" / "skybatch/provenance/campaigns/1/demo_campaign.yaml"
+    original = empty_survey / "repo" / prefix / "demo_campaign.yaml"
     assert original.read_bytes() == files.read_bytes()
     with backbone.catalog.sessions() as session:
         rows = session.scalars(select(CampaignRow).order_by(CampaignRow.id)).all()
@@ -152,3 +158,59 @@ def test_a_second_manager_is_refused(sky: SkybatchCli) -> None:
     assert result.code == 2
     assert f"another campaign manager is running for {sky.home} (pid {os.getpid()})" in result.err
     assert sky("manager", "run", "--once").code == 0  # the lock went with its holder
+
+
+def test_two_homes_on_one_repository_never_overwrite_each_others_provenance(
+    files: Path, empty_survey: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Campaign ids restart in every state database: the archive paths must not."""
+    first, second = SkybatchCli(tmp_path / "home1", capsys), SkybatchCli(tmp_path / "home2", capsys)
+    text = files.read_text()
+    assert first("campaign", "submit", "-q", files).out == "1\n"
+    files.write_text(text.replace("Per-visit processing", "Per-visit processing (again)"))
+    assert second("campaign", "submit", "-q", files).out == "1\n"  # the same id again
+
+    documents = {}
+    for sky in (first, second):
+        backbone = Backbone.from_settings(load_settings(home=sky.home))
+        with backbone.catalog.sessions() as session:
+            row = session.scalars(select(CampaignRow)).one()
+        archived = list(backbone.catalog.files_by_paths(row.summary["provenance"]).values())
+        assert len(archived) == 3
+        for f in archived:  # each home's files are intact in the shared archive
+            assert md5_file(empty_survey / "repo" / f.path) == (f.size_bytes, f.md5)
+        documents[sky.home] = (empty_survey / "repo" / row.summary["provenance"][0]).read_text()
+        verify = sky("backbone", "verify", "--endpoint", "archive", "--no-repair", "--json")
+        assert verify.code == 0, verify.err
+        report = json.loads(verify.out)
+        assert (report["corrupt"], report["missing"]) == ([], [])
+    assert documents[first.home] == text
+    assert "(again)" in documents[second.home]
+
+
+def test_the_archive_never_replaces_a_file_with_other_content(tmp_path: Path) -> None:
+    import io
+
+    from skybatch.backbone.endpoints.posix import PosixEndpoint
+    from skybatch.backbone.errors import FileOverwriteError
+    from skybatch.backbone.transfer import write_verified
+
+    backbone = Backbone.from_settings(load_settings(home=tmp_path / "home"))
+    archive = backbone.add_endpoint("archive", "archive", str(tmp_path / "repo"))
+    old, new = b"first version\n", b"second version\n"
+
+    def write(target: Any, data: bytes, **kw: Any) -> Any:
+        expected = (len(data), hashlib.md5(data).hexdigest())
+        return write_verified(io.BytesIO(data), target, "p/file.txt", expected, **kw)
+
+    write(archive, old)
+    write(archive, old)  # the same content again: a no-op
+    with pytest.raises(FileOverwriteError) as caught:
+        write(archive, new)
+    assert "p/file.txt" in caught.value.message
+    assert (tmp_path / "repo" / "p/file.txt").read_bytes() == old
+    # a job's stage-out to the archive writes through a plain directory endpoint
+    with pytest.raises(FileOverwriteError):
+        write(PosixEndpoint("archive", tmp_path / "repo"), new, write_once=True)
+    assert (tmp_path / "repo" / "p/file.txt").read_bytes() == old
+    assert not [p for p in (tmp_path / "repo" / "p").iterdir() if p.name != "file.txt"]

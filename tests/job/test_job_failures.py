@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from jobworld import JobWorld
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
 from skybatch.backbone.checksums import md5_file
 from skybatch.backbone.models import Activity
@@ -53,20 +55,60 @@ def test_missing_input_fails_in_stage_in_naming_the_file(world: JobWorld) -> Non
     assert on_disk == report
 
 
-def test_corrupt_input_is_refused_by_the_verified_copy(world: JobWorld) -> None:
+@pytest.mark.parametrize("stage_in", ["copy", "symlink"])
+def test_a_corrupt_site_input_is_replaced_by_the_archive_copy(
+    world: JobWorld, stage_in: str
+) -> None:
     inputs = world.inputs(world.isr)
-    site = _bad_site(world, "corrupt-site", inputs)
-    spec = world.spec("corrupt", [world.isr], inputs=inputs, site_root=str(site), stage_in="copy")
+    site = _bad_site(world, f"corrupt-site-{stage_in}", inputs)
+    # Without a database (copy) the spec's size and md5 are the reference; with one
+    # (symlink) the catalog's, and the outputs are registered (once per module's run).
+    spec = world.spec(
+        f"corrupt-{stage_in}",
+        [world.isr],
+        inputs=inputs,
+        site_root=str(site),
+        stage_in=stage_in,
+        **({"db_url": None} if stage_in == "copy" else {}),
+    )
+    report = run_job(spec)
+    assert report.status == "succeeded", report.error
+    raw = next(f for f in inputs if f.dataset_type == "raw")
+    staged = Path(spec.workdir) / "datastore" / raw.path
+    assert not staged.is_symlink()  # a verified copy of the archive's file
+    assert md5_file(staged) == md5_file(world.repo / raw.path)
+    assert list(Path(spec.workdir).rglob("*.skybatch-part")) == []
+
+
+def test_a_corrupt_input_with_no_good_copy_fails_the_stage_in(world: JobWorld) -> None:
+    inputs = world.inputs(world.isr)
+    site = _bad_site(world, "corrupt-everywhere", inputs)
+    spec = world.spec(
+        "corrupt",
+        [world.isr],
+        inputs=inputs,
+        site_root=str(site),
+        stage_in="copy",
+        archive_root=str(site),  # the "archive" holds the same bad bytes
+    )
     report = run_job(spec)
     assert (report.status, report.exit_code) == ("failed", EXIT_FAILED)
-    assert report.error is not None and "is corrupt: (size, md5) expected" in report.error
+    assert report.error is not None and "the archive's copy is corrupt too" in report.error
     assert report.outputs == [] and _registered_by(world, "corrupt") == []
     partial = list(Path(spec.workdir).rglob("*.skybatch-part"))
     assert partial == []
 
 
 def test_failing_quantum_is_recorded_and_its_dependents_skipped(world: JobWorld) -> None:
-    # Symlinks with no size/md5 in the spec: the corrupt raw reaches the task, which raises.
+    # Symlinks with no size/md5 in the spec, to a raw the catalog does not know (the raw
+    # rows are gone from a copy of the database): the corrupt raw reaches the task.
+    database = world.root / "raising.sqlite3"
+    with (
+        sqlite3.connect(world.db_url.removeprefix("sqlite:///")) as source,
+        sqlite3.connect(database) as connection,
+    ):
+        source.backup(connection)
+        connection.execute("DELETE FROM bb_file WHERE dataset_type = 'raw'")
     inputs = [
         f.model_copy(update={"size_bytes": None, "md5": None})
         for f in world.inputs(world.isr)
@@ -79,6 +121,7 @@ def test_failing_quantum_is_recorded_and_its_dependents_skipped(world: JobWorld)
         inputs=inputs,
         site_root=str(site),
         junk_tarball=True,
+        db_url=f"sqlite:///{database}",
     )
     report = run_job(spec)
     assert (report.status, report.exit_code) == ("failed", EXIT_FAILED)
@@ -91,8 +134,11 @@ def test_failing_quantum_is_recorded_and_its_dependents_skipped(world: JobWorld)
     assert report.outputs == [] and _registered_by(world, "raises") == []
     # The failed quantum's own log dataset is not an output, but it is kept as junk.
     assert any(name.endswith(".json") and "isr_log" in name for name in report.junk_files)
-    with world.backbone.catalog.sessions() as session:
-        activity = session.scalars(select(Activity).where(Activity.name == isr.quantum_id)).one()
+    with Session(create_engine(f"sqlite:///{database}")) as session:
+        activity = session.scalars(  # the newest: an earlier test ran the same quantum
+            select(Activity).where(Activity.name == isr.quantum_id).order_by(Activity.id.desc())
+        ).first()
+    assert activity is not None
     assert activity.info["status"] == "failed" and activity.info["error"] == isr.error
 
 

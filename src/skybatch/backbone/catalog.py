@@ -12,7 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Text, any_, cast, delete, func, insert, select, type_coerce, update
+from sqlalchemy import (
+    ARRAY,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.models import utcnow
@@ -97,6 +109,16 @@ class ReplicaInfo:
     last_access: datetime
     verified_at: datetime | None
     created_at: datetime
+    verified_mtime_ns: int | None = None
+    verified_size: int | None = None
+
+    def verified_as(self, mtime_ns: int, size: int) -> bool:
+        """Whether the md5 was checked when the file had this mtime and size."""
+        return (
+            self.verified_at is not None
+            and self.verified_mtime_ns == mtime_ns
+            and self.verified_size == size
+        )
 
 
 _FILE_COLUMNS = [
@@ -245,7 +267,12 @@ class Catalog:
                     )
                 )
             )
-        values: dict[str, Any] = {"state": state.value}
+        # A replica that changes state is not known to be the file last verified.
+        values: dict[str, Any] = {
+            "state": state.value,
+            "verified_mtime_ns": None,
+            "verified_size": None,
+        }
         if on_tape is not None:
             values["on_tape"] = on_tape
         if state is ReplicaState.ONLINE:
@@ -285,6 +312,36 @@ class Catalog:
         endpoint_id = self.endpoint_row(endpoint).id
         with self.sessions.begin() as session:
             self._upsert_replicas(session, file_ids, endpoint_id, state, on_tape, utcnow())
+
+    def set_verified(self, endpoint: str, checked: Sequence[tuple[int, int, int]]) -> None:
+        """Record that replicas on ``endpoint`` matched their md5 just now.
+
+        ``checked`` holds ``(file_id, mtime_ns, size)``: what ``os.stat`` said of the
+        file when it was read; a reader may trust the replica unread while both match.
+        """
+        if not checked:
+            return
+        endpoint_id = self.endpoint_row(endpoint).id
+        statement = (
+            update(ReplicaRow)
+            .where(
+                ReplicaRow.endpoint_id == bindparam("e_id"),
+                ReplicaRow.file_id == bindparam("f_id"),
+            )
+            .values(
+                verified_at=bindparam("at"),
+                verified_mtime_ns=bindparam("mtime_ns"),
+                verified_size=bindparam("size"),
+            )
+        )
+        now = utcnow()
+        rows = [
+            {"e_id": endpoint_id, "f_id": f, "at": now, "mtime_ns": m, "size": s}
+            for f, m, s in checked
+        ]
+        with self.sessions.begin() as session:
+            for chunk in _chunks(rows):
+                session.connection().execute(statement, list(chunk))
 
     def drop_replicas(self, file_ids: Sequence[int], endpoint: str) -> None:
         endpoint_id = self.endpoint_row(endpoint).id

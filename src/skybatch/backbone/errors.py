@@ -8,6 +8,7 @@ __all__ = [
     "BackboneError",
     "ChecksumMismatchError",
     "FileMissingError",
+    "FileOverwriteError",
     "NearlineError",
     "QuotaExceededError",
     "UnknownEndpointError",
@@ -50,6 +51,31 @@ class ChecksumMismatchError(BackboneError):
         self.path = path
         self.expected = expected
         self.actual = actual
+
+
+class FileOverwriteError(BackboneError):
+    """A write-once endpoint (the archive) already holds a file with other content there.
+
+    Args:
+        path: Logical path of the file.
+        existing: ``(size, md5)`` of the file already there.
+        new: ``(size, md5)`` of the refused new content.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        existing: tuple[int, str],
+        new: tuple[int, str],
+        where: str | None = None,
+        hint: str | None = None,
+    ):
+        super().__init__(message, where=where, hint=hint)
+        self.path = path
+        self.existing = existing
+        self.new = new
 
 
 class QuotaExceededError(BackboneError):

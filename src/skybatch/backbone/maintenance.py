@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from skybatch.progress import ProgressFactory, no_bars
 
 from .catalog import FileInfo, FileRecord, Placement
 from .checksums import md5_stream
-from .endpoints.base import FileState, TapeBackedEndpoint
+from .endpoints.base import Endpoint, FileState, TapeBackedEndpoint
 from .errors import BackboneError, FileMissingError
 from .models import FileRow, ReplicaState
 from .removal import refuse, release_replicas, remove_replicas, unsafe_removals
@@ -101,12 +102,19 @@ def verify(
     report = VerifyReport(endpoint)
     bar = progress or no_bars
 
+    seen: dict[int, tuple[int, int, int]] = {}
+
     def check(f: FileInfo) -> str | None:
         if ep.state(f.path) is not FileState.ONLINE:
             return "missing"
+        before = _stat(ep, f.path)
         with ep.open_read(f.path) as stream:
             got = md5_stream(stream)
-        return None if got == (f.size_bytes, f.md5) else "corrupt"
+        if got != (f.size_bytes, f.md5):
+            return "corrupt"
+        if before is not None and before == _stat(ep, f.path):  # unchanged while read
+            seen[f.id] = (f.id, *before)
+        return None
 
     bad: list[FileInfo] = []
     with (
@@ -127,12 +135,22 @@ def verify(
             advance()
     good = [p.file.id for p in placements if p.file not in bad]
     catalog.set_replicas(good, endpoint, ReplicaState.ONLINE)  # refreshes verified_at
+    catalog.set_verified(endpoint, [seen[i] for i in good if i in seen])
     by_verdict = {ReplicaState.CORRUPT: report.corrupt, ReplicaState.MISSING: report.missing}
     for state, paths in by_verdict.items():
         catalog.set_replicas([f.id for f in bad if f.path in paths], endpoint, state)
     if repair and bad:
         _repair(backbone, endpoint, bad, report)
     return report
+
+
+def _stat(ep: Endpoint, path: str) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of a replica's local file, or None (no local file)."""
+    try:
+        info = os.stat(ep.local_path(path))
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 def _repair(
@@ -153,7 +171,7 @@ def _repair(
         errors: list[str] = []
         for source in sources.get(f.id, []):
             try:
-                transfer_file(backbone.endpoint(source), target, f.path, expected)
+                transfer_file(backbone.endpoint(source), target, f.path, expected, write_once=False)
             except (BackboneError, OSError) as exc:
                 errors.append(f"{source}: {exc}")
                 continue
@@ -179,7 +197,7 @@ def _rewrite_from_tape(archive: TapeBackedEndpoint, f: FileInfo) -> None:
         raise FileMissingError(f"{f.path} has no tape copy", where=f.path)
 
     def sink(path: str, stream: BinaryIO) -> None:
-        write_verified(stream, archive, path, (f.size_bytes, f.md5))
+        write_verified(stream, archive, path, (f.size_bytes, f.md5), write_once=False)
 
     archive.read_volume(location.volume, [f.path], sink)
 

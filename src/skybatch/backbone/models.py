@@ -117,6 +117,10 @@ class ReplicaRow(Base):
     pinned_until: Mapped[datetime | None] = mapped_column(default=None)
     last_access: Mapped[datetime] = mapped_column(default=utcnow)
     verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: What the file looked like when its md5 was last checked (``os.stat`` after
+    #: following links): a reader may trust the replica unread while both still match.
+    verified_mtime_ns: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    verified_size: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -9,6 +9,7 @@ points to a missing or partial file, and re-running the same request finishes it
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from skybatch.progress import ProgressFactory, no_bars
 
 from .catalog import FileInfo
+from .endpoints.base import Endpoint
 from .errors import BackboneError, FileMissingError, QuotaExceededError
 from .models import ReplicaState, RequestState
 from .removal import remove_replicas, unsafe_removals
@@ -130,6 +132,11 @@ def replicate(
     if not todo:
         _pin(backbone, ids, target, pin_until)
         return report
+    damaged = {
+        f.id
+        for f in todo
+        if by_file.get(f.id, {}).get(target) in (ReplicaState.CORRUPT, ReplicaState.MISSING)
+    }
     sources, to_recall = _choose_sources(backbone, todo, by_file, target, source)
     needed = sum(f.size_bytes for f in todo)
     # Room on the target first: a refused request must not have paid for a recall.
@@ -143,6 +150,7 @@ def replicate(
     request = catalog.open_request(kind, target, [f.id for f in todo], needed, priority=priority)
     catalog.set_replicas([f.id for f in todo], target, ReplicaState.STAGING)
     done: list[int] = []
+    verified: list[tuple[int, int, int] | None] = []
     bar = progress or no_bars
     try:
         with (
@@ -163,6 +171,8 @@ def replicate(
                         (f.size_bytes, f.md5),
                         mode,
                         durable=False,
+                        # a replica known to be bad may be replaced, even in the archive
+                        write_once=False if f.id in damaged else None,
                     )
                     pending[future] = f
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -176,16 +186,20 @@ def replicate(
                         done.append(f.id)
                         report.bytes += f.size_bytes
                         report.linked += result.mode is not TransferMode.COPY
+                        if result.mode is TransferMode.COPY:  # the copy's md5 was checked
+                            verified.append(_stat(target_ep, f))
                     advance()
                 if len(done) >= COMMIT_EVERY:
                     target_ep.sync()  # the batch is durable before the catalog says so
                     catalog.set_replicas(done, target, ReplicaState.ONLINE)
+                    catalog.set_verified(target, [v for v in verified if v is not None])
                     report.files += len(done)
-                    done = []
+                    done, verified = [], []
     finally:
         if done:
             target_ep.sync()
             catalog.set_replicas(done, target, ReplicaState.ONLINE)
+            catalog.set_verified(target, [v for v in verified if v is not None])
             report.files += len(done)
         failed_ids = [f.id for f in todo if f.path in report.failed]
         if failed_ids:
@@ -202,6 +216,17 @@ def replicate(
             hint=f"{report.files} others were replicated; fix the cause and re-run",
         )
     return report
+
+
+def _stat(endpoint: Endpoint, f: FileInfo) -> tuple[int, int, int] | None:
+    """``(file id, mtime_ns, size)`` of a replica just written and verified."""
+    if not endpoint.shared_fs:
+        return None
+    try:
+        info = os.stat(endpoint.local_path(f.path))
+    except OSError:
+        return None
+    return f.id, info.st_mtime_ns, info.st_size
 
 
 def _pin(backbone: Backbone, ids: Sequence[int], target: str, until: datetime | None) -> None:

@@ -4,6 +4,11 @@ The bytes are checksummed as they are written and compared with the catalog's si
 and md5 before the atomic rename; a mismatch discards the partial copy and raises.
 Hard links and symlinks (when both endpoints are on this host and policy allows)
 are checked by size and made under the temporary name too.
+
+A write-once endpoint (the archive, ``Capabilities.write_once``) never has a file
+replaced: the commit succeeds only if the name is free (atomically), the same content
+already there is a no-op, and other content is refused with FileOverwriteError naming
+the path. Only a repair of a replica known to be corrupt passes ``write_once=False``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from .checksums import copy_file_then_md5, copy_with_md5
-from .endpoints.base import Endpoint, FileState
-from .errors import ChecksumMismatchError
+from .checksums import copy_file_then_md5, copy_with_md5, md5_stream
+from .endpoints.base import Endpoint, FileState, TapeBackedEndpoint
+from .errors import ChecksumMismatchError, FileOverwriteError
 
-__all__ = ["TransferMode", "TransferResult", "transfer_file", "write_verified"]
+__all__ = ["TransferMode", "TransferResult", "commit", "transfer_file", "write_verified"]
 
 
 class TransferMode(enum.StrEnum):
@@ -45,12 +50,14 @@ def write_verified(
     expected: tuple[int, str] | None,
     *,
     durable: bool = True,
+    write_once: bool | None = None,
 ) -> tuple[int, str]:
     """Write a stream (or a local file) to ``target`` under ``path``: temp, verify, commit.
 
     ``expected`` is the catalog's (size, md5); ``None`` accepts whatever arrives (first
     registration). Returns (size, md5) of what was committed. A local source file is
-    copied in the kernel and the copy itself is checksummed.
+    copied in the kernel and the copy itself is checksummed. ``write_once`` (default:
+    the target's capability) refuses to replace a file with other content.
     """
     temp = target.temp_path(path)
     try:
@@ -74,11 +81,64 @@ def write_verified(
                 where=f"{target.name}:{path}",
                 hint="the source replica may be corrupt: run `skybatch backbone verify` on it",
             )
-        target.commit(path, durable=durable)
+        commit(target, path, got, durable=durable, write_once=write_once)
     except BaseException:
         target.discard(path)
         raise
     return got
+
+
+def commit(
+    target: Endpoint,
+    path: str,
+    content: tuple[int, str],
+    *,
+    durable: bool = True,
+    write_once: bool | None = None,
+) -> None:
+    """Commit the temp file of ``path`` (holding ``content``: size, md5) on ``target``.
+
+    On a write-once target an existing file with the same content makes this a no-op
+    (a nearline one is brought back on disk: a recall), other content raises
+    FileOverwriteError; the temp file is the caller's to discard then.
+    """
+    if write_once is None:
+        write_once = target.capabilities.write_once
+    if not write_once:
+        target.commit(path, durable=durable)
+        return
+    try:
+        target.commit_new(path, durable=durable)
+        return
+    except FileExistsError:
+        pass
+    state = target.state(path)
+    existing: tuple[int, str] | None
+    if state is FileState.ONLINE:
+        with target.open_read(path) as stream:
+            existing = md5_stream(stream)
+    elif isinstance(target, TapeBackedEndpoint):
+        existing = target.tape_checksum(path)
+    else:
+        existing = None
+    if existing is not None and tuple(existing) == tuple(content):
+        if state is FileState.ONLINE:
+            target.discard(path)  # the same file is already there
+        else:
+            target.commit(path, durable=durable)  # the same bytes back from tape
+        return
+    shown = existing if existing is not None else (-1, "unknown")
+    raise FileOverwriteError(
+        f"{target.name} already holds {path} with other content (size, md5) {shown}; "
+        f"refusing to replace it with {tuple(content)}",
+        path=path,
+        existing=(int(shown[0]), str(shown[1])),
+        new=(int(content[0]), str(content[1])),
+        where=f"{target.name}:{path}",
+        hint="files in the archive are written once: write the new content under a new "
+        "path; if the existing file is corrupt, `skybatch backbone verify --repair` "
+        "replaces it from a good copy",
+    )
 
 
 def transfer_file(
@@ -89,8 +149,12 @@ def transfer_file(
     mode: TransferMode = TransferMode.COPY,
     *,
     durable: bool = True,
+    write_once: bool | None = None,
 ) -> TransferResult:
-    """Put a verified replica of ``path`` from ``source`` onto ``target``."""
+    """Put a verified replica of ``path`` from ``source`` onto ``target``.
+
+    ``write_once`` as in :func:`write_verified` (default: the target's capability).
+    """
     mode = TransferMode(mode)
     if mode in (TransferMode.HARDLINK, TransferMode.SYMLINK, TransferMode.AUTO) and (
         target.capabilities.links and source.shared_fs
@@ -109,7 +173,11 @@ def transfer_file(
                     where=f"{source.name}:{path}",
                     hint="run `skybatch backbone verify` on the source",
                 )
-            target.commit(path, durable=durable)
+            try:
+                commit(target, path, expected, durable=durable, write_once=write_once)
+            except FileOverwriteError:
+                target.discard(path)
+                raise
             return TransferResult(path, size, link_mode)
         except OSError:
             target.discard(path)
@@ -121,5 +189,5 @@ def transfer_file(
         opener = source.local_path(path)
     else:
         opener = partial(source.open_read, path)
-    size, _ = write_verified(opener, target, path, expected, durable=durable)
+    size, _ = write_verified(opener, target, path, expected, durable=durable, write_once=write_once)
     return TransferResult(path, size, TransferMode.COPY)

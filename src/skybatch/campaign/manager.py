@@ -302,7 +302,7 @@ class Manager:
                         "position": position,
                         "data_query": group.query,
                         "state": State.READY.value,
-                        "run_name": run_name(row.name, row.id, step.name, group.name),
+                        "run_name": run_name(row.name, row.id, step.name, group.name, row.uuid),
                         "attempts": 0,
                         "created_at": utcnow(),
                     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -28,9 +29,15 @@ class CampaignRow(Base):
     """A submitted campaign."""
 
     __tablename__ = "campaigns"
-    __table_args__ = (Index("ix_campaigns_state", "state"),)
+    __table_args__ = (
+        Index("ix_campaigns_state", "state"),
+        Index("ix_campaigns_uuid", "uuid", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: Unique forever (ids restart in a new state database, and two skybatch homes may
+    #: share a repository): names the campaign's archive paths and output runs.
+    uuid: Mapped[str] = mapped_column(String(36), default=lambda: str(uuid4()))
     name: Mapped[str] = mapped_column(String(256))
     #: The campaign as validated (``Campaign.model_dump(mode="json", exclude_unset=True)``).
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)

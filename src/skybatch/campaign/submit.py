@@ -5,10 +5,13 @@ The campaign file is validated first (nothing is written when it is invalid). Th
 the campaign and its steps are stored in one transaction, and the files it was read
 from (the campaign file and its includes, as written) plus the validated
 configuration as JSON are copied into the archive under
-``skybatch/provenance/campaigns/<id>/``, verified, registered in the backbone
+``skybatch/provenance/campaigns/<uuid>/``, verified, registered in the backbone
 catalog and linked to a ``campaign`` activity. Each submission is a new campaign with
-its own id, so the same file submitted twice gives two campaigns whose output runs
-(``<campaign>/<id>/<step>/<group>``) never collide.
+its own id and UUID. Ids restart in a new state database and two skybatch homes may
+share a repository, so what lands in the repository is named by the UUID: the
+provenance directory and the output runs (``<campaign>/<id>-<uuid prefix>/<step>/
+<group>``) never collide with another campaign's, and the archive refuses to
+overwrite a file with other content whatever happens.
 """
 
 from __future__ import annotations
@@ -58,9 +61,19 @@ class SubmittedCampaign:
     provenance: list[str]
 
 
-def run_name(campaign: str, campaign_id: int, step: str, group: str) -> str:
-    """The output RUN collection of a group: unique per submission (the id)."""
-    return f"{campaign}/{campaign_id}/{step}/{group}"
+#: Hex digits of the campaign's UUID in its run names (48 bits: a collision between
+#: two campaigns of one repository is vanishingly unlikely, and refused if it happens).
+RUN_UUID_DIGITS = 12
+
+
+def run_name(campaign: str, campaign_id: int, step: str, group: str, campaign_uuid: str) -> str:
+    """The output RUN collection of a group: unique per submission and per repository.
+
+    The id is there for people (``campaign status ID``); the UUID's prefix keeps the
+    name unique when ids restart (new state database, another skybatch home).
+    """
+    tag = campaign_uuid.replace("-", "")[:RUN_UUID_DIGITS]
+    return f"{campaign}/{campaign_id}-{tag}/{step}/{group}"
 
 
 def campaign_from_row(row: CampaignRow) -> Campaign:
@@ -113,7 +126,7 @@ def submit_campaign(
         )
         session.add(row)
         session.flush()
-        campaign_id = row.id
+        campaign_id, campaign_uuid = row.id, row.uuid
         session.execute(
             insert(CampaignStepRow),
             [
@@ -141,7 +154,7 @@ def submit_campaign(
             )
         )
     try:
-        archived = _archive(backbone, archive, campaign_id, campaign, files, config)
+        archived = _archive(backbone, archive, campaign_id, campaign_uuid, campaign, files, config)
     except BaseException:
         with sessions.begin() as session:  # no campaign without its provenance
             session.execute(delete(CampaignRow).where(CampaignRow.id == campaign_id))
@@ -186,6 +199,7 @@ def _archive(
     backbone: Backbone,
     archive: str,
     campaign_id: int,
+    campaign_uuid: str,
     campaign: Campaign,
     files: list[Path],
     config: dict[str, Any],
@@ -199,7 +213,7 @@ def _archive(
     endpoint = backbone.endpoint(archive)
     records = []
     for name, (data, dataset_type) in contents.items():
-        logical = f"{PROVENANCE_PREFIX}/{campaign_id}/{name}"
+        logical = f"{PROVENANCE_PREFIX}/{campaign_uuid}/{name}"
         size, md5 = len(data), hashlib.md5(data).hexdigest()
         write_verified(io.BytesIO(data), endpoint, logical, (size, md5))
         records.append(
@@ -208,13 +222,15 @@ def _archive(
                 size,
                 md5,
                 dataset_type=dataset_type,
-                run=f"{campaign.name}/{campaign_id}",
+                run=f"{campaign.name}/{campaign_uuid}",
                 producer="campaign-submit",
             )
         )
     ids = backbone.catalog.register(records, archive)
     activity = backbone.catalog.add_activity(
-        "campaign", f"{campaign.name}/{campaign_id}", {"campaign_id": campaign_id}
+        "campaign",
+        f"{campaign.name}/{campaign_uuid}",
+        {"campaign_id": campaign_id, "campaign_uuid": campaign_uuid},
     )
     backbone.catalog.add_edges(EdgeRelation.USED, list(ids.values()), activity_id=activity)
     return [r.path for r in records]

@@ -20,9 +20,10 @@ jobs as well.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-__all__ = ["StageOutResult", "stage_out", "target_of"]
+__all__ = ["StageOutResult", "catalog_transaction", "stage_out", "target_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def stage_out(
                 output.path,
                 (output.size_bytes, output.md5),
                 durable=False,
+                write_once=spec.stage_out == "archive",  # the archive never replaces a file
             )
         except (BackboneError, OSError) as exc:
             reason = exc.message if isinstance(exc, BackboneError) else str(exc)
@@ -122,12 +124,24 @@ def stage_out(
         endpoint.sync()  # durable before the catalog says the files exist
     _log.info("staged out %d file(s), %d bytes, to %s", result.files, result.bytes, name)
     if spec.db_url:
-        _register(spec, name, outputs, executed, result)
+        _register(spec, root, name, outputs, executed, result)
     return result
+
+
+def _stat(root: Path, output: OutputFileReport) -> tuple[int, int, int] | None:
+    """``(file id, mtime_ns, size)`` of a registered output's staged file."""
+    if output.file_id is None:
+        return None
+    try:
+        info = os.stat(root / output.path)
+    except OSError:
+        return None
+    return output.file_id, info.st_mtime_ns, info.st_size
 
 
 def _register(
     spec: JobSpec,
+    root: Path,
     endpoint: str,
     outputs: list[OutputFileReport],
     executed: list[ExecutedQuantum],
@@ -145,6 +159,8 @@ def _register(
             file_ids = catalog.register(records, endpoint) if records else {}
             for output in outputs:
                 output.file_id = file_ids.get(output.path)
+            # Written and md5-checked just now: readers trust them while unchanged.
+            catalog.set_verified(endpoint, [v for o in outputs if (v := _stat(root, o))])
             activities: dict[str, int] = {}
             for item in executed:
                 if item.report.status != "skipped":
@@ -212,6 +228,12 @@ class _JobCatalog(Catalog):
 _engines: dict[str, Engine] = {}
 _endpoint_rows: dict[tuple[str, str], EndpointRow] = {}
 _MAX_ENGINES = 4
+
+
+def catalog_transaction(db_url: str) -> AbstractContextManager[Catalog]:
+    """A catalog whose every call runs in one transaction (see :func:`_one_transaction`),
+    with the job's per-process database engine cache; for the other in-job phases."""
+    return _one_transaction(db_url)
 
 
 @contextmanager

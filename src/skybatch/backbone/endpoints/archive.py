@@ -58,7 +58,7 @@ class ArchiveEndpoint(PosixEndpoint, TapeBackedEndpoint):
     """The central archive: POSIX disk front plus an emulated tape library."""
 
     kind: ClassVar[str] = "archive"
-    capabilities: ClassVar[Capabilities] = Capabilities(tape=True, links=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(tape=True, links=True, write_once=True)
     Settings: ClassVar[type[BaseModel]] = ArchiveSettings
 
     def __init__(self, name: str, root: Path, **settings: Any) -> None:
@@ -127,6 +127,16 @@ class ArchiveEndpoint(PosixEndpoint, TapeBackedEndpoint):
             ):
                 self.library.forget([path])
         super().commit(path, durable=durable)
+
+    def commit_new(self, path: str, *, durable: bool = True) -> None:
+        """Commit a new file; FileExistsError if ``path`` is on disk *or* on tape."""
+        if self.library.checksum(path) is not None and not self.local_path(path).exists():
+            raise FileExistsError(path)
+        super().commit_new(path, durable=durable)
+
+    def tape_checksum(self, path: str) -> tuple[int, str] | None:
+        """``(size, md5)`` of the tape copy of ``path``, or None."""
+        return self.library.checksum(self._check(path))
 
     def remove(self, path: str) -> None:
         """Delete the disk copy and forget the tape copy (its bytes stay as waste)."""

@@ -50,6 +50,9 @@ class Capabilities(BaseModel):
     """Replicas may be hard links or symlinks to a source on the same host."""
     shared_fs: bool = True
     """Files have local paths that jobs can open directly."""
+    write_once: bool = False
+    """A file, once written, is never replaced by other content (the archive): managed
+    writes commit with :meth:`Endpoint.commit_new` and refuse a different file."""
 
 
 class FileState(enum.StrEnum):
@@ -143,6 +146,15 @@ class Endpoint(ABC):
         before the catalog records the batch, which is as safe and far cheaper.
         """
 
+    def commit_new(self, path: str, *, durable: bool = True) -> None:
+        """Like :meth:`commit`, but FileExistsError (temp file kept) if ``path`` exists.
+
+        The base version checks, then commits; POSIX endpoints do it atomically.
+        """
+        if self.state(path) is not FileState.MISSING:
+            raise FileExistsError(path)
+        self.commit(path, durable=durable)
+
     def sync(self) -> None:
         """Make every commit so far durable (one filesystem sync)."""
         os.sync()
@@ -198,3 +210,7 @@ class TapeBackedEndpoint(Endpoint):
     @abstractmethod
     def tape_stats(self) -> TapeStats:
         """Mounts, seeks and bytes moved since the library was created."""
+
+    def tape_checksum(self, path: str) -> tuple[int, str] | None:
+        """``(size, md5)`` of the tape copy of ``path`` if known (None: unknown or none)."""
+        return None

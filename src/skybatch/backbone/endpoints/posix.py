@@ -155,6 +155,32 @@ class PosixEndpoint(Endpoint):
         if durable:
             fsync_dir(final.parent)
 
+    def commit_new(self, path: str, *, durable: bool = True) -> None:
+        """Commit only if no file has the final name, atomically (a hard link, then the
+        temp name removed); FileExistsError otherwise, the temp file kept."""
+        final = self.local_path(path)
+        temp = _temp_of(final)
+        if not os.path.lexists(temp):
+            raise FileMissingError(
+                f"there is no partial copy of {path!r} to commit on endpoint {self.name!r}",
+                where=str(temp),
+                hint="Write the data to temp_path(path) first, then commit",
+            )
+        if durable and not temp.is_symlink():
+            _fsync_file(temp)
+        try:
+            os.link(temp, final, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here: check, then rename (not atomic)
+            if os.path.lexists(final):
+                raise FileExistsError(path) from None
+            os.replace(temp, final)
+        else:
+            temp.unlink()
+        if durable:
+            fsync_dir(final.parent)
+
     def discard(self, path: str) -> None:
         _temp_of(self.local_path(path)).unlink(missing_ok=True)
 

@@ -1,0 +1,121 @@
+"""Stage-in cost of checksum verification: first read vs already verified vs none.
+
+A job's stage-in from the site cache (symlink mode) reads no replica nobody verified:
+on the first read since a replica's file changed it computes the md5; afterwards the
+catalog's record (verified mtime and size) lets it trust the replica with a stat. This
+prints, per file-size profile, the median stage-in time over --runs of
+
+- ``none``: links with a size check only (what stage-in did before verification),
+- ``first read``: every replica checksummed (the catalog's verification record cleared),
+- ``verified``: every replica verified earlier (the catalog consulted, no file read),
+
+and the ratios to ``none``. Files are in the page cache, so ``first read`` measures the
+md5 cost, not the disk.
+
+    python benchmarks/stagein_verify.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from _backbone_setup import make_backbone, make_registered
+from sqlalchemy import update
+
+from skybatch.backbone.models import ReplicaRow
+from skybatch.backbone.replication import replicate
+from skybatch.backbone.service import Backbone
+from skybatch.job.spec import FileSpec, JobSpec
+from skybatch.job.stagein import stage_in
+from skybatch.settings import load_settings
+
+PROFILES = {"large files": (32, 8 * 1024 * 1024), "small files": (1000, 64 * 1024)}
+SITE = "site:bench"
+
+
+def _spec(root: Path, paths: list[str], db_url: str | None) -> JobSpec:
+    return JobSpec(
+        run="bench",
+        job="job",
+        qgraph="unused.qg",
+        quantum_ids=[],
+        butler_config="unused.yaml",
+        workdir=str(root / "work"),
+        report_path=str(root / "report.json"),
+        inputs=[
+            FileSpec(dataset_id=str(i), dataset_type="raw", path=p) for i, p in enumerate(paths)
+        ],
+        site_endpoint=SITE,
+        site_root=str(root / "site"),
+        archive_root=str(root / "archive"),
+        stage_in="symlink",
+        db_url=db_url,
+    )
+
+
+def _median_s(runs: int, root: Path, spec: JobSpec, before: Callable[[], None]) -> float:
+    times = []
+    for i in range(runs):
+        before()
+        datastore = root / f"datastore-{i}"
+        start = time.perf_counter()
+        result = stage_in(spec, datastore)
+        times.append(time.perf_counter() - start)
+        assert len(result.paths) == len(spec.inputs)
+        shutil.rmtree(datastore)
+    return statistics.median(times)
+
+
+def _forget(backbone: Backbone) -> None:
+    """Clear the site replicas' verification record: the next read checksums them."""
+    site_id = backbone.catalog.endpoint_row(SITE).id
+    with backbone.catalog.sessions.begin() as session:
+        session.execute(
+            update(ReplicaRow)
+            .where(ReplicaRow.endpoint_id == site_id)
+            .values(verified_mtime_ns=None, verified_size=None)
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # the unverified baseline warns once per file
+    print(f"stage-in (symlink) from the site cache, median of {args.runs} runs")
+    print(
+        f"{'profile':<12} {'files':>6} {'MiB':>6} {'none s':>8} {'first read s':>12} "
+        f"{'verified s':>10} {'first/none':>10} {'verified/none':>13}"
+    )
+    for name, (count, size) in PROFILES.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            backbone = make_backbone(root)
+            files = make_registered(backbone, root, "bench", count, size)
+            backbone.add_endpoint(SITE, "site", str(root / "site"), {})
+            replicate(backbone, files, SITE)
+            paths = [f.path for f in files]
+            db_url = load_settings(home=root / "home").database_url()
+            forget = partial(_forget, backbone)
+            none_s = _median_s(args.runs, root, _spec(root, paths, None), lambda: None)
+            verified_spec = _spec(root, paths, db_url)
+            first_s = _median_s(args.runs, root, verified_spec, forget)
+            stage_in(verified_spec, root / "warm")  # records the verification
+            verified_s = _median_s(args.runs, root, verified_spec, lambda: None)
+            print(
+                f"{name:<12} {count:>6} {count * size / 2**20:>6.0f} {none_s:>8.3f} "
+                f"{first_s:>12.3f} {verified_s:>10.3f} {first_s / none_s:>10.1f} "
+                f"{verified_s / none_s:>13.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
