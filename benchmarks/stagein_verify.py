@@ -3,10 +3,11 @@
 A job's stage-in from the site cache (symlink mode) reads no replica nobody verified:
 on the first read since a replica's file changed it computes the md5; afterwards the
 catalog's record (verified mtime and size) lets it trust the replica with a stat. This
-prints, per file-size profile, the median stage-in time over --runs of
+prints, per file-size profile, the median stage-in time over --runs (alternating) of
 
 - ``none``: links with a size check only (what stage-in did before verification),
-- ``first read``: every replica checksummed (the catalog's verification record cleared),
+- ``first read``: every replica checksummed (the catalog's verification record cleared
+  first),
 - ``verified``: every replica verified earlier (the catalog consulted, no file read),
 
 and the ratios to ``none``. Files are in the page cache, so ``first read`` measures the
@@ -23,7 +24,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -61,17 +61,13 @@ def _spec(root: Path, paths: list[str], db_url: str | None) -> JobSpec:
     )
 
 
-def _median_s(runs: int, root: Path, spec: JobSpec, before: Callable[[], None]) -> float:
-    times = []
-    for i in range(runs):
-        before()
-        datastore = root / f"datastore-{i}"
-        start = time.perf_counter()
-        result = stage_in(spec, datastore)
-        times.append(time.perf_counter() - start)
-        assert len(result.paths) == len(spec.inputs)
-        shutil.rmtree(datastore)
-    return statistics.median(times)
+def _time_s(spec: JobSpec, datastore: Path) -> float:
+    start = time.perf_counter()
+    result = stage_in(spec, datastore)
+    elapsed = time.perf_counter() - start
+    assert len(result.paths) == len(spec.inputs)
+    shutil.rmtree(datastore)
+    return elapsed
 
 
 def _forget(backbone: Backbone) -> None:
@@ -105,11 +101,15 @@ def main() -> None:
             paths = [f.path for f in files]
             db_url = load_settings(home=root / "home").database_url()
             forget = partial(_forget, backbone)
-            none_s = _median_s(args.runs, root, _spec(root, paths, None), lambda: None)
-            verified_spec = _spec(root, paths, db_url)
-            first_s = _median_s(args.runs, root, verified_spec, forget)
-            stage_in(verified_spec, root / "warm")  # records the verification
-            verified_s = _median_s(args.runs, root, verified_spec, lambda: None)
+            plain, checked = _spec(root, paths, None), _spec(root, paths, db_url)
+            times: dict[str, list[float]] = {"none": [], "first": [], "verified": []}
+            # The three alternate within each run, so the machine's drift hits them alike.
+            for i in range(args.runs):
+                times["none"].append(_time_s(plain, root / f"none-{i}"))
+                forget()
+                times["first"].append(_time_s(checked, root / f"first-{i}"))  # records
+                times["verified"].append(_time_s(checked, root / f"verified-{i}"))
+            none_s, first_s, verified_s = (statistics.median(t) for t in times.values())
             print(
                 f"{name:<12} {count:>6} {count * size / 2**20:>6.0f} {none_s:>8.3f} "
                 f"{first_s:>12.3f} {verified_s:>10.3f} {first_s / none_s:>10.1f} "
