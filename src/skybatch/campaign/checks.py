@@ -151,6 +151,9 @@ def _check_pipeline_labels(
 ) -> Invalid | None:
     from lsst.pipe.base import Pipeline
 
+    beyond = pipeline_limit_problem(path)
+    if beyond is not None:
+        return beyond
     uri = f"{path}#{','.join(labels)}" if labels else str(path)
     try:
         Pipeline.from_uri(uri)
@@ -169,6 +172,26 @@ def _check_pipeline_labels(
             f"cannot read pipeline {path}: {exc}",
             "fix the pipeline file; `pipetask build -p FILE` shows the same problem",
         )
+    return None
+
+
+def pipeline_limit_problem(path: Path) -> Invalid | None:
+    """Whether the pipeline file ``path`` crosses the YAML limits campaign files have.
+
+    pipe_base reads pipelines with PyYAML's full loader: an alias bomb in a pipeline
+    would hang validation as one in a campaign file would, so the file is composed
+    with :mod:`skybatch.campaign.yamlguard` first (syntax errors are left to pipe_base,
+    whose messages name them)."""
+    from .yamlguard import YamlLimitError, check_file_size, compose
+
+    try:
+        check_file_size(path)
+        compose(path.read_text(encoding="utf-8"))
+    except YamlLimitError as exc:
+        at = f", line {exc.mark.line + 1}, column {exc.mark.column + 1}" if exc.mark else ""
+        return Invalid(f"pipeline {path}{at}: {exc.message}", exc.hint)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
     return None
 
 
