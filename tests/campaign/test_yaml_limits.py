@@ -154,3 +154,17 @@ def test_a_file_larger_than_the_limit_is_not_read(files: Path, campaign_cli: Cam
     result = campaign_cli("validate", path)
     assert result.code == 2
     assert f"{path}: the file is {limits.MAX_CAMPAIGN_FILE_BYTES + 1:,} bytes" in result.err
+
+
+def test_many_steps_selecting_on_one_steps_output_are_checked_once() -> None:
+    """Each of 20,000 chained steps selects on the first one's output: one walk of the
+    graph, not one per step (which would be 200 million steps' worth)."""
+    count = 20_000
+    steps = [
+        (f"s{i}", [f"s{i - 1}"] if i > 1 else [], "s1" if i > 1 else None)
+        for i in range(1, count + 1)
+    ]
+    assert step_graph_problems(steps) == []
+    steps[-1] = (f"s{count}", [], "s1")
+    problems = step_graph_problems(steps)
+    assert [p.path for p in problems] == [("steps", count - 1, "select", "from_step")]

@@ -76,6 +76,7 @@ def step_graph_problems(steps: Sequence[StepSpec]) -> list[StepGraphProblem]:
                 "remove one of these dependencies",
             )
         )
+    reach = _Reach(edges)
     for index, (name, _, from_step) in enumerate(steps):
         if from_step is None or name is None or first.get(name) != index:
             continue
@@ -84,7 +85,7 @@ def step_graph_problems(steps: Sequence[StepSpec]) -> list[StepGraphProblem]:
             problems.append(
                 StepGraphProblem(at, f"unknown step {from_step!r}", _choose(from_step, list(first)))
             )
-        elif from_step not in _ancestors(name, edges):
+        elif not reach.depends_on(name, from_step):
             problems.append(
                 StepGraphProblem(
                     at,
@@ -105,15 +106,34 @@ def _choose(name: str, choices: list[str]) -> str:
     return f"{suggest(name, choices)}use one of: {listing(choices)}"
 
 
-def _ancestors(name: str, edges: dict[str, list[str]]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(edges.get(name, ()))
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo.extend(edges.get(current, ()))
-    return seen
+class _Reach:
+    """Whether one step depends on another, directly or not.
+
+    A direct dependency is one look; otherwise the steps depending on the target are
+    found once per target (a walk of the reversed graph), so many steps selecting on
+    the output of one step cost one walk, not one each."""
+
+    def __init__(self, edges: dict[str, list[str]]) -> None:
+        self.edges = edges
+        self.dependants: dict[str, list[str]] = {}
+        for step, depends in edges.items():
+            for dependency in depends:
+                self.dependants.setdefault(dependency, []).append(step)
+        self.below: dict[str, set[str]] = {}
+
+    def depends_on(self, name: str, target: str) -> bool:
+        if target in self.edges.get(name, ()):
+            return True
+        if target not in self.below:
+            seen: set[str] = set()
+            todo = list(self.dependants.get(target, ()))
+            while todo:
+                current = todo.pop()
+                if current not in seen:
+                    seen.add(current)
+                    todo.extend(self.dependants.get(current, ()))
+            self.below[target] = seen
+        return name in self.below[target]
 
 
 def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:
