@@ -113,6 +113,8 @@ def format_report(data: dict[str, Any]) -> str:
                 f"({f['failure']}), {f['attempts']} attempt(s), memory {f['memory_mb']} MB: "
                 f"{f['error']}"
             )
+            if f.get("advice"):
+                lines.append(f"    what to do: {f['advice']}")
     return "\n".join(lines)
 
 

@@ -325,6 +325,7 @@ def _task_counts(session: Session, campaign_id: int) -> dict[int, dict[str, _Tal
 
 def _failures(session: Session, campaign_id: int) -> tuple[list[dict[str, Any]], int]:
     from skybatch.engines.base import JobState
+    from skybatch.job.causes import advice_for
     from skybatch.run.models import JobRow
 
     runs = _run_ids(campaign_id).subquery()
@@ -342,6 +343,7 @@ def _failures(session: Session, campaign_id: int) -> tuple[list[dict[str, Any]],
             "exit_code": job.exit_code,
             "failure": job.failure,
             "error": job.error.strip().splitlines()[0] if job.error and job.error.strip() else None,
+            "advice": advice_for(job.failure),
             "memory_mb": job.memory_mb,
         }
         for job in rows

@@ -403,3 +403,5 @@ def report(cli: CliContext, run_name: str | None, list_: bool, as_json: bool) ->
             f"  {f['state']:<9} {f['job']}: exit {f['exit_code']} ({f['failure']}), "
             f"{f['attempts']} attempt(s), memory {f['memory_mb']} MB: {f['error']}"
         )
+        if f.get("advice"):
+            click.echo(f"    what to do: {f['advice']}")

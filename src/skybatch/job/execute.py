@@ -71,6 +71,7 @@ from lsst.resources import ResourcePath
 from lsst.utils import doImportType
 
 from .cache import FileKey, file_key, on_clear, process_cache_enabled
+from .causes import error_line, failure_kind
 from .errors import JobSpecError
 from .spec import JobSpec, QuantumReport
 from .stats import Meter
@@ -570,7 +571,9 @@ def execute_quanta(
             executor.execute(task_node, quantum, quantum_id=quantum_id)
         except Exception as exc:
             report.status = "failed"
-            report.error = first_line(exc)
+            report.error = error_line(exc)
+            kind = failure_kind(exc)
+            report.failure = kind.value if kind is not None else None
             report.traceback = traceback.format_exc()
             blocked |= outputs
             _log.error("quantum %s %s failed: %s", report.task_label, report.data_id, report.error)

@@ -28,13 +28,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from skybatch.engines.base import FailureKind
+
 from .cache import enable_process_cache, on_clear, process_cache_enabled
+from .causes import error_line, failure_kind
 from .errors import JobSpecError
 from .execute import (
     ExecutedQuantum,
     JobQuanta,
     execute_quanta,
-    first_line,
     load_quanta,
     write_job_butler_config,
 )
@@ -97,6 +99,7 @@ def run_job(
     workdir = Path(spec.workdir).resolve()
     progress = _Progress()
     exit_code, error = EXIT_OK, None
+    failure: FailureKind | None = None
     log_path: Path | None = None
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -115,15 +118,19 @@ def run_job(
                 exit_code, error = EXIT_SPEC, str(exc)
                 _log.error("bad job spec: %s", exc)
             except Exception as exc:
-                exit_code, error = EXIT_FAILED, f"{progress.phase}: {first_line(exc)}"
+                exit_code, error = EXIT_FAILED, f"{progress.phase}: {error_line(exc)}"
+                failure = failure_kind(exc)
                 _log.exception("job %s failed during %s", spec.job, progress.phase)
     except OSError as exc:  # the workdir itself is unusable: no log either
-        exit_code, error = EXIT_FAILED, f"workdir: {first_line(exc)}"
+        exit_code, error = EXIT_FAILED, f"workdir: {error_line(exc)}"
+        failure = failure_kind(exc)
     quanta = _quantum_reports(progress, error)
     failed = [q for q in quanta if q.status == "failed"]
     if failed and exit_code == EXIT_OK:
         exit_code = EXIT_FAILED
-        error = f"{failed[0].task_label} {failed[0].data_id}: {failed[0].error}"
+        first = next((q for q in failed if q.failure), failed[0])  # a known cause first
+        error = f"{first.task_label} {first.data_id}: {first.error}"
+        failure = FailureKind(first.failure) if first.failure else None
     report = JobReport(
         run=spec.run,
         job=spec.job,
@@ -131,6 +138,7 @@ def run_job(
         status="succeeded" if exit_code == EXIT_OK else "failed",
         exit_code=exit_code,
         error=error,
+        failure=failure.value if failure is not None else None,
         engine_job_id=provenance.engine_job_id,
         host=provenance.host,
         platform=provenance.platform,

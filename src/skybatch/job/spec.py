@@ -91,7 +91,8 @@ class QuantumReport(BaseModel):
     data_id: dict[str, Any]
     status: Literal["succeeded", "failed", "skipped"]
     stats: RuntimeStats | None = None
-    error: str | None = None  # first line of the error
+    error: str | None = None  # first line of the error, with its root cause
+    failure: str | None = None  # a FailureKind the error proves (e.g. "disk_full")
     traceback: str | None = None
 
 
@@ -119,7 +120,8 @@ class JobReport(BaseModel):
     attempt: int
     status: Literal["succeeded", "failed"]
     exit_code: int
-    error: str | None = None  # first error line
+    error: str | None = None  # first error line, with its root cause
+    failure: str | None = None  # a FailureKind the error proves (e.g. "disk_full")
     engine_job_id: str | None = None
     host: str
     platform: str

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.engines.base import JobState
 from skybatch.errors import InputError
+from skybatch.job.causes import advice_for
 
 from .models import JobRow, QuantumRunRow, RunRow
 
@@ -90,6 +91,7 @@ def run_report(sessions: sessionmaker[Session], run: str) -> dict[str, Any]:
                 "exit_code": job.exit_code,
                 "failure": job.failure,
                 "error": (job.error or "").splitlines()[0] if job.error else None,
+                "advice": advice_for(job.failure),
                 "memory_mb": job.memory_mb,
             }
             for job in jobs

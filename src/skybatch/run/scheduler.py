@@ -357,6 +357,8 @@ class Scheduler:
         failure = status.failure
         if state == JobState.SUCCEEDED and report is not None and report.status != "succeeded":
             state, failure = JobState.FAILED, FailureKind.ERROR
+        if state == JobState.FAILED and failure == FailureKind.ERROR and report is not None:
+            failure = _proved(report.failure, failure)  # what the job proved (disk full)
         if (
             failure == FailureKind.LOST
             and report is not None
@@ -466,6 +468,14 @@ class Scheduler:
         self._new_attempts = []
         self._attempt_updates.clear()
         self._quanta.clear()
+
+
+def _proved(kind: str | None, default: FailureKind) -> FailureKind:
+    """The failure kind a job report names, if this skybatch knows it."""
+    try:
+        return FailureKind(kind) if kind else default
+    except ValueError:
+        return default
 
 
 def blocked_jobs(nodes: dict[str, JobNode], states: dict[str, str]) -> set[str]:

@@ -1,0 +1,98 @@
+"""The scheduler takes the failure kind a job's report proves (disk full) over the
+engine's plain "error", and the run report says what to do about it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from skybatch.db.state import open_state_db
+from skybatch.engines.base import FailureKind
+from skybatch.engines.testing import InstantEngine
+from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
+from skybatch.job.spec import JobReport, JobSpec, RuntimeStats
+from skybatch.run.models import JobAttemptRow, JobRow, RunRow
+from skybatch.run.report import run_report
+from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
+from skybatch.settings import load_settings
+
+ERROR = (
+    "isr {'visit': 1}: RuntimeError: Failed to serialize dataset postISRCCD "
+    "[root cause: OSError: [Errno 28] No space left on device: '/scratch/x.fits']"
+)
+
+
+def _report(spec: JobSpec) -> JobReport:
+    now = datetime.now(UTC)
+    return JobReport(
+        run=spec.run,
+        job=spec.job,
+        attempt=spec.attempt,
+        status="failed",
+        exit_code=1,
+        error=ERROR,
+        failure="disk_full",
+        host="h",
+        platform="p",
+        python="3.11",
+        packages={},
+        environment={},
+        stats=RuntimeStats(start=now, end=now, wall_s=0, cpu_s=0, max_rss_mb=0),
+        quanta=[],
+        outputs=[],
+    )
+
+
+def test_a_job_whose_report_proves_a_full_disk_is_recorded_as_disk_full_with_advice(
+    tmp_path: Path,
+) -> None:
+    sessions = open_state_db(load_settings(home=tmp_path / "home"))
+    with sessions.begin() as session:
+        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
+        session.add(row)
+        session.flush()
+        run_id = row.id
+
+    def make_spec(job: JobNode, row: JobRow) -> JobSpec:
+        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        spec = JobSpec(
+            run="test/run",
+            job=job.name,
+            attempt=row.attempts,
+            qgraph="/nowhere/graph.qg",
+            quantum_ids=job.quanta,
+            butler_config="/nowhere/butler.yaml",
+            workdir=str(job_dir / "work"),
+            report_path=str(job_dir / "report.json"),
+        )
+        # What the job wrapper writes on a full disk (the engine only sees exit code 3).
+        Path(spec.report_path).write_text(_report(spec).model_dump_json())
+        return spec
+
+    node = JobNode(
+        name="fail-full",
+        label="isr",
+        quanta=["q1"],
+        task_labels=["isr"],
+        data_ids=[{}],
+        resources=ResourceRequest(memory_mb=300, walltime_s=60),
+    )
+    workflow = Workflow.of_jobs("test/run", [node], pipeline="p.yaml")
+    scheduler = Scheduler(
+        sessions, run_id, workflow, InstantEngine(), SchedulerHooks(make_spec), RetryPolicy(2)
+    )
+    scheduler.create_jobs()
+    assert not scheduler.run().succeeded
+    with sessions() as session:
+        job = session.scalars(select(JobRow)).one()
+        attempts = session.scalars(select(JobAttemptRow.failure)).all()
+    assert job.failure == FailureKind.DISK_FULL.value
+    assert job.error == ERROR
+    assert attempts == ["disk_full", "disk_full"]
+    (failure,) = run_report(sessions, "test/run")["failures"]
+    assert failure["failure"] == "disk_full"
+    assert "No space left on device" in failure["error"]
+    assert "free space there, then `skybatch run --resume RUN`" in failure["advice"]
