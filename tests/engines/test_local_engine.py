@@ -162,8 +162,8 @@ def test_worker_killed_from_outside(make_engine: Any, tmp_path: Path) -> None:
     os.kill(worker_pid, signal.SIGKILL)
     [status] = wait_for(engine, [engine_id])
     assert status.state is JobState.FAILED
-    assert status.failure is FailureKind.ERROR
-    assert "SIGKILL" in (status.message or "")
+    assert status.failure is FailureKind.WORKER_LOST  # not the job's failure
+    assert "SIGKILL" in (status.message or "") and "lost worker" in (status.message or "")
     [after] = wait_for(engine, engine.submit([make_spec(tmp_path, "ok-after")]))
     assert after.state is JobState.SUCCEEDED
 

@@ -88,6 +88,7 @@ class FailureKind(enum.StrEnum):
     PREEMPTED = "preempted"  # plain retry
     CANCELLED = "cancelled"
     LOST = "lost"  # the engine no longer knows the job
+    WORKER_LOST = "worker_lost"  # what ran the job was killed from outside: plain retry
     DISK_FULL = "disk_full"  # ENOSPC/EDQUOT in the job's error chain (skybatch.job.causes)
 
 

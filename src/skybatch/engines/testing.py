@@ -13,6 +13,8 @@ each engine is judged on the same behaviours:
 ``sleep3-`` sleep 3 s, then succeed (jobs still running at a restart)
 ``crash-``  ``os._exit(9)``: the process dies without cleanup
 ``pid-``    write the process id to the report (warm worker reuse)
+``pidsleep3-`` write the process id to ``REPORT.pid``, sleep 3 s, then
+            succeed (a test kills what runs the job meanwhile)
 ``hog-``    hold 300 MB for 0.5 s, then succeed (fits after a retry
             with more memory)
 ==========  =========================================================
@@ -86,6 +88,11 @@ def behave(spec_path: str) -> int:
         return 0
     if name.startswith("pid-"):
         report.write_text(str(os.getpid()))
+        return 0
+    if name.startswith("pidsleep3-"):
+        Path(f"{report}.pid").write_text(str(os.getpid()))
+        time.sleep(3)
+        report.write_text(json.dumps({"job": name, "status": "succeeded"}))
         return 0
     raise ValueError(f"job name {name!r} has no behaviour prefix (see skybatch.engines.testing)")
 

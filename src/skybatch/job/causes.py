@@ -5,7 +5,8 @@ Libraries wrap low-level errors: a full disk reaches the job as daf_butler's
 device`` two causes down. :func:`error_line` keeps the outer message and appends the
 root cause when the outer one does not already say it, and :func:`failure_kind`
 classifies from ``errno`` anywhere in the chain (``__cause__`` and ``__context__``);
-the one message read is numpy's short-write error, which carries no errno. :data:`ADVICE` is what the reports print for a kind.
+the one message read is numpy's short-write error, which carries no errno.
+:data:`ADVICE` is what the reports print for a kind.
 """
 
 from __future__ import annotations
@@ -55,9 +56,7 @@ _SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
 
 
 def _short_write(exc: BaseException) -> bool:
-    return (
-        isinstance(exc, OSError) and exc.errno is None and bool(_SHORT_WRITE.match(str(exc)))
-    )
+    return isinstance(exc, OSError) and exc.errno is None and bool(_SHORT_WRITE.match(str(exc)))
 
 
 def _disk_full(exc: BaseException) -> BaseException | None:

@@ -41,13 +41,16 @@ class RetryPolicy:
     memory_factor: float = 2.0
     memory_cap_mb: int = 16_384
     #: Attempts a job gets on top of ``max_attempts`` after failures that are not its
-    #: own (preemption, node failure), per job and driver: such an attempt is retried
-    #: as it was and does not use up the job's budget, unless this is spent too.
+    #: own (preemption, node failure, a worker killed under it), per job and driver:
+    #: such an attempt is retried as it was and does not use up the job's budget,
+    #: unless this is spent too.
     infrastructure_retries: int = 3
 
 
 #: Failures of the batch system, not of the job.
-NOT_THE_JOBS_FAULT = frozenset({FailureKind.PREEMPTED, FailureKind.NODE_FAILURE})
+NOT_THE_JOBS_FAULT = frozenset(
+    {FailureKind.PREEMPTED, FailureKind.NODE_FAILURE, FailureKind.WORKER_LOST}
+)
 
 
 @dataclass

@@ -21,7 +21,16 @@ from skybatch.engines.base import FailureKind, JobState, JobStatus, transition
 if TYPE_CHECKING:
     from skybatch.job.spec import JobSpec
 
-__all__ = ["LocalJob", "Slot", "describe_exit", "job_files", "log_tail", "write_spec"]
+__all__ = [
+    "LOST_SIGNALS",
+    "LocalJob",
+    "Slot",
+    "describe_exit",
+    "job_files",
+    "killed_from_outside",
+    "log_tail",
+    "write_spec",
+]
 
 ACTIVE = frozenset({JobState.SUBMITTED, JobState.RUNNING})
 
@@ -75,9 +84,20 @@ class LocalJob:
         self.slot = None
 
     def finish_exited(self, exit_code: int, error: str | None = None) -> None:
-        """Finish from the runner's exit code (0: success), quoting the log on failure."""
+        """Finish from the runner's exit code (0: success), quoting the log on failure;
+        a process killed from outside (SIGKILL, SIGTERM: not by this engine, which ends
+        a job before it kills it) is a lost worker, not the job's failure."""
         if exit_code == 0:
             self.finish(JobState.SUCCEEDED, exit_code=0)
+            return
+        if killed_from_outside(exit_code):
+            self.finish(
+                JobState.FAILED,
+                failure=FailureKind.WORKER_LOST,
+                exit_code=exit_code,
+                message=f"the process running job {self.spec.job} {describe_exit(exit_code)} "
+                "from outside (a lost worker, not the job's failure)",
+            )
             return
         detail = error or log_tail(self.log_path)
         message = f"job {self.spec.job} {describe_exit(exit_code)}"
@@ -116,6 +136,16 @@ def write_spec(spec: JobSpec, engine_id: str, path: Path) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(text)
     os.replace(partial, path)
+
+
+#: Signals that end a process from outside (an operator, the kernel, a supervisor):
+#: the job did not crash, what ran it was taken away.
+LOST_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM})
+
+
+def killed_from_outside(code: int | None) -> bool:
+    """An exit code (negative: a signal) saying the process was killed from outside."""
+    return code is not None and code < 0 and -code in LOST_SIGNALS
 
 
 def describe_exit(code: int) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from skybatch.engines.base import FailureKind, JobState
-from skybatch.engines.local.jobs import LocalJob, describe_exit
+from skybatch.engines.local.jobs import LocalJob, describe_exit, killed_from_outside
 from skybatch.engines.local.settings import LocalSettings
 from skybatch.engines.local.slots import ProcessRun, WarmWorker, tree_rss_mb
 
@@ -159,12 +159,13 @@ class WarmPool:
         job = worker.job
         if job is not None and job.state is JobState.RUNNING:
             what = "died" if code is None else describe_exit(code)
+            lost = code is None or killed_from_outside(code)  # not the job's doing
             job.finish(
                 JobState.FAILED,
-                failure=FailureKind.ERROR,
+                failure=FailureKind.WORKER_LOST if lost else FailureKind.ERROR,
                 exit_code=code,
                 message=f"worker {worker.process.name} (pid {worker.process.pid}) running "
-                f"job {job.spec.job} {what}",
+                f"job {job.spec.job} {what}" + (" (a lost worker)" if lost else ""),
             )
         elif not worker.ready and not worker.retiring:
             self._start_failures += 1

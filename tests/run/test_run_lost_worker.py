@@ -1,0 +1,109 @@
+"""A worker killed under a running job (SIGKILL from outside) is a lost worker: the job
+is retried from the infrastructure budget, not charged to its own attempts, and succeeds.
+On the real local engine, warm workers and one process per job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from skybatch.db.state import open_state_db
+from skybatch.engines.base import FailureKind, JobState
+from skybatch.engines.local import LocalEngine, LocalSettings
+from skybatch.engines.testing import BEHAVE_RUNNER
+from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
+from skybatch.job.spec import JobSpec
+from skybatch.run.models import JobAttemptRow, JobRow, RunRow
+from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
+from skybatch.settings import load_settings
+
+
+def _kill_first_attempt(pid_file: Path, killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL whatever runs attempt 1 once it has started (it writes its pid first)."""
+    while not stop.is_set():
+        try:
+            pid = int(pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+            continue
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        return
+
+
+@pytest.mark.parametrize("isolation", ["warm", "process"])
+def test_a_worker_killed_mid_job_does_not_use_up_the_jobs_attempts(
+    tmp_path: Path, isolation: str
+) -> None:
+    sessions = open_state_db(load_settings(home=tmp_path / "home"))
+    with sessions.begin() as session:
+        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
+        session.add(row)
+        session.flush()
+        run_id = row.id
+
+    def make_spec(job: JobNode, row: JobRow) -> JobSpec:
+        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        return JobSpec(
+            run="test/run",
+            job=job.name,
+            attempt=row.attempts,
+            qgraph="/nowhere/graph.qg",
+            quantum_ids=job.quanta,
+            butler_config="/nowhere/butler.yaml",
+            workdir=str(job_dir / "work"),
+            report_path=str(job_dir / "report.json"),
+            memory_mb=row.memory_mb,
+            walltime_s=row.walltime_s,
+        )
+
+    node = JobNode(
+        name="pidsleep3-a",
+        label="pidsleep3",
+        quanta=["q1"],
+        task_labels=["pidsleep3"],
+        data_ids=[{}],
+        resources=ResourceRequest(memory_mb=300, walltime_s=60),
+    )
+    workflow = Workflow.of_jobs("test/run", [node], pipeline="p.yaml")
+    # One attempt of its own: a lost worker charged to the job would hold it.
+    policy = RetryPolicy(max_attempts=1, infrastructure_retries=3)
+    killed: list[int] = []
+    stop = threading.Event()
+    pid_file = tmp_path / "pidsleep3-a" / "attempt-1" / "report.json.pid"
+    killer = threading.Thread(target=_kill_first_attempt, args=(pid_file, killed, stop))
+    killer.start()
+    engine = LocalEngine(
+        LocalSettings(max_workers=1, runner=BEHAVE_RUNNER, preload=[], isolation=isolation)
+    )
+    try:
+        with engine:
+            scheduler = Scheduler(
+                sessions, run_id, workflow, engine, SchedulerHooks(make_spec), policy
+            )
+            scheduler.create_jobs()
+            result = scheduler.run()
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the first attempt never started"
+    assert result.succeeded
+    with sessions() as session:
+        job = session.scalars(select(JobRow)).one()
+        attempts = session.execute(
+            select(JobAttemptRow.attempt, JobAttemptRow.state, JobAttemptRow.failure).order_by(
+                JobAttemptRow.attempt
+            )
+        ).all()
+    assert job.state == JobState.SUCCEEDED
+    assert attempts[0][1:] == ("failed", FailureKind.WORKER_LOST.value)
+    assert attempts[-1][1] == "succeeded"
+    # The lost attempt came from the infrastructure budget: the job's own is intact.
+    assert job.attempt_limit == policy.max_attempts + 1
