@@ -96,3 +96,46 @@ def test_a_job_whose_report_proves_a_full_disk_is_recorded_as_disk_full_with_adv
     assert failure["failure"] == "disk_full"
     assert "No space left on device" in failure["error"]
     assert "free space there, then `skybatch run --resume RUN`" in failure["advice"]
+
+
+def test_a_full_disk_when_specs_are_written_holds_the_jobs_instead_of_crashing_the_run(
+    tmp_path: Path,
+) -> None:
+    sessions = open_state_db(load_settings(home=tmp_path / "home"))
+    with sessions.begin() as session:
+        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
+        session.add(row)
+        session.flush()
+        run_id = row.id
+
+    def make_spec(job: JobNode, row: JobRow) -> JobSpec:
+        # What writing the spec into the job's directory meets on a full disk.
+        raise OSError(28, "No space left on device", str(tmp_path / job.name / "spec-1.json"))
+
+    def node(name: str, deps: list[str]) -> JobNode:
+        return JobNode(
+            name=name,
+            label="isr",
+            quanta=[name],
+            task_labels=["isr"],
+            data_ids=[{}],
+            resources=ResourceRequest(memory_mb=300, walltime_s=60),
+            depends_on=deps,
+        )
+
+    workflow = Workflow.of_jobs(
+        "test/run", [node("ok-a", []), node("ok-b", []), node("ok-c", ["ok-a"])], pipeline="p"
+    )
+    scheduler = Scheduler(
+        sessions, run_id, workflow, InstantEngine(), SchedulerHooks(make_spec), RetryPolicy(3)
+    )
+    scheduler.create_jobs()
+    result = scheduler.run()  # ends; does not raise
+    assert result.counts == {"held": 2, "pending": 1}
+    (failure, *_) = run_report(sessions, "test/run")["failures"]
+    assert failure["failure"] == "disk_full" and failure["attempts"] == 1
+    assert failure["error"].startswith("submit: OSError: [Errno 28] No space left on device")
+    assert "free space" in failure["advice"]
+    with sessions() as session:
+        states = session.execute(select(JobAttemptRow.state, JobAttemptRow.failure)).all()
+    assert sorted(states) == [("failed", "disk_full"), ("failed", "disk_full")]

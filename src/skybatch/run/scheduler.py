@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from skybatch.db.models import utcnow
 from skybatch.engines.base import TERMINAL, Engine, FailureKind, JobState, JobStatus, transition
 from skybatch.graph.workflow import JobNode, Workflow
+from skybatch.job.causes import error_line, failure_kind
 from skybatch.job.spec import JobReport, JobSpec
 
 from .models import JobAttemptRow, JobRow, QuantumRunRow
@@ -316,8 +317,15 @@ class Scheduler:
         specs = []
         for row in rows:
             row.attempts += 1
-            specs.append(self.hooks.make_spec(self.nodes[row.name], row))
-        engine_ids = self.engine.submit(specs)
+        try:
+            for row in rows:
+                specs.append(self.hooks.make_spec(self.nodes[row.name], row))
+            engine_ids = self.engine.submit(specs)
+        except Exception as exc:
+            if failure_kind(exc) is None:
+                raise
+            self._not_submitted(names, exc)  # a full disk: hold, never crash the run
+            return True
         for name, row, spec, engine_id in zip(names, rows, specs, engine_ids, strict=True):
             del self._ready[name]
             self._set(row, JobState.SUBMITTED)
@@ -335,6 +343,47 @@ class Scheduler:
             )
             self._in_flight[engine_id] = _InFlight(row.id, engine_id, spec)
         return True
+
+    def _not_submitted(self, names: list[str], exc: Exception) -> None:
+        """Jobs whose spec could not be written (a full disk, :mod:`skybatch.job.causes`):
+        each attempt is recorded as failed with the cause and the job held, since
+        trying again before the operator frees space would fail the same way."""
+        kind = failure_kind(exc) or FailureKind.ERROR
+        error = f"submit: {error_line(exc)}"
+        _log.error("cannot submit %d job(s): %s; held for the operator", len(names), error)
+        now = utcnow()
+        for name in names:
+            row = self._jobs[name]
+            del self._ready[name]
+            self._set(row, JobState.SUBMITTED)
+            self._set(row, JobState.FAILED)
+            self._set(row, JobState.HELD)
+            row.engine_id, row.exit_code, row.failure, row.error = None, None, kind.value, error
+            self._new_attempts.append(
+                {
+                    "job_id": row.id,
+                    "attempt": row.attempts,
+                    "engine_id": None,
+                    "state": JobState.SUBMITTED.value,
+                    "memory_mb": row.memory_mb,
+                    "report_path": None,
+                    "submitted_at": now,
+                }
+            )
+            self._attempt_updates.append(
+                {
+                    "b_job_id": row.id,
+                    "b_attempt": row.attempts,
+                    "state": JobState.FAILED.value,
+                    "failure": kind.value,
+                    "exit_code": None,
+                    "error": error,
+                    "finished_at": now,
+                    "max_rss_mb": None,
+                    "cpu_s": None,
+                }
+            )
+            self._block_downstream(name)
 
     def _poll(self) -> bool:
         if not self._in_flight:
