@@ -52,12 +52,17 @@ def load_campaign(path: Path, environ: Mapping[str, str] | None = None) -> Campa
     Raises:
         CampaignConfigError: the file is invalid; every problem found is listed.
     """
+    from skybatch.heap import collection_paused
+
     path = Path(path)
-    try:
-        data, source = read_source(path, environ)
-    except SourceError as exc:
-        raise CampaignConfigError(path, _sorted(path, exc.problems)) from None
-    return validate_campaign_data(data, source)
+    # A campaign of thousands of steps is hundreds of thousands of objects: cyclic
+    # collections while they are built would walk them again and again.
+    with collection_paused(freeze=False):
+        try:
+            data, source = read_source(path, environ)
+        except SourceError as exc:
+            raise CampaignConfigError(path, _sorted(path, exc.problems)) from None
+        return validate_campaign_data(data, source)
 
 
 def validate_campaign_data(data: Any, source: Source) -> Campaign:
