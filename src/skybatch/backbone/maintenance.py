@@ -231,6 +231,11 @@ def evict(
             mine[p.file.id] = p
         elif p.replica.state == ReplicaState.ONLINE:
             online_elsewhere[p.file.id] = online_elsewhere.get(p.file.id, 0) + 1
+    nearline_elsewhere = {
+        p.file.id
+        for p in placements
+        if p.endpoint != endpoint and p.replica.state == ReplicaState.NEARLINE
+    }
     victims: list[FileInfo] = []
     for p in mine.values():
         if p.replica.state != ReplicaState.ONLINE:
@@ -243,7 +248,7 @@ def evict(
             if not p.replica.on_tape:
                 report.skipped_last_copy += 1
                 continue
-        elif not online_elsewhere.get(p.file.id) and not _nearline_elsewhere(placements, p):
+        elif not online_elsewhere.get(p.file.id) and p.file.id not in nearline_elsewhere:
             report.skipped_last_copy += 1
             continue
         victims.append(p.file)
@@ -254,15 +259,6 @@ def evict(
     report.evicted = len(victims)
     report.bytes = sum(f.size_bytes for f in victims)
     return report
-
-
-def _nearline_elsewhere(placements: Sequence[Placement], mine: Placement) -> bool:
-    return any(
-        p.file.id == mine.file.id
-        and p.endpoint != mine.endpoint
-        and p.replica.state == ReplicaState.NEARLINE
-        for p in placements
-    )
 
 
 def delete(backbone: Backbone, files: Sequence[FileInfo]) -> int:
