@@ -42,7 +42,14 @@ def cross_problems(campaign: Campaign) -> list[CrossProblem]:
         *site_root_problems(campaign),
         *_pipeline_problems(campaign, {p.path[-1] for p in templates}),
         *(CrossProblem(path, problem) for path, problem in repository_problems(campaign)),
+        *_admission_problems(campaign),
     ]
+
+
+def _admission_problems(campaign: Campaign) -> Iterator[CrossProblem]:
+    from .admission import engine_admission_problems  # jobs the engine can never take
+
+    return engine_admission_problems(campaign)
 
 
 def _select_problems(campaign: Campaign) -> Iterator[CrossProblem]:

@@ -197,6 +197,17 @@ def _from_flags(
     return exc
 
 
+def _resume_engine_settings(cli: CliContext, kw: dict[str, Any]) -> dict[str, Any] | None:
+    """``--engine-setting``/``--engine-settings`` given with ``--resume``: the run's
+    engine's new settings (merged over the stored ones by resume_run)."""
+    if not kw["engine_setting"] and kw["engine_settings_file"] is None:
+        return None
+    from skybatch.run.driver import run_engine_name
+
+    engine = run_engine_name(cli.settings, kw["resume"])
+    return _engine_settings(engine, kw["engine_setting"], kw["engine_settings_file"])
+
+
 @click.command()
 @click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--pipeline", help="Pipeline YAML, optionally PATH#label1,label2.")
@@ -344,7 +355,9 @@ def run(cli: CliContext, **kw: Any) -> None:
             bar.update(task, completed=done, total=total)
 
         if options is None:
-            summary = resume_run(cli.settings, kw["resume"], progress)
+            summary = resume_run(
+                cli.settings, kw["resume"], progress, _resume_engine_settings(cli, kw)
+            )
         else:
             summary = submit_run(cli.settings, options, progress)
     click.echo(f"run {summary.run}: {summary.state}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +28,7 @@ __all__ = [
     "InvalidTransitionError",
     "JobState",
     "JobStatus",
+    "Resources",
     "transition",
 ]
 
@@ -90,6 +91,7 @@ class FailureKind(enum.StrEnum):
     LOST = "lost"  # the engine no longer knows the job
     WORKER_LOST = "worker_lost"  # what ran the job was killed from outside: plain retry
     DISK_FULL = "disk_full"  # ENOSPC/EDQUOT in the job's error chain (skybatch.job.causes)
+    UNSCHEDULABLE = "unschedulable"  # no allocation of the engine could ever take it
 
 
 class JobStatus(BaseModel):
@@ -103,6 +105,17 @@ class JobStatus(BaseModel):
     failure: FailureKind = FailureKind.NONE
     message: str | None = None
     max_rss_mb: float | None = None
+
+
+class Resources(Protocol):
+    """What a job asks for (a ResourceRequest, a JobSpec, a job row)."""
+
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def cores(self) -> int: ...
+    @property
+    def walltime_s(self) -> int: ...
 
 
 class EngineCapabilities(BaseModel):
@@ -153,6 +166,23 @@ class Engine(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release workers and resources; running jobs are cancelled."""
+
+    @classmethod
+    def admission_problem_for(cls, settings: BaseModel, job: Resources) -> str | None:
+        """Why no allocation an engine with ``settings`` can make would ever take
+        ``job`` (naming the job's number and the limit's), or None if one can. Known
+        from the settings alone, so runs and campaigns are refused before anything is
+        built or written. Default: every job fits."""
+        return None
+
+    def admission_problem(self, job: Resources) -> str | None:
+        """:meth:`admission_problem_for` this engine's settings; an engine may also ask
+        its batch system (a Slurm partition's time limit). The scheduler fails a job
+        with a problem (``FailureKind.UNSCHEDULABLE``) instead of leaving it waiting."""
+        settings = getattr(self, "settings", None)
+        if not isinstance(settings, BaseModel):
+            return None
+        return type(self).admission_problem_for(settings, job)
 
     def warm_up(self) -> None:  # noqa: B027 (optional hook, a no-op by default)
         """Get ready for jobs before the first submit (e.g. start worker processes

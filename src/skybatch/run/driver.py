@@ -50,6 +50,7 @@ __all__ = [
     "engine_settings",
     "make_engine",
     "resume_run",
+    "run_engine_name",
     "submit_run",
 ]
 
@@ -267,6 +268,9 @@ def check_engine(options: RunOptions, registry: EngineRegistry | None = None) ->
     """
     registry = registry or EngineRegistry.default()
     registry.parse_settings(options.engine, engine_settings(options), where="engine settings")
+    from .admission import check_admission
+
+    check_admission(options, registry)  # jobs no allocation could take: refused now
 
 
 def make_engine(options: RunOptions, registry: EngineRegistry | None = None) -> Engine:
@@ -362,6 +366,21 @@ def _submit(ctx: _Context, engine: Engine, progress: Any) -> RunSummary:
     return _execute(ctx, engine, workflow, progress, phases=phases)
 
 
+def run_engine_name(settings: Settings, run: str) -> str:
+    """The engine run ``run`` was submitted with (for its ``--resume`` flags)."""
+    from skybatch.db.state import open_state_db
+
+    with open_state_db(settings)() as session:
+        engine = session.scalar(select(RunRow.engine).where(RunRow.name == run))
+    if engine is None:
+        raise InputError(
+            f"no run named {run!r}",
+            where="--resume",
+            hint="list runs with `skybatch report --list`",
+        )
+    return engine
+
+
 def _record(ctx: _Context) -> None:
     """The run's row, before anything else of it is written (set-up phase ``record``)."""
     options = ctx.options
@@ -383,9 +402,19 @@ def _record(ctx: _Context) -> None:
         )
 
 
-def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary:
+def resume_run(
+    settings: Settings,
+    run: str,
+    progress: Any = None,
+    engine_settings: dict[str, Any] | None = None,
+) -> RunSummary:
     """Finish a run after a crash: succeeded jobs stay, the rest run (again). A run
-    killed during its set-up is set up again (see :mod:`skybatch.run.setup`)."""
+    killed during its set-up is set up again (see :mod:`skybatch.run.setup`).
+
+    ``engine_settings``: settings of the run's engine that replace the stored ones
+    (nested settings merge: ``{"pilot": {"walltime_s": 7200}}`` keeps the other pilot
+    settings); checked, and stored with the run, before anything runs.
+    """
     backbone = Backbone.from_settings(settings)
     with backbone.catalog.sessions() as session:
         row = session.scalar(select(RunRow).where(RunRow.name == run))
@@ -398,6 +427,10 @@ def resume_run(settings: Settings, run: str, progress: Any = None) -> RunSummary
         options = RunOptions.from_json(row.options)
         workdir = Path(row.workdir)
         set_up = setup.setup_finished(session, row.id)
+    if engine_settings:
+        from .admission import with_engine_settings
+
+        options = with_engine_settings(backbone.catalog.sessions, run, options, engine_settings)
     if not set_up:
         return submit_run(settings, replace(options, output_run=run), progress)
     ctx = _Context(settings, options, run)

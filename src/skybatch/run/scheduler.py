@@ -314,6 +314,14 @@ class Scheduler:
             return False
         names = list(self._ready)[:room]
         rows = [self._jobs[name] for name in names]
+        refused = [(row, p) for row in rows if (p := self.engine.admission_problem(row))]
+        for row, problem in refused:
+            self._refuse(row, problem)
+        if refused:
+            names = [name for name in names if name in self._ready]
+            rows = [self._jobs[name] for name in names]
+            if not rows:
+                return True
         specs = []
         for row in rows:
             row.attempts += 1
@@ -351,39 +359,52 @@ class Scheduler:
         kind = failure_kind(exc) or FailureKind.ERROR
         error = f"submit: {error_line(exc)}"
         _log.error("cannot submit %d job(s): %s; held for the operator", len(names), error)
-        now = utcnow()
         for name in names:
-            row = self._jobs[name]
-            del self._ready[name]
-            self._set(row, JobState.SUBMITTED)
-            self._set(row, JobState.FAILED)
-            self._set(row, JobState.HELD)
-            row.engine_id, row.exit_code, row.failure, row.error = None, None, kind.value, error
-            self._new_attempts.append(
-                {
-                    "job_id": row.id,
-                    "attempt": row.attempts,
-                    "engine_id": None,
-                    "state": JobState.SUBMITTED.value,
-                    "memory_mb": row.memory_mb,
-                    "report_path": None,
-                    "submitted_at": now,
-                }
-            )
-            self._attempt_updates.append(
-                {
-                    "b_job_id": row.id,
-                    "b_attempt": row.attempts,
-                    "state": JobState.FAILED.value,
-                    "failure": kind.value,
-                    "exit_code": None,
-                    "error": error,
-                    "finished_at": now,
-                    "max_rss_mb": None,
-                    "cpu_s": None,
-                }
-            )
-            self._block_downstream(name)
+            self._hold_unsubmitted(self._jobs[name], kind, error)
+
+    def _refuse(self, row: JobRow, problem: str) -> None:
+        """A job no allocation of the engine can take fails now, as an attempt that
+        names why (both numbers), and is held: waiting would be forever, and a retry
+        would ask for the same (``skybatch run --resume`` with new engine settings)."""
+        row.attempts += 1
+        message = f"job {row.name} cannot be scheduled: {problem}"
+        _log.error("%s", message)
+        self._hold_unsubmitted(row, FailureKind.UNSCHEDULABLE, message)
+
+    def _hold_unsubmitted(self, row: JobRow, kind: FailureKind, error: str) -> None:
+        """Record the attempt ``row.attempts`` as failed before it reached the engine,
+        with ``kind`` and ``error``, and hold the job (its children are blocked)."""
+        now = utcnow()
+        del self._ready[row.name]
+        self._set(row, JobState.SUBMITTED)
+        self._set(row, JobState.FAILED)
+        self._set(row, JobState.HELD)
+        row.engine_id, row.exit_code, row.failure, row.error = None, None, kind.value, error
+        self._new_attempts.append(
+            {
+                "job_id": row.id,
+                "attempt": row.attempts,
+                "engine_id": None,
+                "state": JobState.SUBMITTED.value,
+                "memory_mb": row.memory_mb,
+                "report_path": None,
+                "submitted_at": now,
+            }
+        )
+        self._attempt_updates.append(
+            {
+                "b_job_id": row.id,
+                "b_attempt": row.attempts,
+                "state": JobState.FAILED.value,
+                "failure": kind.value,
+                "exit_code": None,
+                "error": error,
+                "finished_at": now,
+                "max_rss_mb": None,
+                "cpu_s": None,
+            }
+        )
+        self._block_downstream(row.name)
 
     def _poll(self) -> bool:
         if not self._in_flight:

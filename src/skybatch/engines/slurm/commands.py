@@ -204,6 +204,11 @@ class SlurmCommands:
         self.accounting = True
         return parse_sacct(done.stdout)
 
+    def sinfo_limits(self) -> str:
+        """``sinfo -h -o '%P|%l|%m|%c'``: partition, time limit, node memory (MB) and
+        CPUs (see :func:`skybatch.engines.slurm.admission.parse_sinfo`)."""
+        return self._call(["sinfo", "-h", "-o", "%P|%l|%m|%c"]).stdout
+
     def scancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:
             self._call(["scancel", *job_ids], check=False)

@@ -30,10 +30,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from skybatch.engines.base import Engine, EngineCapabilities, FailureKind, JobState, JobStatus
+from pydantic import BaseModel
+
+from skybatch.engines.base import (
+    Engine,
+    EngineCapabilities,
+    FailureKind,
+    JobState,
+    JobStatus,
+    Resources,
+)
 from skybatch.engines.errors import EngineClosedError, EngineConfigError
 from skybatch.engines.local.jobs import describe_exit, log_tail
 
+from .admission import PartitionLimits, parse_sinfo
+from .admission import admission_problem as slurm_admission
 from .commands import AccountRecord, QueueRecord, SlurmCommands
 from .settings import SlurmSettings
 from .states import FINISHED, translate
@@ -134,6 +145,7 @@ class SlurmEngine(Engine):
         self._closed = False
         self._pilots: PilotQueue | None = None
         self.submitted_arrays = 0  # sbatch calls for jobs (benchmarks, tests)
+        self._partition: PartitionLimits | bool | None = False  # False: not asked yet
 
     @property
     def capabilities(self) -> EngineCapabilities:
@@ -152,6 +164,26 @@ class SlurmEngine(Engine):
         )
 
     # -- the Engine interface --------------------------------------------------------
+
+    @classmethod
+    def admission_problem_for(cls, settings: BaseModel, job: Resources) -> str | None:
+        assert isinstance(settings, SlurmSettings)
+        return slurm_admission(settings, job)
+
+    def admission_problem(self, job: Resources) -> str | None:
+        """The settings' answer, with the partition's limits (asked of ``sinfo`` once;
+        unknown if it cannot answer)."""
+        return slurm_admission(self.settings, job, self._partition_limits())
+
+    def _partition_limits(self) -> PartitionLimits | None:
+        if self._partition is False:
+            try:
+                limits = parse_sinfo(self.commands.sinfo_limits())
+            except Exception as exc:  # no sinfo, a fake runner: the limits are unknown
+                log.debug("partition limits unknown: %s", exc)
+                limits = {}
+            self._partition = limits.get(self.settings.partition or "")
+        return self._partition if isinstance(self._partition, PartitionLimits) else None
 
     def submit(self, specs: Sequence[JobSpec]) -> list[str]:
         with self._lock:

@@ -27,7 +27,12 @@ class PilotSettings(BaseModel):
 
     cores: int = Field(default=2, ge=1, description="cores (parallel jobs) per pilot")
     memory_mb: int = Field(default=8192, ge=128, description="memory per pilot allocation")
-    walltime_s: int = Field(default=3600, ge=60, description="walltime of a pilot allocation")
+    walltime_s: int = Field(
+        default=7200,
+        ge=60,
+        description="walltime of a pilot allocation: a pilot takes a job whose walltime "
+        "plus end_margin_s fits in it (jobs ask for 3600 s by default)",
+    )
     min_pilots: int = Field(default=0, ge=0, description="pilots kept even with no backlog")
     max_pilots: int = Field(default=4, ge=1, description="most pilots at once")
     jobs_per_pilot: int = Field(
