@@ -111,9 +111,10 @@ def submit(cli: CliContext, file: Path, quiet: bool) -> None:
       skybatch campaign submit campaigns/demo.yaml
     """
     from skybatch.campaign.load import load_campaign
+
+    loaded = load_campaign(file)  # refused before the state database is even imported
     from skybatch.campaign.submit import submit_campaign
 
-    loaded = load_campaign(file)
     with _recorded(cli, "campaign submit", file=file) as op:
         submitted = submit_campaign(cli.settings, file, campaign=loaded)
         op.message = f"campaign {submitted.id}"
