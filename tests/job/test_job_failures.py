@@ -74,6 +74,7 @@ def test_a_corrupt_site_input_is_replaced_by_the_archive_copy(
     report = run_job(spec)
     assert report.status == "succeeded", report.error
     raw = next(f for f in inputs if f.dataset_type == "raw")
+    assert report.inputs_replaced == [raw.path]
     staged = Path(spec.workdir) / "datastore" / raw.path
     assert not staged.is_symlink()  # a verified copy of the archive's file
     assert md5_file(staged) == md5_file(world.repo / raw.path)

@@ -13,7 +13,7 @@ from skybatch.backbone.checksums import md5_file
 from skybatch.backbone.service import Backbone
 from skybatch.demo.driver import pipeline_path
 from skybatch.demo.survey import DEFAULTS, Survey
-from skybatch.run.driver import RunOptions, submit_run
+from skybatch.run.driver import RunOptions, read_reports, submit_run
 from skybatch.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,10 @@ def test_a_flipped_byte_in_a_cached_raw_is_not_consumed(survey: Survey, tmp_path
         flipped.append(p.file)
     assert md5_file(site.local_path(flipped[0].path))[1] != flipped[0].md5
 
-    assert submit_run(settings, _options(survey, "t/again")).state == "succeeded"
+    again = submit_run(settings, _options(survey, "t/again"))
+    assert again.state == "succeeded"
+    replaced = {p for r in read_reports(Path(again.workdir)) for p in r.inputs_replaced}
+    assert replaced and replaced <= {f.path for f in flipped}  # the jobs say what they did
     assert _digests(survey, "t/again") == clean  # the corrupt bytes went nowhere
     after = backbone.catalog.placements([f.id for f in flipped], "site:local")
     read = [p for p in after if p.replica.state == "corrupt"]

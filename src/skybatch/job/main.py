@@ -74,6 +74,7 @@ class _Progress:
     job: JobQuanta | None = None
     executed: list[ExecutedQuantum] = field(default_factory=list)
     staged: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
     outputs: list[OutputFileReport] = field(default_factory=list)
     junk: list[str] = field(default_factory=list)
     junk_tarball: str | None = None
@@ -149,6 +150,7 @@ def run_job(
         quanta=quanta,
         outputs=progress.outputs,
         inputs_staged=len(progress.staged),
+        inputs_replaced=progress.replaced,
         stage_in_mode=spec.stage_in,
         junk_tarball=progress.junk_tarball,
         junk_files=progress.junk,
@@ -182,7 +184,8 @@ def _run_phases(
     if datastore.exists():  # left by an earlier attempt in this workdir: never reuse it
         shutil.rmtree(datastore)
     progress.phase = "stage-in"
-    progress.staged = stage_in(spec, datastore).paths
+    staged = stage_in(spec, datastore)
+    progress.staged, progress.replaced = staged.paths, staged.replaced
     progress.phase = "execute"
     progress.executed = execute_quanta(spec, progress.job, config, meter, datastore=datastore)
     progress.phase = "outputs"

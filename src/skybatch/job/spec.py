@@ -132,6 +132,8 @@ class JobReport(BaseModel):
     quanta: list[QuantumReport]
     outputs: list[OutputFileReport]
     inputs_staged: int = 0
+    #: Inputs whose site-cache replica was corrupt: read from the archive instead.
+    inputs_replaced: list[str] = Field(default_factory=list)
     stage_in_mode: str = ""
     junk_tarball: str | None = None
     junk_files: list[str] = Field(default_factory=list)
