@@ -126,7 +126,8 @@ def _run(home: Path, repo: Path, *args: str) -> int:
             ["--engine", "slurm", "--engine-setting", "pilot.cores=x"],
             "pilot.cores: Input should be a valid integer",
         ),
-        (["--workers", "-1"], "max_workers: Input should be greater than or equal to 1, got -1"),
+        # Refused when the command line is read (cli/values.py), before the engine.
+        (["--workers", "-1"], "Invalid value for '--workers': -1 is not in the range 1<=x"),
     ],
     ids=["out of range", "unknown", "no value", "unknown engine", "nested", "workers"],
 )
