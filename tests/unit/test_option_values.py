@@ -85,6 +85,10 @@ def test_a_bad_run_option_is_refused_before_anything_is_written(
         ["campaign", "history", "1", "--limit", TOO_BIG],
         ["backbone", "--workers", "0", "usage"],
         ["backbone", "recall", "--endpoint", "tape", "--priority", TOO_BIG, "x"],
+        ["backbone", "pin", "--endpoint", "site", "--hours", "inf", "x"],
+        ["backbone", "pin", "--endpoint", "site", "--hours", "1e300", "x"],
+        ["manager", "run", "--poll-s", "nan"],
+        ["pilot", "--walltime-s", "inf"],
     ],
     ids=lambda a: " ".join(a)[:60],
 )

@@ -81,7 +81,7 @@ def endpoint_group() -> None:
 )
 @click.option(
     "--tape-mount-time-s",
-    type=click.FloatRange(min=0),
+    type=values.SECONDS,
     metavar="X",
     help="archive: seconds per tape mount (emulated tape). [default: 0]",
 )
@@ -475,7 +475,7 @@ def delete_cmd(cli: CliContext, selection: bf.Selection, yes: bool, as_json: boo
 @click.option(
     "--hours",
     required=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=values.HOURS,
     metavar="H",
     help="Pin for H hours from now (an existing longer pin is kept).",
 )

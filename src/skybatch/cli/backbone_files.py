@@ -372,7 +372,7 @@ def transfer_pairs(report: Any) -> list[tuple[str, object]]:
 )
 @click.option(
     "--pin-hours",
-    type=click.FloatRange(min=0, min_open=True),
+    type=values.HOURS,
     metavar="H",
     help="Pin the replicas on the target for H hours (not evicted meanwhile).",
 )

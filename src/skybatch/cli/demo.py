@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from skybatch.cli import values
 from skybatch.cli.context import CliContext, pass_cli_context
 from skybatch.errors import DataError, InputError
 
@@ -108,7 +109,7 @@ def init_cmd(
     "--seeing-limit",
     "seeing_limit",
     metavar="ARCSEC",
-    type=click.FloatRange(min=0, min_open=True),
+    type=values.finite(0.0, min_open=True, max=1e6),
     default=None,
     help="Step 2 coadds the visits whose PSF FWHM stays under this on every detector. "
     "[default: the demo campaign's, 1.6]",

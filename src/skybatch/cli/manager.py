@@ -17,6 +17,7 @@ from types import FrameType
 
 import click
 
+from skybatch.cli import values
 from skybatch.cli.context import CliContext, pass_cli_context
 from skybatch.errors import DataError
 
@@ -32,7 +33,7 @@ def manager() -> None:
 @click.option("--once", is_flag=True, help="Stop when nothing more can run now.")
 @click.option(
     "--poll-s",
-    type=click.FloatRange(min=0.1),
+    type=values.finite(0.1, max=86400.0),
     default=10.0,
     show_default=True,
     help="Seconds between passes when idle.",

@@ -23,10 +23,12 @@ __all__ = ["pilot"]
     help="The pilot queue directory (shared filesystem).",
 )
 @click.option("--cores", type=values.POSITIVE, default=1, show_default=True)
-@click.option("--walltime-s", type=click.FloatRange(min=1), default=3600, show_default=True)
-@click.option("--idle-timeout-s", type=click.FloatRange(min=0), default=60, show_default=True)
-@click.option("--end-margin-s", type=click.FloatRange(min=0), default=120, show_default=True)
-@click.option("--heartbeat-s", type=click.FloatRange(min=0.1), default=5, show_default=True)
+@click.option(
+    "--walltime-s", type=values.finite(1.0, max=365 * 86400.0), default=3600, show_default=True
+)
+@click.option("--idle-timeout-s", type=values.SECONDS, default=60, show_default=True)
+@click.option("--end-margin-s", type=values.SECONDS, default=120, show_default=True)
+@click.option("--heartbeat-s", type=values.finite(0.1, max=86400.0), default=5, show_default=True)
 @click.option("--runner", default="skybatch.job.main:run_job_file", show_default=True)
 @click.option("--preload", multiple=True, help="Module the warm workers import once.")
 def pilot(

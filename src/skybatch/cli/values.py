@@ -19,14 +19,17 @@ from skybatch import limits
 __all__ = [
     "ATTEMPTS",
     "DATABASE_ID",
+    "HOURS",
     "MEMORY_FACTOR",
     "MEMORY_MB",
     "NON_NEGATIVE",
     "POSITIVE",
     "PRIORITY",
     "RUN_NAME",
+    "SECONDS",
     "RunName",
     "check_run_name",
+    "finite",
     "first_error",
 ]
 
@@ -65,6 +68,17 @@ MEMORY_FACTOR = _FiniteFloat(min=1.0, max=1e6)
 PRIORITY = _IntRange(min=-limits.MAX_DATABASE_INTEGER)
 #: Ids of rows in the state database (campaigns, jobs, requests).
 DATABASE_ID = _IntRange(min=1)
+
+
+def finite(min: float = 0.0, *, min_open: bool = False, max: float = 1e9) -> click.FloatRange:
+    """A float option from ``min`` up to ``max`` that refuses ``nan`` and ``inf``."""
+    return _FiniteFloat(min=min, min_open=min_open, max=max)
+
+
+#: Durations in hours (pins): up to a century, what dates can hold.
+HOURS = finite(0.0, min_open=True, max=1e6)
+#: Durations in seconds (polls, timeouts, margins): up to a year.
+SECONDS = finite(0.0, max=365 * 86400.0)
 
 
 def check_run_name(name: str) -> str | None:
