@@ -326,12 +326,13 @@ class TrialWorld:
 
         done = run_until(self.run_command(survey, home), log=log, env=self.env(survey),
                          kill_when=kill_a_worker)  # fmt: skip
+        kinds = failure_kinds(home, RUN_NAME)  # before judging removes a passed trial
         detail = f"killed worker {victims or 'none found'}; run exit {done.returncode}"
-        detail += "; " + attempts_summary(home, RUN_NAME)
+        detail += "; attempts by failure kind: " + json.dumps(kinds, sort_keys=True)
         result = self._judge_run("worker killed mid-job", survey, home, start, detail)
         if not victims:
             result.problems.append("no busy worker was found to kill")
-        if failure_kinds(home, RUN_NAME).get("error"):
+        if kinds.get("error"):
             result.problems.append(
                 "the lost worker's job was charged an attempt as an ordinary error"
             )
