@@ -16,7 +16,9 @@ read-only connection and reports the schema revision (:func:`check_database`).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +59,7 @@ def sqlite_file_problem(path: Path) -> str | None:
         size = path.stat().st_size
         if size == 0:
             return EMPTY
-        with open(path, "rb") as handle:
-            header = handle.read(100)
+        header = _read_header(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -83,6 +84,29 @@ def sqlite_file_problem(path: Path) -> str | None:
             f"the file is truncated: {size} bytes is not a whole number of {page_size}-byte pages"
         )
     return None
+
+
+#: One read-only descriptor per database file (device, inode) this process checked,
+#: never closed: SQLite's locks are POSIX advisory locks, which the kernel drops for
+#: the whole process when it closes *any* descriptor of the file. Closing one after a
+#: check would silently unlock the process's live connections, and another process
+#: could then checkpoint and delete the WAL under them: their next commits are lost.
+_HEADER_FDS: dict[tuple[int, int], int] = {}
+_HEADER_LOCK = threading.Lock()
+
+
+def _read_header(path: Path) -> bytes:
+    """The first 100 bytes of ``path``, read without ever closing a descriptor of it."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+    with _HEADER_LOCK:
+        fd = _HEADER_FDS.get(key)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            found = os.fstat(fd)
+            key = (found.st_dev, found.st_ino)  # the file may have been replaced since
+            fd = _HEADER_FDS.setdefault(key, fd)
+        return os.pread(fd, 100, 0)
 
 
 def damaged_error(where: str, problem: str) -> DamagedDatabaseError:
