@@ -107,3 +107,63 @@ def test_a_worker_killed_mid_job_does_not_use_up_the_jobs_attempts(
     assert attempts[-1][1] == "succeeded"
     # The lost attempt came from the infrastructure budget: the job's own is intact.
     assert job.attempt_limit == policy.max_attempts + 1
+
+
+@pytest.mark.parametrize("infrastructure_retries", [1, 0])
+def test_jobs_killed_with_their_driver_are_not_charged_within_the_budget(
+    tmp_path: Path, infrastructure_retries: int
+) -> None:
+    """The manager and its workers killed mid-job: on restart the job is retried from
+    the infrastructure budget (stored, so it holds across restarts), not held."""
+    from skybatch.engines.testing import InstantEngine
+
+    sessions = open_state_db(load_settings(home=tmp_path / "home"))
+    with sessions.begin() as session:
+        run = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
+        session.add(run)
+        session.flush()
+        run_id = run.id
+
+    def make_spec(job: JobNode, row: JobRow) -> JobSpec:
+        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
+        return JobSpec(
+            run="test/run",
+            job=job.name,
+            attempt=row.attempts,
+            qgraph="/nowhere/graph.qg",
+            quantum_ids=job.quanta,
+            butler_config="/nowhere/butler.yaml",
+            workdir=str(job_dir / "work"),
+            report_path=str(job_dir / "report.json"),
+        )
+
+    node = JobNode(
+        name="ok-a",
+        label="ok",
+        quanta=["q1"],
+        task_labels=["ok"],
+        data_ids=[{}],
+        resources=ResourceRequest(memory_mb=300, walltime_s=60),
+    )
+    workflow = Workflow.of_jobs("test/run", [node], pipeline="p.yaml")
+    policy = RetryPolicy(max_attempts=1, infrastructure_retries=infrastructure_retries)
+    scheduler = Scheduler(
+        sessions, run_id, workflow, InstantEngine(), SchedulerHooks(make_spec), policy
+    )
+    scheduler.create_jobs()
+    # A previous driver submitted its one attempt and was killed with it.
+    with sessions.begin() as session:
+        row = session.scalars(select(JobRow)).one()
+        row.state, row.attempts, row.engine_id = JobState.SUBMITTED.value, 1, "gone-1"
+        session.add(JobAttemptRow(job_id=row.id, attempt=1, state="submitted", memory_mb=300))
+    scheduler = Scheduler(
+        sessions, run_id, workflow, InstantEngine(), SchedulerHooks(make_spec), policy
+    )
+    assert scheduler.recover_orphans() == 1
+    result = scheduler.run()
+    with sessions() as session:
+        job = session.scalars(select(JobRow)).one()
+    if infrastructure_retries:
+        assert result.succeeded and job.attempts == 2
+    else:  # no budget: the lost attempt is the job's own, as before
+        assert job.state == JobState.HELD and job.failure == FailureKind.LOST.value

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.models import utcnow
@@ -167,7 +167,10 @@ class Scheduler:
     def recover_orphans(self) -> int:
         """Jobs a previous (killed) driver had submitted are lost: each is retried, or
         held if that was its last attempt. Returns how many there were. Jobs
-        :meth:`reattach` adopted are not orphans."""
+        :meth:`reattach` adopted are not orphans. Like a lost worker, such an attempt
+        is not charged to the job while it has had fewer than ``infrastructure_retries``
+        failures that were not its own (counted from its stored attempts, so the bound
+        holds across any number of restarts)."""
         retry: list[str] = []
         adopted = {flight.job_id for flight in self._in_flight.values()}
         with self.sessions.begin() as session:
@@ -192,6 +195,9 @@ class Scheduler:
                         finished_at=utcnow(),
                     )
                 )
+                if _infrastructure_failures(session, row) < self.policy.infrastructure_retries:
+                    # Killed with its driver: not the job's failure (as a lost worker).
+                    row.attempt_limit = (row.attempt_limit or self.policy.max_attempts) + 1
                 if row.attempts >= (row.attempt_limit or self.policy.max_attempts):
                     row.state = transition(JobState(row.state), JobState.HELD, job=row.name)
                 else:
@@ -541,6 +547,25 @@ class Scheduler:
         self._new_attempts = []
         self._attempt_updates.clear()
         self._quanta.clear()
+
+
+#: Stored failure kinds of attempts that were not the job's fault (the killed driver's
+#: lost jobs included).
+_INFRASTRUCTURE_FAILURES = [k.value for k in NOT_THE_JOBS_FAULT] + [FailureKind.LOST.value]
+
+
+def _infrastructure_failures(session: Session, row: JobRow) -> int:
+    """Earlier attempts of ``row`` that failed through no fault of the job."""
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                JobAttemptRow.job_id == row.id,
+                JobAttemptRow.attempt < row.attempts,
+                JobAttemptRow.failure.in_(_INFRASTRUCTURE_FAILURES),
+            )
+        )
+        or 0
+    )
 
 
 def _proved(kind: str | None, default: FailureKind) -> FailureKind:
