@@ -298,10 +298,14 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
                 setup.discard(ctx.backbone, ctx.repo, run)
             _record(ctx)
             setup.boundary("record")
-            # Workers start now: their imports overlap the expansion instead of following it.
-            with ctx.make_engine() as engine:
-                engine.warm_up()
-                return _submit(ctx, engine, progress)
+            try:
+                # Workers start now: their imports overlap the expansion.
+                with ctx.make_engine() as engine:
+                    engine.warm_up()
+                    return _submit(ctx, engine, progress)
+            except Exception:
+                setup.abandon(ctx.backbone, ctx.repo, run)  # only if no job exists yet
+                raise
     finally:
         # The graph was frozen out of collections while it was needed (skybatch.heap);
         # a long-lived caller (the campaign manager) must get its garbage back.

@@ -48,7 +48,15 @@ from sqlalchemy.orm import Session
 from skybatch.errors import InputError
 from skybatch.faults import ENV, kill_point
 
-__all__ = ["FAULT_ENV", "SETUP_PHASES", "boundary", "claim", "discard", "setup_finished"]
+__all__ = [
+    "FAULT_ENV",
+    "SETUP_PHASES",
+    "abandon",
+    "boundary",
+    "claim",
+    "discard",
+    "setup_finished",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -108,7 +116,25 @@ def claim(workdir: Path, run: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def discard(backbone: Any, repo: Path, run: str) -> None:
+def abandon(backbone: Any, repo: Path, run: str) -> None:
+    """A set-up that raised (bad input found by the expansion, a full disk): discard
+    what it left if its jobs do not exist yet, so the same command can be given again
+    once the cause is fixed. Never raises: the set-up's own error is what matters."""
+    from .models import RunRow
+
+    try:
+        with backbone.catalog.sessions() as session:
+            row_id = session.scalar(select(RunRow.id).where(RunRow.name == run))
+            if row_id is None or setup_finished(session, row_id):
+                return
+        discard(backbone, repo, run, why="its set-up failed")
+    except Exception:
+        _log.exception("run %s: what its failed set-up left could not be discarded", run)
+
+
+def discard(
+    backbone: Any, repo: Path, run: str, why: str = "it was interrupted while being set up"
+) -> None:
     """Remove what a run killed during its set-up left: its Butler RUN collection (init
     outputs), its catalog files (provenance, init outputs) and its row, if it has no
     jobs. Each part is idempotent, so a kill in here is repaired by the next try."""
@@ -118,7 +144,7 @@ def discard(backbone: Any, repo: Path, run: str) -> None:
 
     from .models import RunRow
 
-    _log.warning("run %s was interrupted while being set up: discarding it", run)
+    _log.warning("run %s: %s; discarding what it left", run, why)
     with (
         Butler.from_config(str(repo), writeable=True) as butler,
         contextlib.suppress(MissingCollectionError),
