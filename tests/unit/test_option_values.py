@@ -108,3 +108,36 @@ def test_ids_and_counts_the_database_cannot_hold_are_refused(
 )
 def test_usual_run_names_are_accepted(name: str) -> None:
     assert check_run_name(name) is None
+
+
+@pytest.mark.parametrize(
+    ("template", "expect"),
+    [
+        (
+            "visitSumary={run}/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}",
+            "the pipeline writes no dataset type 'visitSumary'",
+        ),
+        (
+            "raw={run}/{datasetType}/{exposure}/{datasetType}_{instrument}_{exposure}_{detector}",
+            "the pipeline writes no dataset type 'raw'",
+        ),
+        ("calexp=/data/{run}/{datasetType}/{id}", "is absolute"),
+    ],
+)
+def test_a_file_template_that_would_name_nothing_or_escape_is_refused(
+    template: str, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lsst.daf.butler import Butler
+
+    import skybatch.demo
+
+    repo = tmp_path / "repo"
+    Butler.makeRepo(str(repo))
+    pipeline = Path(skybatch.demo.__file__).parent / "pipelines" / "demo_drp.yaml"
+    home = tmp_path / "home"
+    args = ["run", "--repo", str(repo), "--pipeline", f"{pipeline}#step1", "--input", "in"]
+    code, err = _run(home, capsys, *args, "--file-template", template)
+    assert code == 2, err
+    assert err.startswith("error: ") and expect in err
+    assert "(at --file-template" in err
+    assert not home.exists()

@@ -29,6 +29,7 @@ __all__ = [
     "check_template",
     "find_path_collisions",
     "templates_config",
+    "unwritten_templates",
     "write_templated_config",
 ]
 
@@ -160,6 +161,31 @@ def check_file_templates(overrides: Mapping[str, str], butler_config: Any) -> di
             "give a repository with a file datastore (its butler.yaml) and valid templates",
         )
     return problems
+
+
+def unwritten_templates(overrides: Mapping[str, str], pipeline: str) -> dict[str, Invalid]:
+    """Overrides for dataset types the pipeline (``PATH#labels``) never writes.
+
+    Such a template would name nothing: a misspelt dataset type, or one the pipeline
+    only reads. A pipeline that cannot be loaded gives no answer here (the run reports
+    it where it loads the pipeline)."""
+    from .checks import listing, load_pipeline_graph, split_pipeline, suggest
+
+    path, labels = split_pipeline(pipeline)
+    try:
+        graph = load_pipeline_graph(Path(path), labels)
+    except Exception:  # pipe_base's errors have no common base; reported later
+        return {}
+    written = sorted(n for n in graph.dataset_types if graph.producer_of(n) is not None)
+    return {
+        name: Invalid(
+            f"the pipeline writes no dataset type {name!r}: this template would name nothing",
+            f"{suggest(name, written)}give a dataset type the pipeline writes: "
+            + listing(written, limit=20),
+        )
+        for name in overrides
+        if name.partition(".")[0] not in written
+    }
 
 
 def find_path_collisions(paths: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

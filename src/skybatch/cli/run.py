@@ -54,9 +54,9 @@ def _clusters(values: tuple[str, ...]) -> list[Any]:
     return out
 
 
-def _file_templates(values: tuple[str, ...], repo: Path) -> dict[str, str]:
+def _file_templates(values: tuple[str, ...], repo: Path, pipeline: str) -> dict[str, str]:
     """``DATASET_TYPE=TEMPLATE`` flags, each checked as the campaign's file_templates are."""
-    from skybatch.campaign.naming import check_file_templates
+    from skybatch.campaign.naming import check_file_templates, unwritten_templates
 
     templates: dict[str, str] = {}
     for value in values:
@@ -70,6 +70,7 @@ def _file_templates(values: tuple[str, ...], repo: Path) -> dict[str, str]:
             )
         templates[name.strip()] = template.strip()
     problems = check_file_templates(templates, repo) if templates else {}
+    problems = problems or (unwritten_templates(templates, pipeline) if templates else {})
     if problems:  # the first; the others are alike
         name, problem = next(iter(problems.items()))
         raise InputError(
@@ -345,7 +346,7 @@ def run(cli: CliContext, **kw: Any) -> None:
             catalog_db_url=kw["catalog_db_url"],
             catalog_tables=_catalogs(kw["catalogs"], kw["no_catalogs"]),
             junk_tarball=kw["junk_tarball"],
-            file_templates=_file_templates(kw["file_template"], kw["repo"]),
+            file_templates=_file_templates(kw["file_template"], kw["repo"], kw["pipeline"]),
         )
         check_engine(options)  # with --workers and --isolation merged in
     with make_progress() as bar:
