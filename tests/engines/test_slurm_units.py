@@ -340,6 +340,22 @@ def test_jobs_of_a_pilot_that_died_fail_with_its_failure(fake: FakeSlurm, tmp_pa
     assert not list((queue / "claimed").iterdir())  # nothing left claimed
 
 
+@pytest.mark.parametrize("pilot_state", ["CANCELLED|None", "FAILED|NonZeroExitCode"])
+def test_jobs_of_a_pilot_killed_under_them_fail_as_a_lost_worker(
+    fake: FakeSlurm, tmp_path: Path, pilot_state: str
+) -> None:
+    engine = _pilot_engine(fake, tmp_path)
+    [task] = engine.submit([make_spec(tmp_path, "ok-1")])
+    queue = tmp_path / "slurm" / "pilot"
+    (queue / "queued" / f"{task}.json").rename(queue / "claimed" / f"{task}@1001_0.run")
+    fake.squeue_text = "1001_0|RUNNING|None\n"
+    assert engine.poll([task])[0].state is JobState.RUNNING
+    fake.squeue_text = f"1001_0|{pilot_state}\n"  # scancel, or the pilot killed
+    time.sleep(0.01)
+    [status] = engine.poll([task])
+    assert status.state is JobState.FAILED and status.failure is FailureKind.WORKER_LOST
+
+
 def test_a_later_engine_finds_finished_pilot_jobs(fake: FakeSlurm, tmp_path: Path) -> None:
     engine = _pilot_engine(fake, tmp_path)
     queued, done = engine.submit([make_spec(tmp_path, "ok-1"), make_spec(tmp_path, "ok-2")])

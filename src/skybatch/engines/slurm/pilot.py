@@ -227,8 +227,12 @@ class PilotQueue:
             if record is None and self._heartbeat_fresh(pilot):
                 continue
             failure = translate(record.state)[1] if record is not None else FailureKind.LOST
-            if failure not in (FailureKind.NODE_FAILURE, FailureKind.PREEMPTED):
-                failure = FailureKind.LOST
+            if failure in (FailureKind.CANCELLED, FailureKind.ERROR, FailureKind.LOST):
+                # cancelled, killed or vanished under its jobs: a lost worker, which the
+                # scheduler retries without using up the jobs' own attempts
+                failure = FailureKind.WORKER_LOST
+            elif failure not in (FailureKind.NODE_FAILURE, FailureKind.PREEMPTED):
+                failure = FailureKind.LOST  # out of memory or time: maybe the job's doing
             dead[pilot] = failure
         self._dead = dead
         return dead
