@@ -89,13 +89,14 @@ def snapshot(
                     out.problems.append(f"{run}: {ref.datasetType.name} has no file")
     out.problems += [f"Butler dataset {i} held {n} times" for i, n in ids.items() if n > 1]
     if check_files:
-        out.problems += _catalog_problems(home, runs)
+        out.problems += _catalog_problems(home, runs, set(ids))
         out.problems += [f"temporary file left: {p}" for p in leftover_temp_files(home, repo)]
     return out
 
 
-def _catalog_problems(home: Path, runs: list[str]) -> list[str]:
-    """Duplicate catalog entries and files whose size or md5 differs from the catalog."""
+def _catalog_problems(home: Path, runs: list[str], in_butler: set[str]) -> list[str]:
+    """Duplicate catalog entries, Butler datasets of ``runs`` the catalog lacks (and
+    catalog entries the Butler lacks), files whose size or md5 differs from the catalog."""
     from skybatch.backbone.checksums import md5_file
     from skybatch.backbone.models import EndpointRow, FileRow, ReplicaRow, ReplicaState
     from skybatch.db.state import open_state_db
@@ -114,6 +115,8 @@ def _catalog_problems(home: Path, runs: list[str]) -> list[str]:
             )
         )
         problems += [f"catalog holds dataset {i} {n} times" for i, n in per_id.items() if n > 1]
+        problems += [f"Butler dataset {i} is not in the catalog" for i in in_butler - set(per_id)]
+        problems += [f"catalog dataset {i} is not in the Butler" for i in set(per_id) - in_butler]
         rows = session.execute(
             select(FileRow.path, FileRow.size_bytes, FileRow.md5, EndpointRow.root)
             .join(ReplicaRow, ReplicaRow.file_id == FileRow.id)
