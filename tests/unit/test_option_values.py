@@ -89,6 +89,7 @@ def test_a_bad_run_option_is_refused_before_anything_is_written(
         ["backbone", "pin", "--endpoint", "site", "--hours", "1e300", "x"],
         ["manager", "run", "--poll-s", "nan"],
         ["pilot", "--walltime-s", "inf"],
+        ["run", "--resume", "../.."],
     ],
     ids=lambda a: " ".join(a)[:60],
 )

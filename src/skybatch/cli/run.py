@@ -294,7 +294,7 @@ def _resume_engine_settings(cli: CliContext, kw: dict[str, Any]) -> dict[str, An
     "instead of the repository's (repeatable).",
 )
 @click.option("--junk-tarball/--no-junk-tarball", default=False)
-@click.option("--resume", default=None, metavar="RUN", help="Finish an interrupted run.")
+@click.option("--resume", type=values.RUN_NAME, default=None, help="Finish an interrupted run.")
 @pass_cli_context
 def run(cli: CliContext, **kw: Any) -> None:
     """Run a pipeline over a data selection, end to end.
