@@ -15,7 +15,7 @@ import pytest
 from jobworld import JobWorld
 
 from skybatch.engines.base import FailureKind
-from skybatch.job.causes import advice_for, error_line, failure_kind
+from skybatch.job.causes import EXIT_DISK_FULL, advice_for, error_line, failure_kind
 from skybatch.job.main import EXIT_FAILED, run_job
 
 pytestmark = pytest.mark.slow
@@ -102,3 +102,26 @@ def test_a_short_write_without_errno_is_a_full_disk() -> None:
             error_line(exc)
         )
     assert failure_kind(OSError("read 3 bytes")) is None
+
+
+def test_a_disk_too_full_for_the_report_gives_exit_code_28(
+    world: JobWorld, small_disk: Path
+) -> None:
+    with open(small_disk / "filler", "wb", buffering=0) as filler:  # take every byte left
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError:
+            pass
+    job = f"nofit-{uuid.uuid4().hex[:6]}"
+    spec = world.spec(
+        job,
+        [world.isr],
+        inputs=world.inputs(world.isr),
+        workdir=str(small_disk / "work"),
+        report_path=str(small_disk / "report.json"),
+    )
+    report = run_job(spec)
+    assert (report.exit_code, report.failure) == (EXIT_DISK_FULL, "disk_full")
+    assert "No space left on device" in (report.error or "")
+    assert not (small_disk / "report.json").exists()

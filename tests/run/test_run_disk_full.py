@@ -139,3 +139,50 @@ def test_a_full_disk_when_specs_are_written_holds_the_jobs_instead_of_crashing_t
     with sessions() as session:
         states = session.execute(select(JobAttemptRow.state, JobAttemptRow.failure)).all()
     assert sorted(states) == [("failed", "disk_full"), ("failed", "disk_full")]
+
+
+def test_a_job_that_could_not_even_write_its_report_is_disk_full(tmp_path: Path) -> None:
+    """The job wrapper's exit code 28 (EXIT_DISK_FULL) alone classifies it."""
+    from skybatch.engines.local import LocalEngine, LocalSettings
+    from skybatch.engines.testing import BEHAVE_RUNNER
+
+    sessions = open_state_db(load_settings(home=tmp_path / "home"))
+    with sessions.begin() as session:
+        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
+        session.add(row)
+        session.flush()
+        run_id = row.id
+
+    def make_spec(job: JobNode, row: JobRow) -> JobSpec:
+        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        return JobSpec(
+            run="test/run",
+            job=job.name,
+            attempt=row.attempts,
+            qgraph="/nowhere/graph.qg",
+            quantum_ids=job.quanta,
+            butler_config="/nowhere/butler.yaml",
+            workdir=str(job_dir / "work"),
+            report_path=str(job_dir / "report.json"),
+        )
+
+    node = JobNode(
+        name="full-a",
+        label="isr",
+        quanta=["q1"],
+        task_labels=["isr"],
+        data_ids=[{}],
+        resources=ResourceRequest(memory_mb=300, walltime_s=60),
+    )
+    workflow = Workflow.of_jobs("test/run", [node], pipeline="p.yaml")
+    engine = LocalEngine(LocalSettings(max_workers=1, runner=BEHAVE_RUNNER, preload=[]))
+    with engine:
+        scheduler = Scheduler(
+            sessions, run_id, workflow, engine, SchedulerHooks(make_spec), RetryPolicy(1)
+        )
+        scheduler.create_jobs()
+        scheduler.run()
+    with sessions() as session:
+        job = session.scalars(select(JobRow)).one()
+    assert (job.state, job.failure, job.exit_code) == ("held", "disk_full", 28)

@@ -12,6 +12,7 @@ each engine is judged on the same behaviours:
 ``sleep-``  sleep 30 s (walltime and cancel tests)
 ``sleep3-`` sleep 3 s, then succeed (jobs still running at a restart)
 ``crash-``  ``os._exit(9)``: the process dies without cleanup
+``full-``   exit 28, no report: the job wrapper on a disk too full for its report
 ``pid-``    write the process id to the report (warm worker reuse)
 ``pidsleep3-`` write the process id to ``REPORT.pid``, sleep 3 s, then
             succeed (a test kills what runs the job meanwhile)
@@ -81,6 +82,8 @@ def behave(spec_path: str) -> int:
         return 0
     if name.startswith("crash-"):
         os._exit(9)
+    if name.startswith("full-"):
+        return 28  # the job wrapper's EXIT_DISK_FULL: not even its report was written
     if name.startswith("hog-"):
         hoard = [b"\x01" * _CHUNK for _ in range(300 * 1024 * 1024 // _CHUNK)]
         time.sleep(0.5)

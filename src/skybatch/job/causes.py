@@ -17,10 +17,22 @@ from collections.abc import Iterator
 
 from skybatch.engines.base import FailureKind
 
-__all__ = ["ADVICE", "DISK_FULL_ERRNOS", "advice_for", "chain", "error_line", "failure_kind"]
+__all__ = [
+    "ADVICE",
+    "DISK_FULL_ERRNOS",
+    "EXIT_DISK_FULL",
+    "advice_for",
+    "chain",
+    "error_line",
+    "failure_kind",
+]
 
 #: Out of space (ENOSPC) or over a quota (EDQUOT): the disk is full for this job.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+#: Exit code of the job wrapper when the disk is so full that not even its report could
+#: be written (ENOSPC's errno): the scheduler then classifies from the code alone.
+EXIT_DISK_FULL = errno.ENOSPC
 
 #: What the operator does about a failure of this kind (run and campaign reports).
 ADVICE: dict[FailureKind, str] = {

@@ -9,7 +9,8 @@ so the scheduler never reads half a report.
 
 Exit codes: 0 every quantum succeeded and its outputs are staged out; 1 something
 failed in this attempt (a quantum, staging, registration; the scheduler may retry);
-2 the spec itself is wrong (retrying will not help).
+2 the spec itself is wrong (retrying will not help); 28 (``EXIT_DISK_FULL``) the disk
+is full so that not even the report could be written.
 
 A process that runs many jobs (a warm worker) calls :func:`enable_process_cache` once;
 the job wrapper then keeps what does not change between jobs (see
@@ -31,7 +32,7 @@ from pydantic import ValidationError
 from skybatch.engines.base import FailureKind
 
 from .cache import enable_process_cache, on_clear, process_cache_enabled
-from .causes import error_line, failure_kind
+from .causes import EXIT_DISK_FULL, error_line, failure_kind
 from .errors import JobSpecError
 from .execute import (
     ExecutedQuantum,
@@ -156,7 +157,21 @@ def run_job(
         junk_files=progress.junk,
         log_path=str(log_path) if log_path is not None else None,
     )
-    write_report(report, Path(spec.report_path))
+    try:
+        write_report(report, Path(spec.report_path))
+    except OSError as exc:
+        if failure_kind(exc) is None:
+            raise
+        # Not even the report fits: the exit code alone says why (EXIT_DISK_FULL).
+        _log.error("cannot write the report of job %s: %s", spec.job, error_line(exc))
+        report = report.model_copy(
+            update={
+                "status": "failed",
+                "exit_code": EXIT_DISK_FULL,
+                "error": f"report: {error_line(exc)}",
+                "failure": FailureKind.DISK_FULL.value,
+            }
+        )
     return report
 
 

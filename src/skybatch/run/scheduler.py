@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from skybatch.db.models import utcnow
 from skybatch.engines.base import TERMINAL, Engine, FailureKind, JobState, JobStatus, transition
 from skybatch.graph.workflow import JobNode, Workflow
-from skybatch.job.causes import error_line, failure_kind
+from skybatch.job.causes import EXIT_DISK_FULL, error_line, failure_kind
 from skybatch.job.spec import JobReport, JobSpec
 
 from .models import JobAttemptRow, JobRow, QuantumRunRow
@@ -438,6 +438,8 @@ class Scheduler:
             state, failure = JobState.FAILED, FailureKind.ERROR
         if state == JobState.FAILED and failure == FailureKind.ERROR and report is not None:
             failure = _proved(report.failure, failure)  # what the job proved (disk full)
+        elif report is None and failure == FailureKind.ERROR and status.exit_code == EXIT_DISK_FULL:
+            failure = FailureKind.DISK_FULL  # no room even for its report
         if (
             failure == FailureKind.LOST
             and report is not None
