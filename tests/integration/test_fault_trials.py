@@ -1,8 +1,8 @@
 """The fault trials in short (``benchmarks/fault_trials.py`` runs 20): the campaign
 manager and its workers killed during the campaign, ``skybatch run`` killed at a moment
-and at a kill point of its finish. Each ends, after the operator's restart, with the
-outputs of an uninterrupted reference: nothing lost or duplicated, every catalog md5
-true to its file, no temporary file left."""
+and at a kill point of its finish, a worker killed under a running job. Each ends,
+after the operator's restart, with the outputs of an uninterrupted reference: nothing
+lost or duplicated, every catalog md5 true to its file, no temporary file left."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> TrialWorld:
         Trial("manager_kill", at_s=0.6),
         Trial("run_kill", at_s=0.3),
         Trial("run_kill", point="finish:empty_trash"),
+        Trial("worker_kill"),
     ],
     ids=lambda t: f"{t.kind}-{t.point or t.at_s}",
 )
