@@ -118,6 +118,13 @@ def test_src_that_is_not_a_table_never_fails_the_run(survey: Survey, tmp_path: P
     # Named by the operator: skipped with a warning in the run's summary.
     out = _run(home, survey, pipeline, "t/mocked-named", "--catalog", "src")
     assert "warning: catalog src: storage class _mock_StructuredDataDict is not a table" in out
+    report = subprocess.run(
+        [SKYBATCH, "--home", str(home), "report", "t/mocked-named"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "warning: catalog src: storage class _mock_StructuredDataDict" in report.stdout
     assert _tables(home / "catalogs.sqlite3") == {}
 
 

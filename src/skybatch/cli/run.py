@@ -419,3 +419,5 @@ def report(cli: CliContext, run_name: str | None, list_: bool, as_json: bool) ->
         )
         if f.get("advice"):
             click.echo(f"    what to do: {f['advice']}")
+    for warning in (data.get("summary") or {}).get("warnings", []):
+        click.echo(f"  warning: {warning}")
