@@ -621,7 +621,7 @@ def _execute(
     finally:
         closer.join()
     phases.mark("finish")
-    summary.phases = {k: round(v, 3) for k, v in phases.seconds.items()}
+    summary.phases = {k: round(v, 3) for k, v in {**phases.seconds, **summary.phases}.items()}
     summary.wall_s = time.perf_counter() - start
     with ctx.sessions.begin() as session:
         live = session.get(RunRow, run_id)

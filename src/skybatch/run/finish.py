@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,7 @@ def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
     """Stage back, ingest into the Butler, load object catalogs, clean intermediates."""
     from .driver import read_reports
 
+    kill_point = _Steps(summary)  # each step's seconds go into the run's phases
     reports = read_reports(ctx.workdir)
     kill_point("finish:stage_back")
     # Step 14: outputs from the site cache to the archive (= datastore root), verified.
@@ -81,6 +83,23 @@ def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
     staged = ctx.backbone.catalog.files_by_dataset_ids(sorted(inputs))
     ctx.backbone.catalog.pin([f.id for f in staged.values()], ctx.site, None)
     kill_point("finish:done")
+
+
+class _Steps:
+    """The finish's kill points, also timing the step each one starts: its seconds go
+    into ``summary.phases`` as the point's name (``finish:ingest``, ...)."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+        self.current = "finish:reports"
+        self.last = time.perf_counter()
+
+    def __call__(self, point: str) -> None:
+        now = time.perf_counter()
+        phases = self.summary.phases
+        phases[self.current] = phases.get(self.current, 0.0) + now - self.last
+        self.current, self.last = point, now
+        kill_point(point)
 
 
 def finish_partial(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
