@@ -14,6 +14,21 @@ _HANDLER_NAME = "skybatch"
 _CHATTY_LOGGERS = ("alembic",)
 """Libraries whose INFO records are noise for operators; shown only at DEBUG."""
 
+MIDDLEWARE_LOGGERS = ("lsst",)
+"""The LSST middleware (pipe_base, daf_butler, ctrl_mpexec, ...): its INFO records go
+to a run's log file (:mod:`skybatch.run.runlog`), to the terminal only on request."""
+
+
+class _QuietMiddleware(logging.Filter):
+    """Drop the middleware's records below WARNING (from a console handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return not any(
+            record.name == name or record.name.startswith(name + ".") for name in MIDDLEWARE_LOGGERS
+        )
+
 
 class JsonLinesFormatter(logging.Formatter):
     """Format each record as one JSON object: ts, level, logger, message[, exception]."""
@@ -34,8 +49,13 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def configure_logging(level: str, json_format: bool) -> None:
+def configure_logging(level: str, json_format: bool, middleware: bool = False) -> None:
     """Send log records of ``level`` and above to stderr, as JSON lines or via rich.
+
+    The LSST middleware's records (:data:`MIDDLEWARE_LOGGERS`) below WARNING reach
+    stderr only with ``middleware`` (the user asked for a level); a run keeps them in
+    its log file either way. The handler itself has ``level``, so a run's log file
+    that lowers the root logger's level does not make the terminal chattier.
 
     Idempotent: calling it again replaces the handler installed by a previous call
     and leaves handlers installed by others alone.
@@ -59,6 +79,9 @@ def configure_logging(level: str, json_format: bool) -> None:
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
     handler.set_name(_HANDLER_NAME)
+    handler.setLevel(numeric_level)
+    if not middleware:
+        handler.addFilter(_QuietMiddleware())
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == _HANDLER_NAME:

@@ -40,7 +40,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default=None,
-    help="Minimum level of log messages. [default: SKYBATCH_LOG__LEVEL, else INFO]",
+    help=(
+        "Minimum level of log messages. Without it the LSST middleware's INFO messages "
+        "go only to the run's log file (WORKDIR/run.log); with it they are shown too. "
+        "[default: SKYBATCH_LOG__LEVEL, else INFO]"
+    ),
 )
 @click.option(
     "--log-json/--no-log-json",
@@ -80,7 +84,9 @@ def cli(
         db={"url": db_url},
         log={"level": log_level.upper() if log_level else None, "json_format": log_json},
     )
-    configure_logging(settings.log.level, settings.log.json_format)
+    # The middleware's INFO records show only when a level was asked for.
+    asked = "level" in settings.log.model_fields_set
+    configure_logging(settings.log.level, settings.log.json_format, middleware=asked)
     ctx.obj = CliContext(settings=settings)
 
 

@@ -41,6 +41,7 @@ from skybatch.settings import Settings
 
 from . import setup
 from .models import JobRow, RunRow, RunState
+from .runlog import run_log
 from .scheduler import RetryPolicy, Scheduler, SchedulerHooks, read_report
 
 __all__ = [
@@ -293,7 +294,7 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
                 hint=f"resume it with `skybatch run --resume {run}` or choose another name",
             )
     try:
-        with setup.claim(ctx.workdir, run):
+        with setup.claim(ctx.workdir, run), run_log(ctx.workdir):
             if existing is not None:  # killed during its set-up: set up again
                 setup.discard(ctx.backbone, ctx.repo, run)
             _record(ctx)
@@ -439,7 +440,7 @@ def resume_run(
         return submit_run(settings, replace(options, output_run=run), progress)
     ctx = _Context(settings, options, run)
     ctx.workdir = workdir
-    with setup.claim(workdir, run):
+    with setup.claim(workdir, run), run_log(workdir):
         return _resume(ctx, progress)
 
 
