@@ -386,6 +386,8 @@ class TrialWorld:
             subprocess.run(["umount", "-l", str(mount)], check=False)
         result.problems = problems + result.problems
         result.ok = result.ok and not problems
+        if result.ok:
+            self._done(survey)  # again: the mounted cache kept the first removal from ending
         return result
 
     def db_locked(self, hold_s: float = 60.0, after_s: float = 3.0) -> TrialResult:
