@@ -92,28 +92,38 @@ class Trial:
         return sum(sum(self.phases.get(p, [])) for p in RUN_PHASES)
 
 
-def skybatch(home: Path, *args: str, watch: bool = False) -> int:
-    """Run ``skybatch --home HOME ARGS``; with ``watch``, return how many worker
-    processes (multiprocessing children) it started, counted by polling its tree."""
-    command = [sys.executable, "-m", "skybatch", "--home", str(home), *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def watch_children(proc: subprocess.Popen[bytes]) -> set[tuple[int, float]]:
+    """Until ``proc`` ends, the worker processes (multiprocessing children) in its
+    tree, polled every 20 ms, as (pid, start time)."""
     seen: set[tuple[int, float]] = set()
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
-        if watch:
-            try:
-                for child in root.children(recursive=True):
-                    try:
-                        if "spawn_main" in " ".join(child.cmdline()):
-                            seen.add((child.pid, child.create_time()))
-                    except psutil.Error:
-                        continue
-            except psutil.Error:
-                pass
+        try:
+            for child in root.children(recursive=True):
+                try:
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        seen.add((child.pid, child.create_time()))
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            pass
         time.sleep(0.02)
-    output = proc.stdout.read().decode() if proc.stdout else ""
+    return seen
+
+
+def cli(home: Path, *args: str, watch: bool = False) -> int:
+    """Run ``skybatch --home HOME ARGS``; with ``watch``, return how many worker
+    processes (multiprocessing children) it started, counted by polling its tree."""
+    command = [sys.executable, "-m", "skybatch", "--home", str(home), *args]
+    # Output to a file, not a pipe: nobody reads a pipe while the command runs.
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        seen = watch_children(proc) if watch else set()
+        proc.wait()
+        output.seek(0)
+        text = output.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} exited {proc.returncode}:\n{output}")
+        raise SystemExit(f"{' '.join(command)} exited {proc.returncode}:\n{text[-5000:]}")
     return len(seen)
 
 
@@ -127,8 +137,8 @@ def trial(root: Path, survey: Path, key: str, split: str, index: int, workers: i
     )
     home = root / f"home-{name}"
     start = time.perf_counter()
-    skybatch(home, "campaign", "submit", str(path))
-    started = skybatch(home, "manager", "run", "--once", watch=True)
+    cli(home, "campaign", "submit", str(path))
+    started = cli(home, "manager", "run", "--once", watch=True)
     wall = time.perf_counter() - start
     sessions = open_state_db(load_settings(home=home))
     phases: dict[str, list[float]] = {}
