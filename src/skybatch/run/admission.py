@@ -41,7 +41,7 @@ def admission_problems(
 def check_admission(options: Any, registry: EngineRegistry | None = None) -> None:
     """Raise InputError for the first request of ``options`` (RunOptions) that the
     run's engine could never take, naming the option and both numbers."""
-    from .driver import engine_settings
+    from .context import engine_settings
 
     requests: dict[str, Resources] = {"": options.default_resources, **options.resources}
     for label, problem in admission_problems(

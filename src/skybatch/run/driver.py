@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,20 +29,27 @@ from skybatch import heap
 from skybatch.backbone.catalog import FileRecord
 from skybatch.backbone.checksums import md5_file
 from skybatch.backbone.replication import replicate
-from skybatch.backbone.roots import check_site_root
 from skybatch.backbone.service import Backbone
 from skybatch.db.models import utcnow
 from skybatch.engines.base import Engine, JobState
 from skybatch.engines.registry import EngineRegistry
 from skybatch.errors import InputError
-from skybatch.graph.workflow import ClusterRule, JobNode, ResourceRequest, Workflow
-from skybatch.job.spec import FileSpec, JobReport, JobSpec
+from skybatch.graph.workflow import JobNode, Workflow
+from skybatch.job.spec import FileSpec, JobSpec
 from skybatch.settings import Settings
 
 from . import setup
+from .context import (
+    RunContext,
+    RunOptions,
+    RunSummary,
+    engine_settings,
+    make_engine,
+    read_reports,
+)
 from .models import JobRow, RunRow, RunState
 from .runlog import run_log
-from .scheduler import RetryPolicy, Scheduler, SchedulerHooks, read_report
+from .scheduler import RetryPolicy, Scheduler, SchedulerHooks
 
 __all__ = [
     "RunOptions",
@@ -50,98 +57,13 @@ __all__ = [
     "check_engine",
     "engine_settings",
     "make_engine",
+    "read_reports",
     "resume_run",
     "run_engine_name",
     "submit_run",
 ]
 
 _log = logging.getLogger(__name__)
-
-DEFAULT_SITE = "site:local"
-
-
-@dataclass
-class RunOptions:
-    """What the operator asks for (the CLI flags of ``skybatch run``)."""
-
-    repo: Path
-    pipeline: str
-    inputs: list[str]
-    query: str = ""
-    output_run: str | None = None
-    site: str | None = None
-    engine: str = "local"
-    #: The engine's settings (validated against its ``settings_model``); for the
-    #: local engine ``workers`` and ``isolation`` are merged in (see ``make_engine``).
-    engine_settings: dict[str, Any] = field(default_factory=dict)
-    workers: int | None = None
-    isolation: str = "warm"
-    #: Most jobs in the engine at once, on any engine (a campaign's
-    #: ``concurrency.max_running_jobs``); unset: what the engine can take.
-    max_running_jobs: int | None = None
-    #: Whether the compute nodes see the site cache; if not, jobs fetch their inputs
-    #: from the archive and push their outputs there (``stage_in``/``stage_out``
-    #: ``"archive"``), and nothing is replicated to the site.
-    shared_filesystem: bool = True
-    #: Root of the site endpoint when the run creates it (first use of the site);
-    #: default ``HOME/site-cache``. An existing endpoint must be rooted there.
-    site_root: str | None = None
-    max_attempts: int = 3
-    memory_factor: float = 2.0
-    memory_cap_mb: int = 16_384
-    #: Extra attempts after preemption or node failure (see RetryPolicy).
-    infrastructure_retries: int = 3
-    resources: dict[str, ResourceRequest] = field(default_factory=dict)
-    default_resources: ResourceRequest = field(default_factory=ResourceRequest)
-    cluster: list[ClusterRule] = field(default_factory=list)
-    intermediates: list[str] = field(default_factory=list)
-    #: Dataset types loaded into the object catalogs if their storage class is a table
-    #: (:mod:`skybatch.ingest.catalog_select`); None: every table output; []: none.
-    catalog_tables: list[str] | None = None
-    catalog_db_url: str | None = None
-    junk_tarball: bool = False
-    #: File-naming policy: dataset type -> daf_butler file template replacing the
-    #: repository's for this run's outputs (checked with
-    #: :func:`skybatch.campaign.naming.check_file_templates`).
-    file_templates: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in vars(self).items()}
-        data["repo"] = str(self.repo)
-        data["resources"] = {k: v.model_dump() for k, v in self.resources.items()}
-        data["default_resources"] = self.default_resources.model_dump()
-        data["cluster"] = [c.model_dump() for c in self.cluster]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunOptions:
-        """Options stored by :meth:`to_json`, also by older skybatch versions (fields
-        added since take their defaults, so old runs still resume)."""
-        data = dict(data)
-        data["repo"] = Path(data["repo"])
-        data["resources"] = {k: ResourceRequest(**v) for k, v in data["resources"].items()}
-        data["default_resources"] = ResourceRequest(**data["default_resources"])
-        data["cluster"] = [ClusterRule(**c) for c in data["cluster"]]
-        return cls(**data)
-
-
-@dataclass
-class RunSummary:
-    run: str
-    state: str
-    workdir: Path
-    quanta: int
-    jobs: dict[str, int]
-    expansion_s: float
-    wall_s: float
-    outputs_ingested: int = 0
-    catalog_rows: int = 0
-    cleaned: int = 0
-    #: Seconds per phase (expand, workflow, provenance, init_outputs, inputs,
-    #: execute, finish): where a run's time went.
-    phases: dict[str, float] = field(default_factory=dict)
-    #: What the run skipped without failing (e.g. a catalog that is not a table).
-    warnings: list[str] = field(default_factory=list)
 
 
 class _Phases:
@@ -163,103 +85,6 @@ def _default_run_name(pipeline: str) -> str:
     return f"u/{getpass.getuser()}/{stem}/{stamp}"
 
 
-class _Context:
-    """Objects one run needs, built once."""
-
-    def __init__(self, settings: Settings, options: RunOptions, run: str) -> None:
-        self.settings = settings
-        self.options = options
-        self.run = run
-        self.backbone = Backbone.from_settings(settings)
-        self.sessions = self.backbone.catalog.sessions
-        self.workdir = settings.home / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run)
-        self.repo = options.repo.resolve()
-        #: The configuration outputs are named and written with: the repository's, or
-        #: with the run's file templates merged in, in the run's directory.
-        self.butler_config = str(
-            self.workdir / "butler.yaml" if options.file_templates else self.repo / "butler.yaml"
-        )
-        check_site_root(  # before the endpoints are made: a cache never overlaps the repo
-            self.backbone.catalog,
-            repo=self.repo,
-            site=options.site or DEFAULT_SITE,
-            root=options.site_root,
-            default_root=settings.home / "site-cache",
-            where="site root (campaign site.root)" if options.site_root else "--site",
-        )
-        self.archive = self._ensure_archive()
-        self.site = self._ensure_site()
-        #: Jobs stage in from and out to the archive (no shared filesystem with the
-        #: site cache); settled by :func:`_execute` once the engine is known.
-        self.via_archive = not options.shared_filesystem
-
-    def _ensure_archive(self) -> str:
-        for row in self.backbone.catalog.endpoints():
-            if row.kind == "archive":
-                if Path(row.root).resolve() != self.repo:
-                    raise InputError(
-                        f"the archive endpoint {row.name!r} is {row.root}, not this repo",
-                        where="--repo",
-                        hint="use the repository the archive endpoint is rooted at",
-                    )
-                return row.name
-        self.backbone.add_endpoint("archive", "archive", str(self.repo), {})
-        return "archive"
-
-    def _ensure_site(self) -> str:
-        name = self.options.site or DEFAULT_SITE
-        wanted = self.options.site_root
-        known = {e.name: e for e in self.backbone.catalog.endpoints()}
-        if name not in known:
-            if self.options.site is not None and wanted is None:
-                self.backbone.catalog.endpoint_row(name)  # raises with the known names
-            root = Path(wanted).resolve() if wanted else self.settings.home / "site-cache"
-            # The endpoint's own flag says what the run's option says: whether the
-            # compute nodes see the directory.
-            extra = {} if self.options.shared_filesystem else {"shared_fs": False}
-            self.backbone.add_endpoint(name, "site", str(root), extra)
-        elif wanted is not None and Path(known[name].root).resolve() != Path(wanted).resolve():
-            raise InputError(
-                f"the site endpoint {name!r} is rooted at {known[name].root}, not {wanted}",
-                where=f"root of site {name}",
-                hint="give the endpoint's root, leave the root unset, or name another site",
-            )
-        return name
-
-    def make_engine(self) -> Engine:
-        """The run's engine, built through the plugin registry from its settings.
-
-        An engine that keeps files of its own (``script_dir``: Slurm's job scripts, its
-        logs and its pilot queue) keeps them in the run's work directory
-        (``WORKDIR/ENGINE``) unless told otherwise: a place a restarted manager finds
-        again, removed with the work directory by a campaign's end cleanup.
-        """
-        registry = EngineRegistry.default()
-        options = self.options
-        model = registry.get(options.engine).settings_model
-        if "script_dir" in model.model_fields and "script_dir" not in options.engine_settings:
-            engine_dir = str(self.workdir / options.engine)
-            options = replace(
-                options, engine_settings={**options.engine_settings, "script_dir": engine_dir}
-            )
-        return make_engine(options, registry)
-
-
-def engine_settings(options: RunOptions) -> dict[str, Any]:
-    """The raw settings the run's engine is built with (not validated yet).
-
-    For the local engine ``--workers`` (when given) overrides ``max_workers`` and
-    ``--isolation`` fills ``isolation`` unless the settings set it; any other engine
-    gets ``engine_settings`` as they are.
-    """
-    settings = dict(options.engine_settings)
-    if options.engine == "local":
-        settings.setdefault("isolation", options.isolation)
-        if options.workers:
-            settings["max_workers"] = options.workers
-    return settings
-
-
 def check_engine(options: RunOptions, registry: EngineRegistry | None = None) -> None:
     """Validate the engine name and settings of ``options`` without building the engine.
 
@@ -274,17 +99,11 @@ def check_engine(options: RunOptions, registry: EngineRegistry | None = None) ->
     check_admission(options, registry)  # jobs no allocation could take: refused now
 
 
-def make_engine(options: RunOptions, registry: EngineRegistry | None = None) -> Engine:
-    """Build the engine ``options`` name with its settings (see :func:`engine_settings`)."""
-    registry = registry or EngineRegistry.default()
-    return registry.create(options.engine, engine_settings(options))
-
-
 def submit_run(settings: Settings, options: RunOptions, progress: Any = None) -> RunSummary:
     """Validate, expand and execute a new run; returns when it has finished."""
     run = options.output_run or _default_run_name(options.pipeline)
     check_engine(options)  # before anything is written
-    ctx = _Context(settings, options, run)
+    ctx = RunContext(settings, options, run)
     with ctx.sessions() as session:
         existing = session.scalar(select(RunRow.id).where(RunRow.name == run))
         if existing is not None and setup.setup_finished(session, existing):
@@ -313,7 +132,7 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
         heap.release()
 
 
-def _submit(ctx: _Context, engine: Engine, progress: Any) -> RunSummary:
+def _submit(ctx: RunContext, engine: Engine, progress: Any) -> RunSummary:
     from skybatch.graph.build import build_workflow
     from skybatch.graph.expand import expand
 
@@ -386,7 +205,7 @@ def run_engine_name(settings: Settings, run: str) -> str:
     return engine
 
 
-def _record(ctx: _Context) -> None:
+def _record(ctx: RunContext) -> None:
     """The run's row, before anything else of it is written (set-up phase ``record``)."""
     options = ctx.options
     with ctx.sessions.begin() as session:
@@ -438,13 +257,13 @@ def resume_run(
         options = with_engine_settings(backbone.catalog.sessions, run, options, engine_settings)
     if not set_up:
         return submit_run(settings, replace(options, output_run=run), progress)
-    ctx = _Context(settings, options, run)
+    ctx = RunContext(settings, options, run)
     ctx.workdir = workdir
     with setup.claim(workdir, run), run_log(workdir):
         return _resume(ctx, progress)
 
 
-def _resume(ctx: _Context, progress: Any) -> RunSummary:
+def _resume(ctx: RunContext, progress: Any) -> RunSummary:
     run, workdir = ctx.run, ctx.workdir
     workflow = Workflow.load(workdir / "workflow.json")
     ctx.butler_config = workflow.butler_config  # the outputs' names were predicted with it
@@ -458,7 +277,7 @@ def _resume(ctx: _Context, progress: Any) -> RunSummary:
         return _execute(ctx, engine, workflow, progress, resume=True)
 
 
-def _register_init_outputs(ctx: _Context, init_refs: list[Any], graph: Any) -> None:
+def _register_init_outputs(ctx: RunContext, init_refs: list[Any], graph: Any) -> None:
     """Configs, packages and init-outputs: into the Butler and the backbone catalog now,
     since jobs may read them (init-inputs) and must find them staged."""
     from lsst.daf.butler import Butler
@@ -472,7 +291,7 @@ def _register_init_outputs(ctx: _Context, init_refs: list[Any], graph: Any) -> N
         register_refs(ctx.backbone, butler, refs, endpoint=ctx.archive, producer="pre-exec-init")
 
 
-def _register_inputs(ctx: _Context, workflow: Workflow, graph: Any) -> None:
+def _register_inputs(ctx: RunContext, workflow: Workflow, graph: Any) -> None:
     """Register the run's pre-existing input files (archive) in the backbone catalog,
     with the RUN collection the Butler holds each in (from the quantum graph)."""
     produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
@@ -505,7 +324,7 @@ def _register_inputs(ctx: _Context, workflow: Workflow, graph: Any) -> None:
 
 
 def _execute(
-    ctx: _Context,
+    ctx: RunContext,
     engine: Engine,
     workflow: Workflow,
     progress: Any,
@@ -642,7 +461,7 @@ def _execute(
     return summary
 
 
-def _unfinished_jobs(ctx: _Context, run_id: int) -> list[str]:
+def _unfinished_jobs(ctx: RunContext, run_id: int) -> list[str]:
     with ctx.sessions() as session:
         return list(
             session.scalars(
@@ -653,7 +472,7 @@ def _unfinished_jobs(ctx: _Context, run_id: int) -> list[str]:
         )
 
 
-def _forget_outputs(ctx: _Context, outputs: list[FileSpec]) -> None:
+def _forget_outputs(ctx: RunContext, outputs: list[FileSpec]) -> None:
     """Remove what a failed or interrupted attempt left, so the retry writes afresh."""
     from skybatch.backbone.maintenance import delete
     from skybatch.backbone.removal import remove_unregistered
@@ -665,20 +484,3 @@ def _forget_outputs(ctx: _Context, outputs: list[FileSpec]) -> None:
     remove_unregistered(
         ctx.backbone, ctx.archive if ctx.via_archive else ctx.site, [o.path for o in outputs]
     )
-
-
-def read_reports(workdir: Path, names: list[str] | None = None) -> list[JobReport]:
-    """The newest report of every job (succeeded attempts win)."""
-    out = []
-    for job_dir in sorted((workdir / "jobs").glob("*")):
-        if names is not None and job_dir.name not in names:
-            continue
-        attempts = sorted(
-            job_dir.glob("attempt-*/report.json"),
-            key=lambda p: int(p.parent.name.rpartition("-")[2] or 0),
-        )
-        reports = [r for path in attempts if (r := read_report(str(path))) is not None]
-        good = [r for r in reports if r.status == "succeeded"]
-        if good or reports:
-            out.append((good or reports)[-1])
-    return out

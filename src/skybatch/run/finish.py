@@ -21,15 +21,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from skybatch.backbone.replication import stage_back
 from skybatch.faults import arm_before, kill_point
 from skybatch.graph.workflow import Workflow
 from skybatch.ingest.butler import OutputRef, ingest_outputs, outputs_of
 
-if TYPE_CHECKING:
-    from .driver import RunSummary, _Context
+from .context import RunContext, RunSummary, read_reports
 
 __all__ = ["FINISH_POINTS", "finish_partial", "finish_run"]
 
@@ -48,10 +46,8 @@ FINISH_POINTS = (
 _log = logging.getLogger(__name__)
 
 
-def finish_run(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
+def finish_run(ctx: RunContext, workflow: Workflow, summary: RunSummary) -> None:
     """Stage back, ingest into the Butler, load object catalogs, clean intermediates."""
-    from .driver import read_reports
-
     kill_point = _Steps(summary)  # each step's seconds go into the run's phases
     reports = read_reports(ctx.workdir)
     kill_point("finish:stage_back")
@@ -102,10 +98,8 @@ class _Steps:
         kill_point(point)
 
 
-def finish_partial(ctx: _Context, workflow: Workflow, summary: RunSummary) -> None:
+def finish_partial(ctx: RunContext, workflow: Workflow, summary: RunSummary) -> None:
     """Stage back and ingest what the succeeded jobs of an unfinished run produced."""
-    from .driver import read_reports
-
     outputs = outputs_of(read_reports(ctx.workdir))
     if not outputs:
         return
@@ -115,7 +109,7 @@ def finish_partial(ctx: _Context, workflow: Workflow, summary: RunSummary) -> No
     )
 
 
-def _stage_back(ctx: _Context) -> None:
+def _stage_back(ctx: RunContext) -> None:
     """Outputs on the site cache to the archive; jobs that staged out to the archive
     themselves (no shared filesystem) left nothing on the site to bring back."""
     if ctx.via_archive:
@@ -123,7 +117,7 @@ def _stage_back(ctx: _Context) -> None:
     stage_back(ctx.backbone, ctx.site, ctx.run)
 
 
-def _load_catalogs(ctx: _Context, outputs: list[OutputRef], summary: RunSummary) -> int:
+def _load_catalogs(ctx: RunContext, outputs: list[OutputRef], summary: RunSummary) -> int:
     """Object catalogs; what cannot be loaded becomes a warning of the run, never a failure."""
     from skybatch.ingest.catalog_select import load_run_catalogs
 
@@ -135,7 +129,7 @@ def _load_catalogs(ctx: _Context, outputs: list[OutputRef], summary: RunSummary)
     return loaded.total
 
 
-def _clean_intermediates(ctx: _Context, outputs: list[OutputRef], cleaning: set[str]) -> int:
+def _clean_intermediates(ctx: RunContext, outputs: list[OutputRef], cleaning: set[str]) -> int:
     """Remove the run's intermediates from the Butler, the archive and the site cache.
 
     ``cleaning``: ids an interrupted finish had journaled (and maybe half removed).
