@@ -71,6 +71,7 @@ from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
 from skybatch.job.spec import JobSpec
 from skybatch.run.models import JobRow, QuantumRunRow, RunRow, RunState
 from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
+from skybatch.run.states import change_run_state
 from skybatch.settings import Settings, load_settings
 
 PIPELINE = Path(skybatch.demo.__file__).parent / "pipelines" / "demo_drp.yaml"
@@ -253,8 +254,7 @@ class Executor:
             session.execute(insert(QuantumRunRow), quanta)
             live = session.get(RunRow, run_id)
             assert live is not None
-            live.state = state
-            live.finished_at = utcnow()
+            change_run_state(live, RunState(state))
             live.summary = {**live.summary, "jobs": result.counts}
         jobs_text = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
         if result.succeeded:

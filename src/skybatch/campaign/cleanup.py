@@ -62,8 +62,8 @@ def cleanup_campaign(settings: Settings, campaign_id: int, campaign: Campaign) -
 def _settle_runs(sessions: sessionmaker[Session], names: list[str]) -> None:
     """Runs a cancelled campaign left running (its manager was not there to stop them)
     are marked cancelled: nothing will resume them."""
-    from skybatch.db.models import utcnow
     from skybatch.run.models import RunRow, RunState
+    from skybatch.run.states import change_run_state
 
     if not names:
         return
@@ -71,9 +71,8 @@ def _settle_runs(sessions: sessionmaker[Session], names: list[str]) -> None:
         for run in session.scalars(
             select(RunRow).where(RunRow.name.in_(names), RunRow.state == RunState.RUNNING.value)
         ):
-            run.state = RunState.CANCELLED.value
+            change_run_state(run, RunState.CANCELLED)
             run.message = "stopped: its campaign ended"
-            run.finished_at = utcnow()
 
 
 def _runs(sessions: sessionmaker[Session], campaign_ids: Iterable[int]) -> list[Any]:

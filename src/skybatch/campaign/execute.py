@@ -212,12 +212,11 @@ def run_group(
 
 def _mark_cancelled(sessions: Any, run: str) -> None:
     """A stopped run is over: its row says so (its jobs were cancelled by the engine)."""
-    from skybatch.db.models import utcnow
     from skybatch.run.models import RunRow, RunState
+    from skybatch.run.states import change_run_state
 
     with sessions.begin() as session:
         row = session.scalar(select(RunRow).where(RunRow.name == run))
         if row is not None and row.state == RunState.RUNNING.value:
-            row.state = RunState.CANCELLED.value
+            change_run_state(row, RunState.CANCELLED)
             row.message = "stopped: its campaign group was cancelled"
-            row.finished_at = utcnow()

@@ -30,7 +30,6 @@ from skybatch.backbone.catalog import FileRecord
 from skybatch.backbone.checksums import md5_file
 from skybatch.backbone.replication import replicate
 from skybatch.backbone.service import Backbone
-from skybatch.db.models import utcnow
 from skybatch.engines.base import Engine, JobState
 from skybatch.engines.registry import EngineRegistry
 from skybatch.errors import InputError
@@ -50,6 +49,7 @@ from .context import (
 from .models import JobRow, RunRow, RunState
 from .runlog import run_log
 from .scheduler import RetryPolicy, Scheduler, SchedulerHooks
+from .states import INITIAL, change_run_state
 
 __all__ = [
     "RunOptions",
@@ -169,12 +169,11 @@ def _submit(ctx: RunContext, engine: Engine, progress: Any) -> RunSummary:
     with ctx.sessions.begin() as session:
         live = session.scalar(select(RunRow).where(RunRow.name == run))
         assert live is not None
-        live.state = RunState.RUNNING.value
+        change_run_state(live, RunState.RUNNING)
         live.summary = {
             "quanta_per_task": workflow.quanta_per_task,
             "expansion_s": workflow.expansion_s,
         }
-        live.started_at = utcnow()
     phases.mark("provenance")
     setup.boundary("provenance")
     from skybatch.ingest.butler import write_init_outputs
@@ -219,7 +218,7 @@ def _record(ctx: RunContext) -> None:
                 site=ctx.site,
                 engine=options.engine,
                 workdir=str(ctx.workdir),
-                state=RunState.PENDING.value,
+                state=INITIAL.value,
                 options=options.to_json(),
                 summary={},
             )
@@ -270,7 +269,7 @@ def _resume(ctx: RunContext, progress: Any) -> RunSummary:
     with ctx.sessions.begin() as session:
         live = session.scalar(select(RunRow).where(RunRow.name == run))
         assert live is not None
-        live.state = RunState.RUNNING.value
+        change_run_state(live, RunState.RUNNING)
         live.message = None
     with ctx.make_engine() as engine:
         engine.warm_up()
@@ -446,8 +445,7 @@ def _execute(
     with ctx.sessions.begin() as session:
         live = session.get(RunRow, run_id)
         assert live is not None
-        live.state = summary.state
-        live.finished_at = utcnow()
+        change_run_state(live, RunState(summary.state))
         live.summary = {
             **live.summary,
             "jobs": result.counts,
