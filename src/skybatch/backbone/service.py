@@ -7,6 +7,7 @@ take a :class:`Backbone`; this module only wires the pieces together.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,39 @@ if TYPE_CHECKING:
 
     from .endpoints import EndpointRegistry
 
-__all__ = ["Backbone"]
+__all__ = ["Backbone", "Endpoints", "SiteRequest"]
+
+
+@dataclass(frozen=True)
+class SiteRequest:
+    """The site endpoint a run or campaign will use, as its operator gave it.
+
+    Args:
+        name: The endpoint's name.
+        root: The root asked for (``--site-root``, a campaign's ``site.root``); None:
+            the endpoint's own root, or ``default_root`` for a new endpoint.
+        default_root: Where a new endpoint is rooted when no root is asked for.
+        where: The option or field that named the site or its root, for errors.
+        named: Whether the operator named the site (an unknown named site without a
+            root is refused, listing the known endpoints, instead of being made).
+        shared_filesystem: Whether the compute nodes see a new endpoint's directory
+            (stored as the endpoint's ``shared_fs`` setting when they do not).
+    """
+
+    name: str
+    root: str | Path | None
+    default_root: Path
+    where: str
+    named: bool = True
+    shared_filesystem: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The archive and site endpoint names :meth:`Backbone.bootstrap` settled."""
+
+    archive: str | None
+    site: str | None
 
 
 class Backbone:
@@ -64,6 +97,91 @@ class Backbone:
         self.catalog.add_endpoint(name, kind, root, dict(settings or {}))
         self._endpoints[name] = endpoint
         return endpoint
+
+    def bootstrap(
+        self,
+        repo: Path,
+        *,
+        subject: str,
+        where: str,
+        site: SiteRequest | None = None,
+        make: bool = True,
+        make_site: bool = True,
+    ) -> Endpoints:
+        """The archive endpoint of Butler repository ``repo`` and the site endpoint
+        ``site``, checked and made on first use: the one bootstrap of ``skybatch run``,
+        ``campaign submit`` and ``demo run``.
+
+        In order, before anything is written: the site's root (asked for, the
+        endpoint's own, or the default) must not overlap the repository or another
+        endpoint (:func:`~skybatch.backbone.roots.check_site_root`, error named by
+        ``site.where``); the home's archive must be rooted at ``repo`` (error named by
+        ``where``, the repository called ``subject``). Then, if ``make``, the archive
+        is made at ``repo`` when there is none, and, if ``make_site`` too, the site
+        endpoint when it is unknown; a known site asked for at another root is refused.
+
+        Raises:
+            OverlappingRootError: the site's root overlaps.
+            InputError: the archive is rooted elsewhere; a known site's root differs.
+            UnknownEndpointError: a named, unknown site without a root.
+        """
+        repo = repo.resolve()
+        if site is not None:
+            from .roots import check_site_root
+
+            check_site_root(  # before the endpoints are made: a cache never overlaps the repo
+                self.catalog,
+                repo=repo,
+                site=site.name,
+                root=site.root,
+                default_root=site.default_root,
+                where=site.where,
+            )
+        archive = self._archive_of(repo, subject=subject, where=where)
+        if not make:
+            return Endpoints(archive, None)
+        if archive is None:
+            self.add_endpoint("archive", "archive", str(repo), {})
+            archive = "archive"
+        if site is None or not make_site:
+            return Endpoints(archive, None)
+        return Endpoints(archive, self._site(site))
+
+    def _archive_of(self, repo: Path, *, subject: str, where: str) -> str | None:
+        """The archive endpoint's name (None: there is none yet); refused if it is
+        rooted at another repository than ``repo`` (resolved)."""
+        for row in self.catalog.endpoints():
+            if row.kind == "archive":
+                if Path(row.root).resolve() != repo:
+                    raise InputError(
+                        f"this skybatch home already archives {row.root} (endpoint "
+                        f"{row.name!r}), not {subject} {repo}",
+                        where=where,
+                        hint="use a skybatch home (--home) per repository, or the "
+                        "repository the home archives",
+                    )
+                return row.name
+        return None
+
+    def _site(self, site: SiteRequest) -> str:
+        known = {e.name: e for e in self.catalog.endpoints()}
+        if site.name not in known:
+            if site.named and site.root is None:
+                self.catalog.endpoint_row(site.name)  # raises with the known names
+            root = Path(site.root).resolve() if site.root else site.default_root
+            extra = {} if site.shared_filesystem else {"shared_fs": False}
+            self.add_endpoint(site.name, "site", str(root), extra)
+        elif (
+            site.root is not None
+            and Path(known[site.name].root).resolve() != Path(site.root).resolve()
+        ):
+            raise InputError(
+                f"the site endpoint {site.name!r} is rooted at {known[site.name].root}, "
+                f"not {site.root}",
+                where=f"root of site {site.name}",
+                hint="give the endpoint's root, leave the root unset, or name another site",
+            )
+        return site.name
 
     def endpoint(self, name: str) -> Endpoint:
         if name not in self._endpoints:

@@ -28,11 +28,9 @@ from sqlalchemy import delete, insert
 
 from skybatch.backbone.catalog import FileRecord
 from skybatch.backbone.models import EdgeRelation
-from skybatch.backbone.roots import check_site_root
-from skybatch.backbone.service import Backbone
+from skybatch.backbone.service import Backbone, SiteRequest
 from skybatch.backbone.transfer import write_verified
 from skybatch.db.models import utcnow
-from skybatch.errors import InputError
 from skybatch.settings import Settings
 
 from .config import Campaign
@@ -103,15 +101,7 @@ def submit_campaign(
     _, source = read_source(path, environ)
     files = _source_files(source.file, source.marks)
     backbone = Backbone.from_settings(settings)
-    check_site_root(  # before anything is written: the site cache never overlaps the repo
-        backbone.catalog,
-        repo=campaign.repo,
-        site=campaign.site.name,
-        root=campaign.site.root,
-        default_root=settings.home / "site-cache",
-        where=f"{path}: site.root",
-    )
-    archive = ensure_archive(backbone, campaign.repo)
+    archive = ensure_archive(backbone, campaign.repo, site=_site(settings, path, campaign))
     sessions = backbone.catalog.sessions
     config = campaign.model_dump(mode="json", exclude_unset=True)
     order = {step.name: i for i, step in enumerate(campaign.ordered_steps())}
@@ -168,21 +158,26 @@ def submit_campaign(
     )
 
 
-def ensure_archive(backbone: Backbone, repo: Path) -> str:
-    """The archive endpoint (created at the repository if there is none yet)."""
-    repo = repo.resolve()
-    for row in backbone.catalog.endpoints():
-        if row.kind == "archive":
-            if Path(row.root).resolve() != repo:
-                raise InputError(
-                    f"this skybatch home archives {row.root}, not the campaign's repository {repo}",
-                    where="repo",
-                    hint="use a skybatch home (--home) per repository, or point the "
-                    "campaign at the archived repository",
-                )
-            return row.name
-    backbone.add_endpoint("archive", "archive", str(repo), {})
-    return "archive"
+def ensure_archive(backbone: Backbone, repo: Path, site: SiteRequest | None = None) -> str:
+    """The archive endpoint (created at the repository if there is none yet), after
+    the campaign's site root is checked (:meth:`Backbone.bootstrap`; the site endpoint
+    itself is made by the first group's run)."""
+    endpoints = backbone.bootstrap(
+        repo, subject="the campaign's repository", where="repo", site=site, make_site=False
+    )
+    assert endpoints.archive is not None
+    return endpoints.archive
+
+
+def _site(settings: Settings, path: Path, campaign: Campaign) -> SiteRequest:
+    """The campaign's site, as checked before anything is written: the site cache never
+    overlaps the repository."""
+    return SiteRequest(
+        campaign.site.name,
+        campaign.site.root,
+        settings.home / "site-cache",
+        where=f"{path}: site.root",
+    )
 
 
 def _source_files(main: Path, marks: Mapping[Any, Any]) -> list[Path]:

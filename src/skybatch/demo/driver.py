@@ -68,16 +68,12 @@ def check_home(settings: Settings, survey: Survey) -> None:
     """
     from ..backbone.service import Backbone
 
-    repo = survey.repo.resolve()
-    for row in Backbone.from_settings(settings).catalog.endpoints():
-        if row.kind == "archive" and Path(row.root).resolve() != repo:
-            raise InputError(
-                f"the skybatch home {settings.home} already archives {row.root}, "
-                f"not the demo survey's repository {repo}",
-                where=str(settings.home),
-                hint="run each demo survey with its own skybatch home "
-                "(`skybatch --home DIR demo run ...`)",
-            )
+    Backbone.from_settings(settings).bootstrap(
+        survey.repo,
+        subject="the demo survey's repository",
+        where=str(settings.home),
+        make=False,  # nothing is written: the survey is not built yet
+    )
 
 
 @dataclass

@@ -15,11 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from skybatch.backbone.roots import check_site_root
-from skybatch.backbone.service import Backbone
+from skybatch.backbone.service import Backbone, SiteRequest
 from skybatch.engines.base import Engine
 from skybatch.engines.registry import EngineRegistry
-from skybatch.errors import InputError
 from skybatch.graph.workflow import ClusterRule, ResourceRequest
 from skybatch.job.spec import JobReport
 from skybatch.settings import Settings
@@ -141,52 +139,27 @@ class RunContext:
         self.butler_config = str(
             self.workdir / "butler.yaml" if options.file_templates else self.repo / "butler.yaml"
         )
-        check_site_root(  # before the endpoints are made: a cache never overlaps the repo
-            self.backbone.catalog,
-            repo=self.repo,
-            site=options.site or DEFAULT_SITE,
-            root=options.site_root,
-            default_root=settings.home / "site-cache",
-            where="site root (campaign site.root)" if options.site_root else "--site",
+        endpoints = self.backbone.bootstrap(  # checked before anything is made
+            self.repo,
+            subject="the run's repository",
+            where="--repo",
+            site=SiteRequest(
+                options.site or DEFAULT_SITE,
+                options.site_root,
+                settings.home / "site-cache",
+                where="site root (campaign site.root)" if options.site_root else "--site",
+                named=options.site is not None,
+                # The endpoint's own flag says what the run's option says: whether
+                # the compute nodes see the directory.
+                shared_filesystem=options.shared_filesystem,
+            ),
         )
-        self.archive = self._ensure_archive()
-        self.site = self._ensure_site()
+        assert endpoints.archive is not None and endpoints.site is not None
+        self.archive: str = endpoints.archive
+        self.site: str = endpoints.site
         #: Jobs stage in from and out to the archive (no shared filesystem with the
         #: site cache); settled by the driver once the engine is known.
         self.via_archive = not options.shared_filesystem
-
-    def _ensure_archive(self) -> str:
-        for row in self.backbone.catalog.endpoints():
-            if row.kind == "archive":
-                if Path(row.root).resolve() != self.repo:
-                    raise InputError(
-                        f"the archive endpoint {row.name!r} is {row.root}, not this repo",
-                        where="--repo",
-                        hint="use the repository the archive endpoint is rooted at",
-                    )
-                return row.name
-        self.backbone.add_endpoint("archive", "archive", str(self.repo), {})
-        return "archive"
-
-    def _ensure_site(self) -> str:
-        name = self.options.site or DEFAULT_SITE
-        wanted = self.options.site_root
-        known = {e.name: e for e in self.backbone.catalog.endpoints()}
-        if name not in known:
-            if self.options.site is not None and wanted is None:
-                self.backbone.catalog.endpoint_row(name)  # raises with the known names
-            root = Path(wanted).resolve() if wanted else self.settings.home / "site-cache"
-            # The endpoint's own flag says what the run's option says: whether the
-            # compute nodes see the directory.
-            extra = {} if self.options.shared_filesystem else {"shared_fs": False}
-            self.backbone.add_endpoint(name, "site", str(root), extra)
-        elif wanted is not None and Path(known[name].root).resolve() != Path(wanted).resolve():
-            raise InputError(
-                f"the site endpoint {name!r} is rooted at {known[name].root}, not {wanted}",
-                where=f"root of site {name}",
-                hint="give the endpoint's root, leave the root unset, or name another site",
-            )
-        return name
 
     def make_engine(self) -> Engine:
         """The run's engine, built through the plugin registry from its settings.
