@@ -6,17 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from schedulerworld import job_node, job_spec, new_run
 from sqlalchemy import select
 
-from skybatch.db.state import open_state_db
 from skybatch.engines.base import FailureKind
 from skybatch.engines.testing import InstantEngine
-from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
+from skybatch.graph.workflow import JobNode, Workflow
 from skybatch.job.spec import JobReport, JobSpec, RuntimeStats
-from skybatch.run.models import JobAttemptRow, JobRow, RunRow
+from skybatch.run.models import JobAttemptRow, JobRow
 from skybatch.run.report import run_report
 from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
-from skybatch.settings import load_settings
 
 ERROR = (
     "isr {'visit': 1}: RuntimeError: Failed to serialize dataset postISRCCD "
@@ -48,38 +47,15 @@ def _report(spec: JobSpec) -> JobReport:
 def test_a_job_whose_report_proves_a_full_disk_is_recorded_as_disk_full_with_advice(
     tmp_path: Path,
 ) -> None:
-    sessions = open_state_db(load_settings(home=tmp_path / "home"))
-    with sessions.begin() as session:
-        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
-        session.add(row)
-        session.flush()
-        run_id = row.id
+    sessions, run_id = new_run(tmp_path)
 
     def make_spec(job: JobNode, row: JobRow) -> JobSpec:
-        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
-        job_dir.mkdir(parents=True, exist_ok=True)
-        spec = JobSpec(
-            run="test/run",
-            job=job.name,
-            attempt=row.attempts,
-            qgraph="/nowhere/graph.qg",
-            quantum_ids=job.quanta,
-            butler_config="/nowhere/butler.yaml",
-            workdir=str(job_dir / "work"),
-            report_path=str(job_dir / "report.json"),
-        )
+        spec = job_spec(tmp_path, job, row)
         # What the job wrapper writes on a full disk (the engine only sees exit code 3).
         Path(spec.report_path).write_text(_report(spec).model_dump_json())
         return spec
 
-    node = JobNode(
-        name="fail-full",
-        label="isr",
-        quanta=["q1"],
-        task_labels=["isr"],
-        data_ids=[{}],
-        resources=ResourceRequest(memory_mb=300, walltime_s=60),
-    )
+    node = job_node("fail-full", label="isr")
     workflow = Workflow.of_jobs("test/run", [node], pipeline="p.yaml")
     scheduler = Scheduler(
         sessions, run_id, workflow, InstantEngine(), SchedulerHooks(make_spec), RetryPolicy(2)
@@ -101,30 +77,20 @@ def test_a_job_whose_report_proves_a_full_disk_is_recorded_as_disk_full_with_adv
 def test_a_full_disk_when_specs_are_written_holds_the_jobs_instead_of_crashing_the_run(
     tmp_path: Path,
 ) -> None:
-    sessions = open_state_db(load_settings(home=tmp_path / "home"))
-    with sessions.begin() as session:
-        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
-        session.add(row)
-        session.flush()
-        run_id = row.id
+    sessions, run_id = new_run(tmp_path)
 
     def make_spec(job: JobNode, row: JobRow) -> JobSpec:
         # What writing the spec into the job's directory meets on a full disk.
         raise OSError(28, "No space left on device", str(tmp_path / job.name / "spec-1.json"))
 
-    def node(name: str, deps: list[str]) -> JobNode:
-        return JobNode(
-            name=name,
-            label="isr",
-            quanta=[name],
-            task_labels=["isr"],
-            data_ids=[{}],
-            resources=ResourceRequest(memory_mb=300, walltime_s=60),
-            depends_on=deps,
-        )
-
     workflow = Workflow.of_jobs(
-        "test/run", [node("ok-a", []), node("ok-b", []), node("ok-c", ["ok-a"])], pipeline="p"
+        "test/run",
+        [
+            job_node("ok-a", label="isr"),
+            job_node("ok-b", label="isr"),
+            job_node("ok-c", ["ok-a"], label="isr"),
+        ],
+        pipeline="p",
     )
     scheduler = Scheduler(
         sessions, run_id, workflow, InstantEngine(), SchedulerHooks(make_spec), RetryPolicy(3)
@@ -146,35 +112,12 @@ def test_a_job_that_could_not_even_write_its_report_is_disk_full(tmp_path: Path)
     from skybatch.engines.local import LocalEngine, LocalSettings
     from skybatch.engines.testing import BEHAVE_RUNNER
 
-    sessions = open_state_db(load_settings(home=tmp_path / "home"))
-    with sessions.begin() as session:
-        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
-        session.add(row)
-        session.flush()
-        run_id = row.id
+    sessions, run_id = new_run(tmp_path)
 
     def make_spec(job: JobNode, row: JobRow) -> JobSpec:
-        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
-        job_dir.mkdir(parents=True, exist_ok=True)
-        return JobSpec(
-            run="test/run",
-            job=job.name,
-            attempt=row.attempts,
-            qgraph="/nowhere/graph.qg",
-            quantum_ids=job.quanta,
-            butler_config="/nowhere/butler.yaml",
-            workdir=str(job_dir / "work"),
-            report_path=str(job_dir / "report.json"),
-        )
+        return job_spec(tmp_path, job, row)
 
-    node = JobNode(
-        name="full-a",
-        label="isr",
-        quanta=["q1"],
-        task_labels=["isr"],
-        data_ids=[{}],
-        resources=ResourceRequest(memory_mb=300, walltime_s=60),
-    )
+    node = job_node("full-a", label="isr")
     workflow = Workflow.of_jobs("test/run", [node], pipeline="p.yaml")
     engine = LocalEngine(LocalSettings(max_workers=1, runner=BEHAVE_RUNNER, preload=[]))
     with engine:

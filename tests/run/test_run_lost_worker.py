@@ -11,17 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from schedulerworld import job_node, job_spec, new_run
 from sqlalchemy import select
 
-from skybatch.db.state import open_state_db
 from skybatch.engines.base import FailureKind, JobState
 from skybatch.engines.local import LocalEngine, LocalSettings
 from skybatch.engines.testing import BEHAVE_RUNNER
-from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
+from skybatch.graph.workflow import JobNode, Workflow
 from skybatch.job.spec import JobSpec
-from skybatch.run.models import JobAttemptRow, JobRow, RunRow
+from skybatch.run.models import JobAttemptRow, JobRow
 from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
-from skybatch.settings import load_settings
 
 
 def _kill_first_attempt(pid_file: Path, killed: list[int], stop: threading.Event) -> None:
@@ -41,37 +40,12 @@ def _kill_first_attempt(pid_file: Path, killed: list[int], stop: threading.Event
 def test_a_worker_killed_mid_job_does_not_use_up_the_jobs_attempts(
     tmp_path: Path, isolation: str
 ) -> None:
-    sessions = open_state_db(load_settings(home=tmp_path / "home"))
-    with sessions.begin() as session:
-        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
-        session.add(row)
-        session.flush()
-        run_id = row.id
+    sessions, run_id = new_run(tmp_path)
 
     def make_spec(job: JobNode, row: JobRow) -> JobSpec:
-        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
-        job_dir.mkdir(parents=True, exist_ok=True)
-        return JobSpec(
-            run="test/run",
-            job=job.name,
-            attempt=row.attempts,
-            qgraph="/nowhere/graph.qg",
-            quantum_ids=job.quanta,
-            butler_config="/nowhere/butler.yaml",
-            workdir=str(job_dir / "work"),
-            report_path=str(job_dir / "report.json"),
-            memory_mb=row.memory_mb,
-            walltime_s=row.walltime_s,
-        )
+        return job_spec(tmp_path, job, row)
 
-    node = JobNode(
-        name="pidsleep3-a",
-        label="pidsleep3",
-        quanta=["q1"],
-        task_labels=["pidsleep3"],
-        data_ids=[{}],
-        resources=ResourceRequest(memory_mb=300, walltime_s=60),
-    )
+    node = job_node("pidsleep3-a")
     workflow = Workflow.of_jobs("test/run", [node], pipeline="p.yaml")
     # One attempt of its own: a lost worker charged to the job would hold it.
     policy = RetryPolicy(max_attempts=1, infrastructure_retries=3)
@@ -117,34 +91,12 @@ def test_jobs_killed_with_their_driver_are_not_charged_within_the_budget(
     the infrastructure budget (stored, so it holds across restarts), not held."""
     from skybatch.engines.testing import InstantEngine
 
-    sessions = open_state_db(load_settings(home=tmp_path / "home"))
-    with sessions.begin() as session:
-        run = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
-        session.add(run)
-        session.flush()
-        run_id = run.id
+    sessions, run_id = new_run(tmp_path)
 
     def make_spec(job: JobNode, row: JobRow) -> JobSpec:
-        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
-        return JobSpec(
-            run="test/run",
-            job=job.name,
-            attempt=row.attempts,
-            qgraph="/nowhere/graph.qg",
-            quantum_ids=job.quanta,
-            butler_config="/nowhere/butler.yaml",
-            workdir=str(job_dir / "work"),
-            report_path=str(job_dir / "report.json"),
-        )
+        return job_spec(tmp_path, job, row)
 
-    node = JobNode(
-        name="ok-a",
-        label="ok",
-        quanta=["q1"],
-        task_labels=["ok"],
-        data_ids=[{}],
-        resources=ResourceRequest(memory_mb=300, walltime_s=60),
-    )
+    node = job_node("ok-a")
     workflow = Workflow.of_jobs("test/run", [node], pipeline="p.yaml")
     policy = RetryPolicy(max_attempts=1, infrastructure_retries=infrastructure_retries)
     scheduler = Scheduler(
