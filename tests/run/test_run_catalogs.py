@@ -9,17 +9,16 @@ name, chosen with ``--catalog``.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from runworld import SKYBATCH, run_command
 from sqlalchemy import create_engine, inspect, text
 
 from skybatch.demo.driver import pipeline_path
-from skybatch.demo.survey import DEFAULTS, Survey
+from skybatch.demo.survey import Survey
 
 pytestmark = pytest.mark.slow
-SKYBATCH = str(Path(sys.executable).parent / "skybatch")
 
 MOCKED = """\
 description: the demo pipeline's shape, with pipe_base mock tasks writing src and
@@ -67,23 +66,7 @@ tasks:
 
 def _run(home: Path, survey: Survey, pipeline: Path, run: str, *extra: str) -> str:
     proc = subprocess.run(
-        [
-            SKYBATCH,
-            "--home",
-            str(home),
-            "run",
-            "--repo",
-            str(survey.repo),
-            "--pipeline",
-            str(pipeline),
-            "--input",
-            DEFAULTS,
-            "--output-run",
-            run,
-            "--workers",
-            "2",
-            *extra,
-        ],
+        run_command(home, survey, run, "--workers", "2", *extra, pipeline=pipeline),
         capture_output=True,
         text=True,
         timeout=900,

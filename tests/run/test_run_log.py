@@ -9,39 +9,29 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from runworld import run_command
 
 from skybatch.demo.driver import pipeline_path
-from skybatch.demo.survey import DEFAULTS, Survey
+from skybatch.demo.survey import Survey
 
 pytestmark = pytest.mark.slow
-SKYBATCH = str(Path(sys.executable).parent / "skybatch")
 
 
 def _run(home: Path, survey: Survey, run: str, *options: str) -> list[dict[str, str]]:
     """Run the demo's step 1 with JSON log lines; the records written to stderr."""
     proc = subprocess.run(
-        [
-            SKYBATCH,
-            "--home",
-            str(home),
-            "--log-json",
-            *options,
-            "run",
-            "--repo",
-            str(survey.repo),
-            "--pipeline",
-            f"{pipeline_path()}#step1",
-            "--input",
-            DEFAULTS,
-            "--output-run",
+        run_command(
+            home,
+            survey,
             run,
             "--workers",
             "2",
-        ],
+            pipeline=f"{pipeline_path()}#step1",
+            global_options=("--log-json", *options),
+        ),
         capture_output=True,
         text=True,
         timeout=900,

@@ -12,43 +12,25 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from lsst.daf.butler import Butler
+from runworld import SKYBATCH, Outputs, run_command, run_outputs
 from sqlalchemy import func, select
 
 from skybatch.backbone.models import FileRow
-from skybatch.demo.driver import pipeline_path
-from skybatch.demo.survey import DEFAULTS, Survey
+from skybatch.demo.survey import Survey
 from skybatch.run.models import RunRow
 from skybatch.run.setup import FAULT_ENV, SETUP_PHASES
 from skybatch.settings import load_settings
 
 pytestmark = pytest.mark.slow
-SKYBATCH = str(Path(sys.executable).parent / "skybatch")
 RUN = "t/setup-kill"
-Outputs = set[tuple[str, tuple[tuple[str, object], ...]]]
 
 
 def _command(home: Path, survey: Survey) -> list[str]:
-    return [
-        SKYBATCH,
-        "--home",
-        str(home),
-        "run",
-        "--repo",
-        str(survey.repo),
-        "--pipeline",
-        str(pipeline_path()),
-        "--input",
-        DEFAULTS,
-        "--output-run",
-        RUN,
-        "--workers",
-        "2",
-    ]
+    return run_command(home, survey, RUN, "--workers", "2")
 
 
 def _skybatch(cmd: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -56,12 +38,6 @@ def _skybatch(cmd: list[str], kill_at: str | None = None) -> subprocess.Complete
     if kill_at is not None:
         env[FAULT_ENV] = f"setup:{kill_at}"
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-
-
-def _outputs(repo: Path, run: str) -> Outputs:
-    with Butler.from_config(str(repo)) as butler:
-        refs = butler.query_all_datasets(run, find_first=False, limit=None)
-        return {(r.datasetType.name, tuple(sorted(r.dataId.required.items()))) for r in refs}
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +48,11 @@ def expected(_pristine_survey: Path, tmp_path_factory: pytest.TempPathFactory) -
     survey = Survey(root)
     done = _skybatch(_command(root.parent / "home", survey))
     assert done.returncode == 0, done.stderr[-3000:]
-    return _outputs(survey.repo, RUN)
+    return run_outputs(survey.repo, RUN)
 
 
 def _check_finished(home: Path, survey: Survey, expected: Outputs) -> None:
-    assert _outputs(survey.repo, RUN) == expected
+    assert run_outputs(survey.repo, RUN) == expected
     from skybatch.db.state import open_state_db
 
     sessions = open_state_db(load_settings(home=home))
@@ -95,7 +71,7 @@ def _check_finished(home: Path, survey: Survey, expected: Outputs) -> None:
 
 
 @pytest.mark.parametrize("phase", SETUP_PHASES)
-def test_kill_after_a_setup_phase_then_resume_gives_the_uninterrupted_outputs(
+def test_kill_after_a_setup_phase_then_resume_gives_the_uninterruptedrun_outputs(
     phase: str, survey: Survey, tmp_path: Path, expected: Outputs
 ) -> None:
     home = tmp_path / "home"
