@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from lsst.daf.butler import Butler
+from runworld import SKYBATCH, Outputs, run_command, run_outputs
 from sqlalchemy import select
 
 from skybatch.backbone.checksums import md5_file
@@ -24,7 +24,6 @@ from skybatch.run.report import run_report
 from skybatch.settings import load_settings
 
 pytestmark = pytest.mark.slow
-SKYBATCH = str(Path(sys.executable).parent / "skybatch")
 
 
 def _options(survey: Survey, **kw) -> RunOptions:  # type: ignore[no-untyped-def]
@@ -33,10 +32,8 @@ def _options(survey: Survey, **kw) -> RunOptions:  # type: ignore[no-untyped-def
     )
 
 
-def _outputs(survey: Survey, run: str) -> set[tuple[str, tuple]]:  # type: ignore[type-arg]
-    with Butler.from_config(str(survey.repo)) as butler:
-        refs = butler.query_all_datasets(run, find_first=False, limit=None)
-        return {(r.datasetType.name, tuple(sorted(r.dataId.required.items()))) for r in refs}
+def _outputs(survey: Survey, run: str) -> Outputs:
+    return run_outputs(survey.repo, run)
 
 
 def test_run_ingests_outputs_registers_files_and_reports_success(
@@ -119,22 +116,7 @@ def test_kill_9_then_resume_gives_the_outputs_of_an_uninterrupted_run(
     assert reference.state == "succeeded"
     expected = {(t, d) for t, d in _outputs(survey, "t/ref")}
 
-    cmd = [
-        SKYBATCH,
-        "--home",
-        str(home),
-        "run",
-        "--repo",
-        str(survey.repo),
-        "--pipeline",
-        str(pipeline_path()),
-        "--input",
-        DEFAULTS,
-        "--output-run",
-        "t/killed",
-        "--workers",
-        "1",
-    ]
+    cmd = run_command(home, survey, "t/killed", "--workers", "1")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sessions = None
     deadline = time.monotonic() + 120
