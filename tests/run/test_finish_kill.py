@@ -16,6 +16,7 @@ from skybatch.demo.driver import pipeline_path
 from skybatch.demo.survey import DEFAULTS, Survey
 from skybatch.faults import ENV
 from skybatch.run.driver import RunOptions, submit_run
+from skybatch.run.finish import FINISH_POINTS
 from skybatch.settings import load_settings
 from skybatch.testing.outcomes import compare, snapshot
 from skybatch.testing.processes import run_until
@@ -23,17 +24,6 @@ from skybatch.testing.processes import run_until
 pytestmark = pytest.mark.slow
 SKYBATCH = str(Path(sys.executable).parent / "skybatch")
 QUERY = "visit = 1000"
-
-FINISH_POINTS = [
-    "finish:stage_back",
-    "finish:ingest",
-    "finish:catalogs",
-    "finish:clean",
-    "finish:empty_trash",
-    "finish:clean_files",
-    "finish:unpin",
-    "finish:done",
-]
 
 
 def _same(run: str) -> str:

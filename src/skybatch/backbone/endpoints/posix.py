@@ -140,7 +140,9 @@ class PosixEndpoint(Endpoint):
                 yield here, filename
 
     # -- writing ----------------------------------------------------------------------
-    def commit(self, path: str, *, durable: bool = True) -> None:
+    def _partial_copy(self, path: str, *, durable: bool) -> tuple[Path, Path]:
+        """The final and temp paths of ``path``'s partial copy, which must exist (synced
+        to disk if ``durable``), before it is committed."""
         final = self.local_path(path)
         temp = _temp_of(final)
         if not os.path.lexists(temp):
@@ -151,6 +153,10 @@ class PosixEndpoint(Endpoint):
             )
         if durable and not temp.is_symlink():
             _fsync_file(temp)
+        return final, temp
+
+    def commit(self, path: str, *, durable: bool = True) -> None:
+        final, temp = self._partial_copy(path, durable=durable)
         os.replace(temp, final)
         if durable:
             fsync_dir(final.parent)
@@ -158,16 +164,7 @@ class PosixEndpoint(Endpoint):
     def commit_new(self, path: str, *, durable: bool = True) -> None:
         """Commit only if no file has the final name, atomically (a hard link, then the
         temp name removed); FileExistsError otherwise, the temp file kept."""
-        final = self.local_path(path)
-        temp = _temp_of(final)
-        if not os.path.lexists(temp):
-            raise FileMissingError(
-                f"there is no partial copy of {path!r} to commit on endpoint {self.name!r}",
-                where=str(temp),
-                hint="Write the data to temp_path(path) first, then commit",
-            )
-        if durable and not temp.is_symlink():
-            _fsync_file(temp)
+        final, temp = self._partial_copy(path, durable=durable)
         try:
             os.link(temp, final, follow_symlinks=False)
         except FileExistsError:
