@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from schedulerworld import job_spec, new_run
 from sqlalchemy import select
 
-from skybatch.db.state import open_state_db
 from skybatch.engines.base import FailureKind, JobState, JobStatus
 from skybatch.engines.testing import InstantEngine
 from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
 from skybatch.job.spec import JobSpec
-from skybatch.run.models import JobAttemptRow, JobRow, RunRow
+from skybatch.run.models import JobAttemptRow, JobRow
 from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
-from skybatch.settings import load_settings
 
 
 def _workflow(jobs: list[JobNode]) -> Workflow:
@@ -35,31 +34,13 @@ def _node(name: str, deps: list[str] | None = None, memory_mb: int = 300) -> Job
 
 @pytest.fixture
 def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
-    sessions = open_state_db(load_settings(home=tmp_path / "home"))
-    with sessions.begin() as session:
-        row = RunRow(name="test/run", repo="/nowhere", pipeline="p", workdir=str(tmp_path))
-        session.add(row)
-        session.flush()
-        run_id = row.id
+    sessions, run_id = new_run(tmp_path)
     order: list[str] = []
 
     def make_spec(job: JobNode, row: JobRow) -> JobSpec:
-        job_dir = tmp_path / job.name / f"attempt-{row.attempts}"
-        job_dir.mkdir(parents=True, exist_ok=True)
         order.append(job.name)
-        spec = JobSpec(
-            run="test/run",
-            job=job.name,
-            attempt=row.attempts,
-            qgraph="/nowhere/graph.qg",
-            quantum_ids=job.quanta,
-            butler_config="/nowhere/butler.yaml",
-            workdir=str(job_dir / "work"),
-            report_path=str(job_dir / "report.json"),
-            memory_mb=row.memory_mb,
-            walltime_s=row.walltime_s,
-        )
-        (job_dir / "spec.json").write_text(spec.model_dump_json())
+        spec = job_spec(tmp_path, job, row)
+        (Path(spec.report_path).parent / "spec.json").write_text(spec.model_dump_json())
         return spec
 
     return sessions, run_id, make_spec, order
