@@ -17,7 +17,10 @@ graph building, process start-up, butler set-up, bookkeeping. In one invocation:
 Every command runs as a subprocess, from pipeline file to outputs in the Butler, and
 each repeat writes a fresh output run. Prints the median wall time of each, the ratios,
 and skybatch's graph building (its expansion with the same builder, then the workflow)
-and all its submission steps against the plain QuantumGraph generation.
+and all its submission steps against the plain QuantumGraph generation; and where a
+quantum's time goes inside skybatch's job wrapper (the ``phases_s`` of every job
+report: butler set-up, execution, md5 and metadata, stage-out, catalog writes...) and
+outside it (engine hand-off, spec and report files, workers waiting for ready jobs).
 
     python benchmarks/run_overhead.py [--visits 26] [--detectors 16] [--repeats 3]
 """
@@ -32,10 +35,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _mock_drp import INPUT_RUN, build_repo, write_pipeline
+
+from skybatch.job.stats import PHASES
 
 BIN = Path(sys.executable).parent
 
@@ -103,6 +109,16 @@ def pipetask(repo: Path, pipeline: Path, run: str, jobs: int, where: str, log: P
     return _run(cmd, log)
 
 
+def job_reports(home: Path) -> list[dict[str, Any]]:
+    """The last attempt's report of every job of the (one) run in ``home``."""
+    reports: list[dict[str, Any]] = []
+    for job in sorted(home.glob("runs/*/jobs/*")):
+        attempts = sorted(job.glob("attempt-*/report.json"), key=lambda p: int(p.parent.name[8:]))
+        if attempts:
+            reports.append(json.loads(attempts[-1].read_text()))
+    return reports
+
+
 def skybatch(
     home: Path, repo: Path, pipeline: Path, run: str, workers: int, log: Path
 ) -> tuple[float, dict[str, float], dict[str, int]]:
@@ -122,6 +138,57 @@ def skybatch(
     return wall, data["summary"]["phases_s"], data["jobs"]
 
 
+def _wrapper_s(report: dict[str, Any]) -> float:
+    """A job's seconds in the wrapper: its measured wall time and reading its spec."""
+    return float(report["stats"]["wall_s"]) + report["phases_s"].get("spec", 0.0)
+
+
+def print_wrapper_phases(
+    reports: list[list[dict[str, Any]]],
+    run_phases: list[dict[str, float]],
+    n_quanta: int,
+    workers: int,
+) -> None:
+    """Where a quantum's time goes inside the job wrapper (each job's ``phases_s``), and
+    how much of the workers' time in the execution phase is outside every job."""
+    jobs = [r for run in reports for r in run]
+    if not jobs or not any(r.get("phases_s") for r in jobs):
+        print("job reports hold no phases_s (a skybatch before it recorded them)")
+        return
+    names = [n for n in PHASES if any(n in r.get("phases_s", {}) for r in jobs)]
+    names += sorted({n for r in jobs for n in r.get("phases_s", {})} - set(names))
+    totals = {
+        n: statistics.median(sum(r["phases_s"].get(n, 0.0) for r in run) for run in reports)
+        for n in names
+    }
+    wrapper = statistics.median(sum(_wrapper_s(r) for r in run) for run in reports)
+    execution = statistics.median(p.get("execute", 0.0) for p in run_phases)
+    outside = execution * workers - wrapper
+    print(
+        f"where a quantum's time goes in skybatch's job wrapper ({len(reports[0])} jobs "
+        f"of {n_quanta} quanta per run; median of the runs' totals; ms/quantum = total "
+        f"over quanta; median ms per job over all jobs of all runs):"
+    )
+    print(f"{'phase':<20} {'total s':>8} {'ms/quantum':>11} {'median ms/job':>14} {'share':>6}")
+    for name in names:
+        each = statistics.median(r["phases_s"].get(name, 0.0) for r in jobs)
+        print(
+            f"{name:<20} {totals[name]:>8.2f} {1000 * totals[name] / n_quanta:>11.1f} "
+            f"{1000 * each:>14.1f} {100 * totals[name] / wrapper:>5.0f}%"
+        )
+    rest = wrapper - sum(totals.values())
+    print(f"{'(not in a phase)':<20} {rest:>8.2f} {1000 * rest / n_quanta:>11.1f}")
+    print(
+        f"{'job wrapper in all':<20} {wrapper:>8.2f} {1000 * wrapper / n_quanta:>11.1f} "
+        f"{1000 * statistics.median(_wrapper_s(r) for r in jobs):>14.1f}"
+    )
+    print(
+        f"outside the wrapper: {outside:.2f} worker-s of the execution phase's "
+        f"{execution:.2f} s x {workers} workers ({1000 * outside / n_quanta:.1f} ms/quantum: "
+        "spec and report files, engine hand-off, workers waiting for ready jobs)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visits", type=int, default=26, help="visits in the repository")
@@ -130,6 +197,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (median shown)")
     parser.add_argument("--workers", type=int, default=2, help="skybatch workers")
     parser.add_argument("--workdir", type=Path, default=None, help="where the repo is built")
+    parser.add_argument(
+        "--no-slice", action="store_true", help="skip pipetask -j 2 (slow; quick iterations)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="run-overhead-") as tmp:
@@ -154,14 +224,16 @@ def main() -> None:
 
         results: dict[str, list[float]] = {"pt1": [], "pt2": [], "sb": []}
         phases: list[dict[str, float]] = []
+        reports: list[list[dict[str, Any]]] = []
         outputs: dict[str, int] = {}
         for i in range(args.repeats):
             run = f"bench/pt1/{i}"
             results["pt1"].append(pipetask(repo, pipeline, run, 1, "", root / f"{i}-pt1.log"))
             outputs["pipetask -j 1"] = count_outputs(repo, run)
-            run = f"bench/pt2/{i}"
-            log = root / f"{i}-pt2.log"
-            results["pt2"].append(pipetask(repo, pipeline, run, 2, slice_where, log))
+            if not args.no_slice:
+                run = f"bench/pt2/{i}"
+                log = root / f"{i}-pt2.log"
+                results["pt2"].append(pipetask(repo, pipeline, run, 2, slice_where, log))
             qg_times.append(qg_generation(repo, pipeline, "", root / f"qg-{i}.qg")[0])
             path = root / f"qg-paused-{i}.qg"
             qg_paused_times.append(qg_generation(repo, pipeline, "", path, "paused")[0])
@@ -171,14 +243,17 @@ def main() -> None:
             wall, run_phases, jobs = skybatch(home, repo, pipeline, run, args.workers, log)
             results["sb"].append(wall)
             phases.append(run_phases)
+            reports.append(job_reports(home))
             outputs["skybatch run"] = count_outputs(repo, run)
             print(
                 f"  repeat {i + 1}/{args.repeats}: pipetask -j 1 {results['pt1'][-1]:.1f} s, "
-                f"pipetask -j 2 (slice) {results['pt2'][-1]:.1f} s, "
+                f"pipetask -j 2 (slice) {results['pt2'][-1] if results['pt2'] else 0:.1f} s, "
                 f"skybatch {wall:.1f} s ({jobs})",
                 flush=True,
             )
 
+    if args.no_slice:
+        results["pt2"] = [float("nan")]
     med = {k: statistics.median(v) for k, v in results.items()}
     qg = statistics.median(qg_times)
     qg_paused = statistics.median(qg_paused_times)
@@ -245,6 +320,8 @@ def main() -> None:
             f"{k} {statistics.median(p.get(k, 0.0) for p in phases):.2f}" for k in phases[0]
         )
     )
+    print()
+    print_wrapper_phases(reports, phases, n_quanta, args.workers)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from jobworld import RUN, JobWorld
 from skybatch.backbone.checksums import md5_file
 from skybatch.job.main import run_job
 from skybatch.job.spec import JobReport
+from skybatch.job.stats import PHASES
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +167,24 @@ def test_subprocess_entry_point_copies_inputs_and_exits_0(ran: Ran) -> None:
     assert report.log_path is not None
     staged = Path(report.log_path).parent / "datastore"
     assert not any(p.is_symlink() for p in staged.rglob("*"))
+
+
+def test_reports_say_where_the_job_time_went(ran: Ran) -> None:
+    for report in (ran.isr, ran.calibrate):
+        phases = report.phases_s
+        assert list(phases) == [p for p in PHASES if p in phases]  # in the order they ran
+        expected = set(PHASES) - {"junk", "spec"}  # no junk tarball asked for calibrate
+        assert expected <= set(phases), expected - set(phases)
+        assert all(seconds >= 0 for seconds in phases.values())
+        assert phases["execute"] > 0 and phases["butler_setup"] > 0
+        # The phases cover the job: together at most its wall time (spec reading aside).
+        inside = sum(s for p, s in phases.items() if p != "spec")
+        assert inside <= report.stats.wall_s + 0.01
+    assert "junk" in ran.isr.phases_s
+    assert "spec" in ran.calibrate.phases_s  # read by the entry point, timed there
+
+
+def test_a_report_written_before_phases_were_recorded_still_parses(ran: Ran) -> None:
+    old = ran.isr.model_dump(mode="json")
+    del old["phases_s"]
+    assert JobReport.model_validate(old).phases_s == {}

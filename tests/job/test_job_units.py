@@ -25,7 +25,7 @@ from skybatch.job.metadata import ENTRY_POINT_GROUP, ExtractorRegistry, Metadata
 from skybatch.job.provenance import gather_provenance
 from skybatch.job.spec import FileSpec, JobSpec
 from skybatch.job.stagein import stage_in
-from skybatch.job.stats import Meter
+from skybatch.job.stats import PHASES, Meter, PhaseClock
 
 
 def _spec(tmp_path: Path, **fields: Any) -> JobSpec:
@@ -117,6 +117,21 @@ def test_meter_measures_cpu_and_passes_peaks_to_its_parent() -> None:
     assert quantum.stats.max_rss_mb > 40
     assert job.stats.max_rss_mb >= quantum.stats.max_rss_mb
     assert job.stats.cpu_s >= quantum.stats.cpu_s
+
+
+def test_phase_clock_sums_repeated_phases_and_keeps_the_order_they_run_in() -> None:
+    clock = PhaseClock()
+    for _ in range(2):
+        with clock.phase("execute"):
+            sum(range(10_000))
+    clock.add("graph", 0.25)
+    clock.add("a plugin's phase", 0.5)
+    with pytest.raises(ValueError), clock.phase("stage_out"):
+        raise ValueError("timed all the same")
+    phases = clock.rounded()
+    assert list(phases) == ["graph", "execute", "stage_out", "a plugin's phase"]
+    assert phases["graph"] == 0.25 and phases["execute"] > 0 and phases["stage_out"] >= 0
+    assert PHASES.index("butler_setup") < PHASES.index("execute") < PHASES.index("catalog")
 
 
 def test_job_log_captures_info_and_restores_the_root_logger(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import time
 import traceback
 import uuid
 from collections.abc import Iterable, Mapping
@@ -74,7 +75,7 @@ from .cache import FileKey, file_key, on_clear, process_cache_enabled
 from .causes import error_line, failure_kind
 from .errors import JobSpecError
 from .spec import JobSpec, QuantumReport
-from .stats import Meter
+from .stats import Meter, PhaseClock
 
 __all__ = [
     "ExecutedQuantum",
@@ -307,9 +308,12 @@ class _ButlerFactory:
         self.universe = universe
         self.dataset_types = dataset_types
         self.current: _KeptButler | None = None
+        self.setup_s = 0.0  # seconds spent making butlers (inside the executor's call)
 
     def __call__(self, quantum: Quantum) -> LimitedButler:
+        start = time.perf_counter()
         butler = self._make(quantum)
+        self.setup_s += time.perf_counter() - start
         self.current = butler
         return butler
 
@@ -522,13 +526,17 @@ def execute_quanta(
     meter: Meter,
     *,
     datastore: Path | None = None,
+    clock: PhaseClock | None = None,
 ) -> list[ExecutedQuantum]:
     """Run the job's quanta in order; return one :class:`ExecutedQuantum` per quantum.
 
     ``butler_config`` is the job's butler.yaml (from :func:`write_job_butler_config`)
     and ``datastore`` the root it was written with; given that root, a process with
     the caches on builds the QBBs from the central config parsed once per process.
+    ``clock`` gets the seconds of ``butler_setup``, ``execute`` (the executor's call
+    less the butler's set-up) and ``butler_provenance``.
     """
+    clock = clock or PhaseClock()
     graph = job.graph
     dataset_types = {n.name: n.dataset_type for n in graph.pipeline_graph.dataset_types.values()}
     universe = graph.pipeline_graph.universe
@@ -567,6 +575,7 @@ def execute_quanta(
             continue
         task_node = graph.pipeline_graph.tasks[report.task_label]
         quantum_meter = Meter(parent=meter).start()
+        setup_before, start = factory.setup_s, time.perf_counter()
         try:
             executor.execute(task_node, quantum, quantum_id=quantum_id)
         except Exception as exc:
@@ -581,7 +590,11 @@ def execute_quanta(
             report.status = "succeeded"
         finally:
             report.stats = quantum_meter.stop()
-            provenance = factory.release()
+            setup = factory.setup_s - setup_before
+            clock.add("butler_setup", setup)
+            clock.add("execute", time.perf_counter() - start - setup)
+            with clock.phase("butler_provenance"):
+                provenance = factory.release()
         results.append(ExecutedQuantum(quantum_id, quantum, report, provenance))
     return results
 

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from .provenance import gather_provenance
 from .spec import SCHEMA_VERSION, JobReport, JobSpec, OutputFileReport, QuantumReport
 from .stagein import stage_in
 from .stageout import stage_out, target_of
-from .stats import Meter
+from .stats import Meter, PhaseClock
 
 __all__ = [
     "EXIT_FAILED",
@@ -87,6 +88,7 @@ def run_job(
     *,
     extractors: ExtractorRegistry | None = None,
     spec_path: str | Path | None = None,
+    clock: PhaseClock | None = None,
 ) -> JobReport:
     """Run the job ``spec`` describes; write and return its report (never raises for
     a failure of the job itself: that is in the report's status and exit code).
@@ -95,8 +97,12 @@ def run_job(
         spec: The job.
         extractors: Science metadata extractors (default: installed plugins).
         spec_path: Where the spec was read from, so the junk tarball leaves it out.
+        clock: Phases timed before this call (reading the spec); the report's
+            ``phases_s`` holds them with the job's own.
     """
     meter = Meter().start()
+    clock = clock or PhaseClock()
+    started = time.perf_counter()
     provenance = gather_provenance(spec.env_allow_list, spec.engine_job_id)
     workdir = Path(spec.workdir).resolve()
     progress = _Progress()
@@ -114,8 +120,9 @@ def run_job(
                 spec.run,
                 provenance.host,
             )
+            clock.add("start", time.perf_counter() - started)
             try:
-                _run_phases(spec, workdir, meter, progress, extractors, spec_path)
+                _run_phases(spec, workdir, meter, progress, extractors, spec_path, clock)
             except JobSpecError as exc:
                 exit_code, error = EXIT_SPEC, str(exc)
                 _log.error("bad job spec: %s", exc)
@@ -126,6 +133,7 @@ def run_job(
     except OSError as exc:  # the workdir itself is unusable: no log either
         exit_code, error = EXIT_FAILED, f"workdir: {error_line(exc)}"
         failure = failure_kind(exc)
+    reporting = time.perf_counter()
     quanta = _quantum_reports(progress, error)
     failed = [q for q in quanta if q.status == "failed"]
     if failed and exit_code == EXIT_OK:
@@ -157,6 +165,8 @@ def run_job(
         junk_files=progress.junk,
         log_path=str(log_path) if log_path is not None else None,
     )
+    clock.add("report", time.perf_counter() - reporting)
+    report.phases_s = clock.rounded()
     try:
         write_report(report, Path(spec.report_path))
     except OSError as exc:
@@ -182,6 +192,7 @@ def _run_phases(
     progress: _Progress,
     extractors: ExtractorRegistry | None,
     spec_path: str | Path | None,
+    clock: PhaseClock,
 ) -> None:
     progress.phase = "spec"
     if spec.schema_version != SCHEMA_VERSION:
@@ -193,20 +204,26 @@ def _run_phases(
     # Everything that can be checked without moving data is checked first.
     target_of(spec)
     registry = extractors or _default_extractors()
-    progress.job = load_quanta(spec)
+    with clock.phase("graph"):
+        progress.job = load_quanta(spec)
     datastore = workdir / "datastore"
-    config = write_job_butler_config(spec, workdir, datastore)
-    if datastore.exists():  # left by an earlier attempt in this workdir: never reuse it
-        shutil.rmtree(datastore)
+    with clock.phase("butler_config"):
+        config = write_job_butler_config(spec, workdir, datastore)
+        if datastore.exists():  # left by an earlier attempt in this workdir: never reuse it
+            shutil.rmtree(datastore)
     progress.phase = "stage-in"
-    staged = stage_in(spec, datastore)
+    with clock.phase("stage_in"):
+        staged = stage_in(spec, datastore)
     progress.staged, progress.replaced = staged.paths, staged.replaced
     progress.phase = "execute"
-    progress.executed = execute_quanta(spec, progress.job, config, meter, datastore=datastore)
+    progress.executed = execute_quanta(
+        spec, progress.job, config, meter, datastore=datastore, clock=clock
+    )
     progress.phase = "outputs"
-    progress.outputs = collect_outputs(progress.executed, datastore, registry)
+    progress.outputs = collect_outputs(progress.executed, datastore, registry, clock)
     if spec.junk_tarball:
         progress.phase = "junk"
+        junk_start = time.perf_counter()
         known = [datastore / p for p in progress.staged]
         known += [datastore / o.path for o in progress.outputs]
         known += [Path(spec.report_path).resolve(), Path(f"{spec.report_path}.partial").resolve()]
@@ -215,8 +232,9 @@ def _run_phases(
         progress.junk = find_junk(workdir, known)
         tarball = write_junk_tarball(workdir, progress.junk)
         progress.junk_tarball = str(tarball) if tarball is not None else None
+        clock.add("junk", time.perf_counter() - junk_start)
     progress.phase = "stage-out"
-    stage_out(spec, datastore, progress.outputs, progress.executed)
+    stage_out(spec, datastore, progress.outputs, progress.executed, clock)
     progress.phase = "done"
 
 
@@ -283,13 +301,15 @@ def run_job_file(path: str) -> int:
     This is the runner warm workers of the local engine call. A spec that cannot be
     read gets a minimal failure report when its ``report_path`` can still be found.
     """
+    clock = PhaseClock()
     try:
-        spec = read_spec(path)
+        with clock.phase("spec"):
+            spec = read_spec(path)
     except JobSpecError as exc:
         _log.error("%s", exc)
         _report_unreadable_spec(path, str(exc))
         return EXIT_SPEC
-    return run_job(spec, spec_path=path).exit_code
+    return run_job(spec, spec_path=path, clock=clock).exit_code
 
 
 def _report_unreadable_spec(path: str, error: str) -> None:

@@ -138,3 +138,6 @@ class JobReport(BaseModel):
     junk_tarball: str | None = None
     junk_files: list[str] = Field(default_factory=list)
     log_path: str | None = None
+    #: Wall seconds per phase of the job wrapper (``skybatch.job.stats.PHASES``):
+    #: where a job's time goes. Empty in reports of versions before it was recorded.
+    phases_s: dict[str, float] = Field(default_factory=dict)

@@ -38,6 +38,7 @@ from .cache import on_clear, process_cache_enabled
 from .errors import JobSpecError, StageOutError
 from .execute import ExecutedQuantum
 from .spec import JobSpec, OutputFileReport
+from .stats import PhaseClock
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -87,11 +88,24 @@ def stage_out(
     datastore: Path,
     outputs: list[OutputFileReport],
     executed: list[ExecutedQuantum],
+    clock: PhaseClock | None = None,
 ) -> StageOutResult:
     """Copy ``outputs`` to their endpoint, verified; register them when ``spec.db_url`` is set.
 
-    Sets ``file_id`` on each registered output.
+    Sets ``file_id`` on each registered output. ``clock`` gets the seconds of
+    ``stage_out`` (copies and sync) and ``catalog`` (registration).
     """
+    clock = clock or PhaseClock()
+    with clock.phase("stage_out"):
+        result = _copy_out(spec, datastore, outputs)
+    if spec.db_url:
+        with clock.phase("catalog"):
+            _register(spec, target_of(spec)[1], result.endpoint, outputs, executed, result)
+    return result
+
+
+def _copy_out(spec: JobSpec, datastore: Path, outputs: list[OutputFileReport]) -> StageOutResult:
+    """Verified copies of ``outputs`` on the target endpoint, synced once."""
     name, root = target_of(spec)
     if not root.is_dir():
         raise StageOutError(
@@ -123,8 +137,6 @@ def stage_out(
     if outputs:
         endpoint.sync()  # durable before the catalog says the files exist
     _log.info("staged out %d file(s), %d bytes, to %s", result.files, result.bytes, name)
-    if spec.db_url:
-        _register(spec, root, name, outputs, executed, result)
     return result
 
 
