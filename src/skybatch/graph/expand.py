@@ -24,7 +24,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from skybatch.errors import InputError
 from skybatch.job.spec import FileSpec
 from skybatch.progress import ProgressFactory, no_bars
+from skybatch.run import caches
 
 if TYPE_CHECKING:
     from lsst.daf.butler import DatasetRef, Quantum
@@ -113,7 +114,6 @@ def _expand(
     qgraph_path: Path,
     progress: ProgressFactory | None,
 ) -> ExpansionResult:
-    from lsst.daf.butler import Butler, ButlerConfig
     from lsst.pipe.base.all_dimensions_quantum_graph_builder import AllDimensionsQuantumGraphBuilder
 
     if qgraph_path.suffix != ".qg":
@@ -125,20 +125,19 @@ def _expand(
     if not input_collections:
         raise InputError("no input collections given", hint="give at least one with --input")
     start = time.perf_counter()
-    with (progress or no_bars)("expanding pipeline", 3) as advance:
+    with (progress or no_bars)("expanding pipeline", 3) as advance, ExitStack() as stack:
         pipeline_graph = load_pipeline_graph(pipeline)
         advance()
         try:
-            config = ButlerConfig(str(repo))
-            butler = Butler.from_config(config)
+            # This process's Butler of the repository (a fresh clone of it).
+            butler = stack.enter_context(caches.repository_butler(repo))
         except (OSError, ValueError, RuntimeError) as exc:
             raise InputError(
                 f"cannot open Butler repository {repo}: {exc}",
                 where=str(repo),
                 hint="give the directory that holds butler.yaml",
             ) from None
-        _remember_config(config)  # the butler registered its storage classes
-        with butler, _translated(pipeline, input_collections, output_run, where):
+        with _translated(pipeline, input_collections, output_run, where):
             builder = AllDimensionsQuantumGraphBuilder(
                 pipeline_graph,
                 butler,
@@ -259,18 +258,13 @@ class DatastorePaths:
     """
 
     def __init__(self, butler_config: str | Path, universe: Any) -> None:
-        from lsst.daf.butler import (
-            ButlerConfig,
-            FormatterFactory,
-            LocationFactory,
-            StorageClassFactory,
-        )
+        from lsst.daf.butler import FormatterFactory, LocationFactory
         from lsst.daf.butler.datastore.composites import CompositesMap
         from lsst.daf.butler.datastore.file_templates import FileTemplates
 
         self.config_path = str(butler_config)
         try:
-            config = _butler_config(self.config_path, ButlerConfig, StorageClassFactory)
+            config = caches.butler_config(self.config_path)
             datastore = _file_datastore_config(config["datastore"])
             self._templates = FileTemplates(datastore["templates"], universe=universe)
             self._formatters = FormatterFactory()
@@ -472,43 +466,9 @@ class _Plan:
             self.parts = None
 
 
-#: Parsed repository configurations (ButlerConfig) by file and file state, their
-#: storage classes registered: reading one takes tens of milliseconds (with all the
-#: daf_butler defaults it includes). The expansion leaves its own here.
-_CONFIGS: dict[tuple[str, int, int], Any] = {}
-
-
-def _config_key(path: str) -> tuple[str, int, int] | None:
-    file = Path(path)
-    if file.is_dir():
-        file = file / "butler.yaml"
-    try:
-        stat = file.stat()
-    except OSError:
-        return None
-    return (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
-
-
-def _remember_config(config: Any) -> None:
-    """Keep the ButlerConfig a Butler was made from (it registered the storage classes)."""
-    uri = config.configFile
-    key = _config_key(uri.ospath) if uri is not None and uri.isLocal else None
-    if key is not None:
-        _CONFIGS[key] = config
-
-
-def _butler_config(path: str, butler_config: Any, storage_classes: Any) -> Any:
-    """The repository's ButlerConfig, its storage classes registered (as a Butler
-    registers them); read once per process while the file is unchanged."""
-    key = _config_key(path)
-    if key is not None and key in _CONFIGS:
-        return _CONFIGS[key]
-    config = butler_config(path)
-    # Storage classes defined by the repository (as a Butler would register them).
-    storage_classes().addFromConfig(config)
-    if key is not None:
-        _CONFIGS[key] = config
-    return config
+#: Parsed repository configurations (ButlerConfig), kept per process by
+#: :mod:`skybatch.run.caches` (the expansion's Butler leaves its own there).
+_CONFIGS = caches.CONFIGS
 
 
 def _file_datastore_config(config: Any) -> Any:

@@ -54,10 +54,12 @@ def write_init_outputs(qgraph: Any, butler_config: str) -> list[OutputRef]:
     They go straight to the repository's datastore (small files written once per run)
     and are registered in the Butler with the other outputs at the end.
     """
+    from skybatch.run.caches import butler_config as parsed_config
+
     from .packages import write_packages
 
     qg = _open_init(qgraph)
-    with qg.make_init_qbb(butler_config) as qbb:
+    with qg.make_init_qbb(parsed_config(butler_config)) as qbb:
         # pipe_base's init_output_run, but with the environment's packages.
         qg.write_configs(qbb, compare_existing=True)
         write_packages(qg, qbb)
@@ -79,18 +81,15 @@ def ingest_outputs(
     repo: Path, butler_config: str, qgraph: Any, outputs: Iterable[OutputRef]
 ) -> int:
     """Record output files already in the datastore in the registry; return how many."""
-    from lsst.daf.butler import (
-        Butler,
-        DataCoordinate,
-        DatasetRef,
-        FileDataset,
-        QuantumBackedButler,
-    )
+    from lsst.daf.butler import DataCoordinate, DatasetRef, FileDataset, QuantumBackedButler
+
+    from skybatch.run.caches import butler_config as parsed_config
+    from skybatch.run.caches import repository_butler
 
     qg = _open_init(qgraph)
     dataset_types = {d.name: d.dataset_type for d in qg.pipeline_graph.dataset_types.values()}
     wanted = list({o.dataset_id: o for o in outputs}.values())
-    with Butler.from_config(str(repo), writeable=True) as butler:
+    with repository_butler(repo, writeable=True) as butler:
         qg.pipeline_graph.register_dataset_types(butler)
         runs = {o.run for o in wanted}
         known: set[str] = set()
@@ -136,7 +135,7 @@ def ingest_outputs(
         rest = [ref_of(o) for o in todo if not o.path]
         if rest:
             with QuantumBackedButler.from_predicted(
-                config=butler_config,
+                config=parsed_config(butler_config),
                 predicted_inputs=[ref.id for ref in rest],
                 predicted_outputs=[],
                 dimensions=butler.dimensions,

@@ -126,11 +126,11 @@ def _load(
     explicit: bool,
     result: CatalogLoad,
 ) -> None:
-    from lsst.daf.butler import Butler
+    from skybatch.run.caches import repository_butler
 
     from .catalogs import load_tables
 
-    with Butler.from_config(repo) as butler:
+    with repository_butler(repo) as butler:
         tables: list[str] = []
         for name in names:
             storage_class, sc_name = _storage_class_of(butler, name)

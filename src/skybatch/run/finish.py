@@ -136,9 +136,9 @@ def _clean_intermediates(ctx: RunContext, outputs: list[OutputRef], cleaning: se
     """
     if not ctx.options.intermediates:
         return 0
-    from lsst.daf.butler import Butler
-
     from skybatch.backbone.maintenance import delete
+
+    from .caches import repository_butler
 
     doomed = sorted(
         {o.dataset_id for o in outputs if o.dataset_type in ctx.options.intermediates} | cleaning
@@ -146,7 +146,7 @@ def _clean_intermediates(ctx: RunContext, outputs: list[OutputRef], cleaning: se
     if not doomed:
         return 0
     _journal_cleaning(ctx.workdir, doomed)
-    with Butler.from_config(str(ctx.repo), writeable=True) as butler:
+    with repository_butler(ctx.repo, writeable=True) as butler:
         refs = [r for i in doomed if (r := butler.get_dataset(i)) is not None]
         # The Butler commits the registry removal, then deletes the files.
         arm_before(butler._datastore, "emptyTrash", "finish:empty_trash")

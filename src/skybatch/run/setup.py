@@ -138,15 +138,16 @@ def discard(
     """Remove what a run killed during its set-up left: its Butler RUN collection (init
     outputs), its catalog files (provenance, init outputs) and its row, if it has no
     jobs. Each part is idempotent, so a kill in here is repaired by the next try."""
-    from lsst.daf.butler import Butler, MissingCollectionError
+    from lsst.daf.butler import MissingCollectionError
 
     from skybatch.backbone.maintenance import delete as delete_files
 
+    from .caches import repository_butler
     from .models import RunRow
 
     _log.warning("run %s: %s; discarding what it left", run, why)
     with (
-        Butler.from_config(str(repo), writeable=True) as butler,
+        repository_butler(repo, writeable=True) as butler,
         contextlib.suppress(MissingCollectionError),
     ):
         butler.removeRuns([run])
