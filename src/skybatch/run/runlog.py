@@ -1,27 +1,139 @@
-"""The run's log file, ``WORKDIR/run.log``: every INFO record of the process that
-sets up, executes and finishes the run (skybatch's and the LSST middleware's: pipe_base's
-graph building, daf_butler's ingest), with timestamps and logger names.
+"""The run's log file, ``WORKDIR/run.log``: every INFO record of the run's set-up,
+execution and finish (skybatch's and the LSST middleware's: pipe_base's graph building,
+daf_butler's ingest), with timestamps and logger names.
 
 The terminal shows the middleware's INFO records only when a level is asked for
 (``skybatch --log-level INFO``, see :func:`skybatch.logging_setup.configure_logging`);
 the file always has them. Each job keeps its own log (``job.log``) in its workdir.
+
+**Which records are a run's.** A run's handler sits on the root logger, so with several
+runs in one process (a manager running many groups in threads) it sees every run's
+records. It keeps only its own, by this rule:
+
+- a record belongs to the run whose :func:`run_log` block is current in the context
+  (:mod:`contextvars`) that logs it; an inner :func:`run_log` block takes over from an
+  outer one until it ends;
+- asyncio tasks inherit the context, so a task created inside the block is the run's;
+- a thread is the run's when its target was wrapped by :func:`in_this_run` inside the
+  block (``Thread(target=in_this_run(fn))``, ``pool.submit(in_this_run(fn), ...)``),
+  and so are the threads it starts the same way. Python 3.11 starts every other
+  thread in an empty context: its records belong to **no run**;
+- records of no run (a manager's own loop, an engine or pool shared by all runs, a
+  thread not started for a run) go to no run's log: to the terminal only, at its level.
+
+So one run's log never holds another run's records, whichever thread each runs in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from skybatch.job.joblog import capture_job_log
+from skybatch.job.joblog import LOG_FORMAT
 
-__all__ = ["RUN_LOG_NAME", "run_log"]
+__all__ = ["RUN_LOG_NAME", "current_run_log", "in_this_run", "run_log"]
 
 RUN_LOG_NAME = "run.log"
 
+#: The log file of the run whose :func:`run_log` block is current (``None``: no run).
+_CURRENT: ContextVar[Path | None] = ContextVar("skybatch_run_log", default=None)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def current_run_log() -> Path | None:
+    """The log file that records logged here go to, ``None`` outside every run."""
+    return _CURRENT.get()
+
+
+def in_this_run(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` made part of the current run wherever it is called (another thread, a
+    thread pool): its records go to this run's log. Outside every run, ``fn`` itself."""
+    path = _CURRENT.get()
+    if path is None:
+        return fn
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        token = _CURRENT.set(path)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _CURRENT.reset(token)
+
+    return call
+
+
+class _OwnRecords(logging.Filter):
+    """Pass only the records logged while ``path``'s run is current (see the module)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _CURRENT.get() == self.path
+
+
+class _RootLevel:
+    """The root logger's level, lowered to INFO while any run log is open.
+
+    Each run log used to save the level on entry and restore it on exit; with
+    overlapping runs the first to end would restore the level under the others and
+    their files would lose the INFO records. The level is saved by the first run log
+    to open and restored by the last to close.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._saved = logging.NOTSET
+
+    def lower(self, level: int) -> None:
+        root = logging.getLogger()
+        with self._lock:
+            if self._open == 0:
+                self._saved = root.level
+            self._open += 1
+            if root.level > level:
+                root.setLevel(level)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._open -= 1
+            if self._open == 0:
+                logging.getLogger().setLevel(self._saved)
+
+
+_ROOT_LEVEL = _RootLevel()
+
 
 @contextmanager
-def run_log(workdir: Path) -> Iterator[Path]:
-    """Append this process's INFO records to ``workdir/run.log`` inside the block."""
-    with capture_job_log(workdir / RUN_LOG_NAME) as path:
+def run_log(workdir: Path, level: int = logging.INFO) -> Iterator[Path]:
+    """Append this run's records of ``level`` and above to ``workdir/run.log`` inside
+    the block; the run is current in the block (see the module for which records are
+    the run's)."""
+    path = (workdir / RUN_LOG_NAME).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_OwnRecords(path))
+    token = _CURRENT.set(path)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    _ROOT_LEVEL.lower(level)
+    try:
         yield path
+    finally:
+        root.removeHandler(handler)
+        _ROOT_LEVEL.restore()
+        _CURRENT.reset(token)
+        handler.close()
