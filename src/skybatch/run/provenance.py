@@ -8,6 +8,7 @@ linked to the run's activity with ``used`` edges.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import sys
@@ -41,6 +42,14 @@ PACKAGES = (
 
 
 def _versions() -> dict[str, str]:
+    """The interpreter, platform and PACKAGES versions this process runs with."""
+    return dict(_process_versions())
+
+
+@functools.cache
+def _process_versions() -> dict[str, str]:
+    # Once per process: the modules a process imported do not change while it runs
+    # (a campaign manager records the same versions for each of its runs).
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in PACKAGES:
         try:
