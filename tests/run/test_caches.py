@@ -4,6 +4,7 @@ a refreshed clone per use, made again when the repository is another one."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -81,6 +82,21 @@ def test_a_repository_made_again_at_the_same_path_is_a_new_one(tmp_path: Path) -
     shutil.rmtree(repo)
     _make_repo(repo, "new")
     assert _collections(repo) == {"new"}
+
+
+def test_a_forked_child_makes_its_own_butler(tmp_path: Path) -> None:
+    """A child forked by a process that holds Butlers must not use their database
+    connections: it starts without them and makes its own."""
+    repo = _make_repo(tmp_path / "repo", "c")
+    assert _collections(repo, writeable=True) == {"c"}
+    assert caches._BUTLERS  # the parent keeps its Butler
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 when all holds
+        ok = not caches._BUTLERS and _collections(repo, writeable=True) == {"c"}
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert caches._BUTLERS and _collections(repo, writeable=True) == {"c"}
 
 
 def test_a_rewritten_butler_yaml_is_read_again(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ is refreshed from the database first (collections, dataset types, cached dimensi
 records), so it sees what other processes wrote since (another run's ingest, a new
 instrument), as a new Butler would. The cached Butler is made again when the
 repository's ``butler.yaml`` or its SQLite registry file is another file than it was
-(rewritten, or the repository removed and made again at the same path).
+(rewritten, or the repository removed and made again at the same path). A forked
+child process starts without the parent's Butlers (their connections stay the parent's).
 
 Parsed Butler configurations (:func:`butler_config`) are kept the same way, keyed by
 the file's path, inode, size and modification time, for the quantum-backed butlers of
@@ -173,6 +174,18 @@ def _drop(slot: tuple[str, bool]) -> None:
         entry = _BUTLERS.pop(slot, None)
     if entry is not None:
         entry[1].close()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's Butlers hold its database connections, which
+    two processes must not share; the child makes its own (the parent's are left to
+    the parent, not closed). A fresh lock: another thread may have held it at the fork."""
+    global _lock, _BUTLERS
+    _lock = threading.Lock()
+    _BUTLERS = OrderedDict()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def clear() -> None:
