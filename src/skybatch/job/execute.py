@@ -50,16 +50,10 @@ from lsst.daf.butler import (
     QuantumProvenanceData,
     StorageClassFactory,
 )
-from lsst.daf.butler._standalone_datastore import (
-    _DatasetRecordStorageManagerDatastoreConstructionMimic as _DatasetsMimic,
-)
 from lsst.daf.butler.datastore import DatastoreConfig
 from lsst.daf.butler.datastore.composites import CompositesMap
 from lsst.daf.butler.datastore.file_templates import FileTemplates
 from lsst.daf.butler.datastores.fileDatastore import FileDatastore
-from lsst.daf.butler.registry.bridge.monolithic import MonolithicDatastoreRegistryBridgeManager
-from lsst.daf.butler.registry.databases.sqlite import SqliteDatabase
-from lsst.daf.butler.registry.opaque import ByNameOpaqueTableStorageManager
 from lsst.daf.butler.repo_relocation import replaceRoot
 from lsst.pipe.base import ExecutionResources, TaskFactory
 from lsst.pipe.base.quantum_graph import (
@@ -74,6 +68,7 @@ from lsst.utils import doImportType
 from .cache import FileKey, file_key, on_clear, process_cache_enabled
 from .causes import error_line, failure_kind
 from .errors import JobSpecError
+from .qbb import MemoryBridgeManager, MemoryOpaqueManager
 from .spec import JobSpec, QuantumReport
 from .stats import Meter, PhaseClock
 
@@ -323,6 +318,8 @@ class _ButlerFactory:
             quantum=quantum,
             dimensions=self.universe,
             dataset_types=self.dataset_types,
+            OpaqueManagerClass=MemoryOpaqueManager,
+            BridgeManagerClass=MemoryBridgeManager,
         )
         assert isinstance(butler, _KeptButler)  # initialize() builds the calling class
         return butler
@@ -380,45 +377,32 @@ class _RepoDatastore:
         quantum: Quantum,
         dataset_types: Mapping[str, DatasetType],
     ) -> _KeptButler:
-        """What ``_KeptButler.initialize`` makes of the job's butler.yaml, from parsed parts."""
-        database = SqliteDatabase.fromUri("sqlite:///:memory:", origin=0)
-        try:
-            with database.declareStaticTables(create=True) as context:
-                opaque = ByNameOpaqueTableStorageManager.initialize(database, context)
-                bridge = MonolithicDatastoreRegistryBridgeManager.initialize(
-                    database,
-                    context,
-                    opaque=opaque,
-                    datasets=_DatasetsMimic,  # type: ignore[arg-type]  # as daf_butler does
-                    universe=self.universe,
-                )
-            root = ResourcePath(
-                replaceRoot(config["root"], butler_root), forceDirectory=True, forceAbsolute=True
-            )
-            datastore = FileDatastore(
-                config, bridge, root, self.formatters, self.templates, self.composites, self.trust
-            )
-            if root.isLocal and not root.exists():
-                if "create" not in config or not config["create"]:
-                    raise ValueError(f"No valid root and not allowed to create one at: {root}")
-                root.mkdir()
-            datastore._set_trust_mode(True)
-            datastore.import_records(quantum.datastore_records)
-            inputs = [ref.id for ref in itertools.chain.from_iterable(quantum.inputs.values())]
-            inputs += [ref.id for ref in quantum.initInputs.values()]
-            outputs = [ref.id for ref in itertools.chain.from_iterable(quantum.outputs.values())]
-            return _KeptButler(
-                inputs,
-                outputs,
-                self.universe,
-                datastore,
-                storageClasses=StorageClassFactory(),
-                dataset_types=dataset_types,
-                database=database,
-            )
-        except BaseException:
-            database.dispose()
-            raise
+        """What ``_KeptButler.initialize`` makes of the job's butler.yaml, from parsed parts
+        (the same record managers, :mod:`skybatch.job.qbb`)."""
+        bridge = MemoryBridgeManager(MemoryOpaqueManager(), self.universe)
+        root = ResourcePath(
+            replaceRoot(config["root"], butler_root), forceDirectory=True, forceAbsolute=True
+        )
+        datastore = FileDatastore(
+            config, bridge, root, self.formatters, self.templates, self.composites, self.trust
+        )
+        if root.isLocal and not root.exists():
+            if "create" not in config or not config["create"]:
+                raise ValueError(f"No valid root and not allowed to create one at: {root}")
+            root.mkdir()
+        datastore._set_trust_mode(True)
+        datastore.import_records(quantum.datastore_records)
+        inputs = [ref.id for ref in itertools.chain.from_iterable(quantum.inputs.values())]
+        inputs += [ref.id for ref in quantum.initInputs.values()]
+        outputs = [ref.id for ref in itertools.chain.from_iterable(quantum.outputs.values())]
+        return _KeptButler(
+            inputs,
+            outputs,
+            self.universe,
+            datastore,
+            storageClasses=StorageClassFactory(),
+            dataset_types=dataset_types,
+        )
 
 
 #: Parsed central repositories (per-process cache): resolved butler.yaml -> parts.
