@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from astropy.io import fits
+from lsst.daf.butler import ButlerConfig
+from lsst.daf.butler.repo_relocation import replaceRoot
 
 from skybatch.errors import ConfigError
 from skybatch.job.errors import JobSpecError, StageInError
@@ -189,8 +191,15 @@ def test_job_butler_config_moves_only_the_datastore_root(tmp_path: Path) -> None
     spec = _spec(tmp_path)
     path = write_job_butler_config(spec, tmp_path / "work", tmp_path / "work" / "datastore")
     written = yaml.safe_load(path.read_text())
-    assert written["datastore"]["root"] == str((tmp_path / "work" / "datastore").resolve())
+    assert written["datastore"]["root"] == "<butlerRoot>/datastore"  # next to the file
     assert written["datastore"]["formatters"] == central["datastore"]["formatters"]
+    assert written["datastore"]["name"] == "FileDatastore@<butlerRoot>"  # the central name
+    # As the datastore resolves it: next to the job's butler.yaml.
+    resolved = replaceRoot(ButlerConfig(str(path))["datastore", "root"], path.parent)
+    assert resolved == str(tmp_path / "work" / "datastore")
+    elsewhere = write_job_butler_config(spec, tmp_path / "work", tmp_path / "scratch")
+    root = yaml.safe_load(elsewhere.read_text())["datastore"]["root"]
+    assert root == str((tmp_path / "scratch").resolve())
 
     central["datastore"]["cls"] = "lsst.daf.butler.datastores.chainedDatastore.ChainedDatastore"
     (tmp_path / "butler.yaml").write_text(yaml.safe_dump(central))

@@ -149,13 +149,45 @@ def central_datastore_name(datastore_config: Any) -> str:
     return str(name) if name else f"FileDatastore@{datastore_config['root']}"
 
 
+#: The job butler.yaml's text per central config (per-process cache): resolved
+#: butler.yaml -> (its file key, the job datastore root as written, the text).
+_job_config_texts: dict[str, tuple[FileKey, str, str]] = {}
+
+
 def write_job_butler_config(spec: JobSpec, workdir: Path, datastore: Path) -> Path:
     """Write ``workdir/butler.yaml``: the central repo's config, datastore root moved.
 
     The formatter, storage class and file template configuration must be the central
-    repository's so that files are read and named exactly as there.
+    repository's so that files are read and named exactly as there. A datastore at
+    ``workdir/datastore`` (as every job has it) is written as ``<butlerRoot>/datastore``,
+    which the Butler resolves next to this file: the text is then the same for every
+    job of a repository, and a warm worker makes it once.
     """
     source = _config_source(spec)
+    resolved = datastore.resolve()
+    here = resolved == workdir.resolve() / "datastore"
+    root = "<butlerRoot>/datastore" if here else str(resolved)
+    target = workdir / "butler.yaml"
+    target.write_text(_job_config_text(source, root))
+    return target
+
+
+def _job_config_text(source: Path, root: str) -> str:
+    """The job butler.yaml's text for the central config at ``source`` (cached per
+    process when the caches are on)."""
+    if not process_cache_enabled():
+        return _make_job_config_text(source, root)
+    key = file_key(source)
+    hit = _job_config_texts.get(key[0])
+    if hit is None or hit[:2] != (key, root):
+        if len(_job_config_texts) >= _MAX_REPOS:
+            _job_config_texts.clear()
+        hit = (key, root, _make_job_config_text(source, root))
+        _job_config_texts[key[0]] = hit
+    return hit[2]
+
+
+def _make_job_config_text(source: Path, root: str) -> str:
     config = _read_central_config(source)
     datastore_cls = str(config.get("datastore", {}).get("cls", ""))
     if datastore_cls and not datastore_cls.endswith("FileDatastore"):
@@ -165,10 +197,10 @@ def write_job_butler_config(spec: JobSpec, workdir: Path, datastore: Path) -> Pa
             hint="run jobs against a repository with a single file datastore",
         )
     config["datastore", "name"] = central_datastore_name(config["datastore"])
-    config["datastore", "root"] = str(datastore.resolve())
-    target = workdir / "butler.yaml"
-    config.dumpToUri(str(target))
-    return target
+    config["datastore", "root"] = root
+    text = config.dump()
+    assert text is not None  # dump() returns the text when given no stream
+    return text
 
 
 def _read_graph(spec: JobSpec, ids: list[uuid.UUID]) -> PredictedQuantumGraph:
@@ -461,6 +493,7 @@ class _CachedButlerFactory(_ButlerFactory):
 def _clear() -> None:
     _close_graph()
     _central_configs.clear()
+    _job_config_texts.clear()
     _repos.clear()
     _repo_keys.clear()
 

@@ -40,10 +40,10 @@ def known_inputs(spec: JobSpec) -> dict[str, KnownInput]:
     """Logical path → what the catalog knows, for the inputs it knows (none without db_url)."""
     if not spec.db_url or not spec.inputs:
         return {}
-    from .stageout import catalog_transaction
+    from .stageout import catalog_reads
 
     paths = list(dict.fromkeys(item.path for item in spec.inputs))
-    with catalog_transaction(spec.db_url) as catalog:
+    with catalog_reads(spec.db_url) as catalog:
         files = catalog.files_by_paths(paths)
         placed = {}
         if spec.site_endpoint and files:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-__all__ = ["StageOutResult", "catalog_transaction", "stage_out", "target_of"]
+__all__ = ["StageOutResult", "catalog_reads", "catalog_transaction", "stage_out", "target_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -248,21 +248,40 @@ def catalog_transaction(db_url: str) -> AbstractContextManager[Catalog]:
     return _one_transaction(db_url)
 
 
-@contextmanager
-def _one_transaction(db_url: str) -> Iterator[Catalog]:
-    """A catalog whose every call runs in one transaction, committed when the block ends."""
-    from skybatch.db.engine import make_engine, session_factory
+def catalog_reads(db_url: str) -> AbstractContextManager[Catalog]:
+    """A catalog for reads only, in one session that takes no write lock (SQLite's
+    ``BEGIN IMMEDIATE`` of a write transaction would make a job's lookups wait for the
+    other jobs' and the driver's writes, which a WAL database lets readers skip)."""
+    return _one_transaction(db_url, write=False)
 
-    cached = process_cache_enabled()
+
+def _engine(db_url: str, cached: bool) -> Engine:
+    """The job's engine on ``db_url`` (the process's one when the caches are on)."""
+    from skybatch.db.engine import make_engine
+
     engine = _engines.get(db_url) if cached else None
     if engine is None:
-        engine = make_engine(db_url)
+        # A SQLite connection is a file handle, with no server that may have dropped
+        # it: no ping before every transaction.
+        engine = make_engine(db_url, pool_pre_ping=not db_url.startswith("sqlite"))
         if cached:
             if len(_engines) >= _MAX_ENGINES:
                 _forget_engines()
             _engines[db_url] = engine
+    return engine
+
+
+@contextmanager
+def _one_transaction(db_url: str, write: bool = True) -> Iterator[Catalog]:
+    """A catalog whose every call runs in one transaction, committed when the block ends
+    (``write=False``: one session, rolled back at the end, without the write lock)."""
+    from skybatch.db.engine import session_factory
+
+    cached = process_cache_enabled()
+    engine = _engine(db_url, cached)
     try:
-        with session_factory(engine).begin() as session:
+        sessions = session_factory(engine)
+        with sessions.begin() if write else sessions() as session:
             yield _JobCatalog(cast(Any, _SessionInTransaction(session)), db_url)
     except BaseException:
         if cached:  # start the next job afresh: no connection or id that may be stale
