@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -73,11 +72,12 @@ class WarmPool:
         self._start(missing)
 
     def warm_up(self) -> None:
-        """Start workers ahead of the first job, leaving one core to the caller (who
-        is still building the work): the others start when jobs arrive."""
+        """Start every worker ahead of the first job, while the caller still builds the
+        work: a worker started only when jobs arrive leaves its core idle for the
+        seconds of its imports (on 2 cores that cost more than the caller's share of
+        CPU the imports take during the build)."""
         live = [worker for worker in self.workers if not worker.retiring]
-        spare = max(1, (os.cpu_count() or 1) - 1)
-        self._start(min(self._settings.max_workers, spare) - len(live))
+        self._start(self._settings.max_workers - len(live))
 
     def _start(self, n: int) -> None:
         settings = self._settings
