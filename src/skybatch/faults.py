@@ -4,6 +4,11 @@
 SIGKILL itself and every process it started (a node crash at exactly that moment).
 Unset (always, outside the trials and tests), a kill point costs one dictionary
 lookup. Points are named ``<phase>:<step>``, e.g. ``finish:ingest``.
+
+A process that hands work to helper processes (the campaign manager's execution pool
+sets runs up and finishes them in a bookkeeping process) names itself the **root** in
+``SKYBATCH_FAULT_ROOT_PID``: a kill point reached in a helper then kills the root and
+its whole tree, as a crash of the node would, not the helper alone.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import os
 import signal
 from typing import Any
 
-__all__ = ["ENV", "arm_before", "kill_point"]
+__all__ = ["ENV", "ROOT_ENV", "arm_before", "kill_point"]
 
 ENV = "SKYBATCH_FAULT_KILL_AT"
+#: Pid of the process whose whole tree a kill point kills (default: the caller's).
+ROOT_ENV = "SKYBATCH_FAULT_ROOT_PID"
 
 
 def kill_point(name: str) -> None:
@@ -24,11 +31,20 @@ def kill_point(name: str) -> None:
         return
     import psutil
 
+    me = os.getpid()
+    root = int(os.environ.get(ROOT_ENV) or me)
+    if root != me:
+        with contextlib.suppress(OSError):
+            os.kill(root, signal.SIGSTOP)  # it starts nothing new while its tree dies
     with contextlib.suppress(psutil.Error):
-        for child in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-    os.kill(os.getpid(), signal.SIGKILL)
+        for child in psutil.Process(root).children(recursive=True):
+            if child.pid != me:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+    if root != me:
+        with contextlib.suppress(OSError):
+            os.kill(root, signal.SIGKILL)
+    os.kill(me, signal.SIGKILL)
 
 
 def arm_before(obj: Any, method: str, name: str) -> None:

@@ -79,6 +79,13 @@ class Backbone:
 
         return cls(Catalog(open_state_db(settings)), EndpointRegistry.default(), workers)
 
+    def close(self) -> None:
+        """Close the state database's connections (a process that made a backbone per
+        run, as a long-lived manager does, would otherwise keep each run's pool)."""
+        bind = self.catalog.sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()
+
     # -- endpoints --------------------------------------------------------------
     def add_endpoint(
         self, name: str, kind: str, root: str, settings: Mapping[str, Any] | None = None

@@ -32,6 +32,7 @@ __all__ = [
     "engine_settings",
     "make_engine",
     "read_reports",
+    "run_workdir",
 ]
 
 DEFAULT_SITE = "site:local"
@@ -126,13 +127,24 @@ class RunContext:
     the state database's sessions, its work directory and Butler configuration, and
     its archive and site endpoints (made on first use)."""
 
-    def __init__(self, settings: Settings, options: RunOptions, run: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        options: RunOptions,
+        run: str,
+        *,
+        backbone: Backbone | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        """``backbone``: one shared by the runs of a process (an execution pool's),
+        which :meth:`close` leaves open; by default the run gets its own."""
         self.settings = settings
         self.options = options
         self.run = run
-        self.backbone = Backbone.from_settings(settings)
+        self._own_backbone = backbone is None
+        self.backbone = backbone or Backbone.from_settings(settings)
         self.sessions = self.backbone.catalog.sessions
-        self.workdir = settings.home / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run)
+        self.workdir = workdir or run_workdir(settings, run)
         self.repo = options.repo.resolve()
         #: The configuration outputs are named and written with: the repository's, or
         #: with the run's file templates merged in, in the run's directory.
@@ -161,6 +173,11 @@ class RunContext:
         #: site cache); settled by the driver once the engine is known.
         self.via_archive = not options.shared_filesystem
 
+    def close(self) -> None:
+        """Release the run's own backbone (its database connections)."""
+        if self._own_backbone:
+            self.backbone.close()
+
     def make_engine(self) -> Engine:
         """The run's engine, built through the plugin registry from its settings.
 
@@ -178,6 +195,12 @@ class RunContext:
                 options, engine_settings={**options.engine_settings, "script_dir": engine_dir}
             )
         return make_engine(options, registry)
+
+
+def run_workdir(settings: Settings, run: str) -> Path:
+    """Where run ``run`` keeps its files: ``HOME/runs/NAME`` (``/`` and other
+    characters a path cannot hold become ``_``)."""
+    return settings.home / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run)
 
 
 def engine_settings(options: RunOptions) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,17 @@ from .states import INITIAL, change_run_state
 __all__ = [
     "RunOptions",
     "RunSummary",
+    "SetUp",
     "check_engine",
+    "conclude_run",
     "engine_settings",
+    "finish_run_in_process",
     "make_engine",
+    "prepare_execution",
     "read_reports",
     "resume_run",
     "run_engine_name",
+    "set_up_run",
     "submit_run",
 ]
 
@@ -104,15 +109,8 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
     run = options.output_run or _default_run_name(options.pipeline)
     check_engine(options)  # before anything is written
     ctx = RunContext(settings, options, run)
-    with ctx.sessions() as session:
-        existing = session.scalar(select(RunRow.id).where(RunRow.name == run))
-        if existing is not None and setup.setup_finished(session, existing):
-            raise InputError(
-                f"run {run!r} already exists",
-                where="--output-run",
-                hint=f"resume it with `skybatch run --resume {run}` or choose another name",
-            )
     try:
+        existing = _refuse_existing(ctx)
         with setup.claim(ctx.workdir, run), run_log(ctx.workdir):
             if existing is not None:  # killed during its set-up: set up again
                 setup.discard(ctx.backbone, ctx.repo, run)
@@ -122,17 +120,37 @@ def submit_run(settings: Settings, options: RunOptions, progress: Any = None) ->
                 # Workers start now: their imports overlap the expansion.
                 with ctx.make_engine() as engine:
                     engine.warm_up()
-                    return _submit(ctx, engine, progress)
+                    workflow, phases = _set_up(ctx)
+                    return _execute(ctx, engine, workflow, progress, phases=phases)
             except Exception:
                 setup.abandon(ctx.backbone, ctx.repo, run)  # only if no job exists yet
                 raise
     finally:
+        ctx.close()
         # The graph was frozen out of collections while it was needed (skybatch.heap);
         # a long-lived caller (the campaign manager) must get its garbage back.
         heap.release()
 
 
-def _submit(ctx: RunContext, engine: Engine, progress: Any) -> RunSummary:
+def _refuse_existing(ctx: RunContext) -> int | None:
+    """The id of a run of this name killed during its set-up (to set up again), None
+    if there is none; a run whose set-up finished is refused (before anything is
+    written)."""
+    with ctx.sessions() as session:
+        existing = session.scalar(select(RunRow.id).where(RunRow.name == ctx.run))
+        if existing is not None and setup.setup_finished(session, existing):
+            raise InputError(
+                f"run {ctx.run!r} already exists",
+                where="--output-run",
+                hint=f"resume it with `skybatch run --resume {ctx.run}` or choose another name",
+            )
+    return existing
+
+
+def _set_up(ctx: RunContext) -> tuple[Workflow, _Phases]:
+    """Set-up phases ``expand`` to ``inputs`` (see :mod:`skybatch.run.setup`): the
+    quantum graph, the workflow, provenance, init-outputs and the inputs' catalog
+    entries. The jobs are created by whoever executes the run."""
     from skybatch.graph.build import build_workflow
     from skybatch.graph.expand import expand
 
@@ -186,7 +204,56 @@ def _submit(ctx: RunContext, engine: Engine, progress: Any) -> RunSummary:
     _register_inputs(ctx, workflow, expansion.graph)
     phases.mark("inputs")
     setup.boundary("inputs")
-    return _execute(ctx, engine, workflow, progress, phases=phases)
+    return workflow, phases
+
+
+@dataclass
+class SetUp:
+    """A run set up by :func:`set_up_run` (its jobs exist): what the process that
+    executes it needs to go on."""
+
+    run: str
+    run_id: int
+    workdir: Path
+    phases: dict[str, float]
+    #: Seconds of CPU the set-up took in its process.
+    cpu_s: float = 0.0
+
+
+def set_up_run(settings: Settings, options: RunOptions) -> SetUp:
+    """Set a new run up to its jobs (set-up phases ``record`` to ``jobs``), for an
+    execution pool (:mod:`skybatch.run.pool`) that executes it on its shared engine:
+    the work of :func:`submit_run` before the engine is needed, in a process of its
+    own (graph building is CPU-bound Python). A run killed during its set-up is
+    discarded and set up again, as :func:`submit_run` does; a failed set-up discards
+    what it wrote and raises."""
+    from .scheduler import create_jobs
+
+    cpu = time.process_time()
+    run = options.output_run
+    assert run is not None, "a pooled run is named by its caller"
+    ctx = RunContext(settings, options, run)
+    try:
+        existing = _refuse_existing(ctx)
+        with setup.claim(ctx.workdir, run), run_log(ctx.workdir):
+            if existing is not None:
+                setup.discard(ctx.backbone, ctx.repo, run)
+            _record(ctx)
+            setup.boundary("record")
+            try:
+                workflow, phases = _set_up(ctx)
+                with ctx.sessions() as session:
+                    run_id = session.scalar(select(RunRow.id).where(RunRow.name == run))
+                assert run_id is not None
+                create_jobs(ctx.sessions, run_id, workflow)
+                setup.boundary("jobs")
+            except Exception:
+                setup.abandon(ctx.backbone, ctx.repo, run)
+                raise
+    finally:
+        ctx.close()
+        heap.release()
+    return SetUp(run, run_id, ctx.workdir, dict(phases.seconds), cpu_s=time.process_time() - cpu)
 
 
 def run_engine_name(settings: Settings, run: str) -> str:
@@ -256,10 +323,12 @@ def resume_run(
         options = with_engine_settings(backbone.catalog.sessions, run, options, engine_settings)
     if not set_up:
         return submit_run(settings, replace(options, output_run=run), progress)
-    ctx = RunContext(settings, options, run)
-    ctx.workdir = workdir
-    with setup.claim(workdir, run), run_log(workdir):
-        return _resume(ctx, progress)
+    ctx = RunContext(settings, options, run, workdir=workdir)
+    try:
+        with setup.claim(workdir, run), run_log(workdir):
+            return _resume(ctx, progress)
+    finally:
+        ctx.close()
 
 
 def _resume(ctx: RunContext, progress: Any) -> RunSummary:
@@ -279,13 +348,13 @@ def _resume(ctx: RunContext, progress: Any) -> RunSummary:
 def _register_init_outputs(ctx: RunContext, init_refs: list[Any], graph: Any) -> None:
     """Configs, packages and init-outputs: into the Butler and the backbone catalog now,
     since jobs may read them (init-inputs) and must find them staged."""
-    from lsst.daf.butler import Butler
-
     from skybatch.backbone.butler import register_refs
     from skybatch.ingest.butler import ingest_outputs
 
+    from .caches import repository_butler
+
     ingest_outputs(ctx.repo, ctx.butler_config, graph, init_refs)
-    with Butler.from_config(str(ctx.repo)) as butler:
+    with repository_butler(ctx.repo) as butler:
         refs = [r for o in init_refs if (r := butler.get_dataset(o.dataset_id)) is not None]
         register_refs(ctx.backbone, butler, refs, endpoint=ctx.archive, producer="pre-exec-init")
 
@@ -333,10 +402,29 @@ def _execute(
 ) -> RunSummary:
     start = time.perf_counter()
     phases = phases or _Phases()
+    scheduler = prepare_execution(ctx, engine, workflow, progress, resume=resume)
+    result = scheduler.run()
+    # Workers take a moment to exit: let them while the outputs are ingested.
+    closer = threading.Thread(target=engine.close, name="skybatch-engine-close")
+    closer.start()
+    phases.mark("execute")
+    try:
+        return conclude_run(
+            ctx, workflow, scheduler.run_id, result.counts, phases.seconds, start=start
+        )
+    finally:
+        closer.join()
+
+
+def prepare_execution(
+    ctx: RunContext, engine: Engine, workflow: Workflow, progress: Any, *, resume: bool = False
+) -> Scheduler:
+    """The run's scheduler on ``engine``, its jobs created (set-up phase ``jobs``) and,
+    when ``resume``, what a killed driver left in the engine adopted or retried. The
+    caller runs it (:meth:`Scheduler.run`, or step by step in an execution pool)."""
     with ctx.sessions() as session:
-        run_row = session.scalar(select(RunRow).where(RunRow.name == ctx.run))
-        assert run_row is not None
-        run_id = run_row.id
+        run_id = session.scalar(select(RunRow.id).where(RunRow.name == ctx.run))
+        assert run_id is not None
     produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
     pin_until = datetime.now(UTC) + timedelta(days=1)
     # Nodes that do not see the site cache (the run says so, or the engine cannot
@@ -419,28 +507,40 @@ def _execute(
         released = scheduler.release_held()
         if released:
             _log.info("resume: %d held job(s) get new attempts", len(released))
-    result = scheduler.run()
-    # Workers take a moment to exit: let them while the outputs are ingested.
-    closer = threading.Thread(target=engine.close, name="skybatch-engine-close")
-    closer.start()
-    phases.mark("execute")
+    return scheduler
+
+
+def conclude_run(
+    ctx: RunContext,
+    workflow: Workflow,
+    run_id: int,
+    counts: dict[str, int],
+    phases: dict[str, float],
+    *,
+    start: float,
+) -> RunSummary:
+    """The end of a run whose jobs ended (``counts``: jobs per state): its finish
+    (:mod:`skybatch.run.finish`; in full if every job succeeded), then its state and
+    summary. ``start``: the run's start (``perf_counter``) in this process."""
+    succeeded = set(counts) <= {JobState.SUCCEEDED.value}
+    cancelled = JobState.CANCELLED.value in counts
     summary = RunSummary(
         run=ctx.run,
-        state=RunState.SUCCEEDED.value if result.succeeded else RunState.FAILED.value,
+        state=RunState.SUCCEEDED.value
+        if succeeded
+        else (RunState.CANCELLED.value if cancelled else RunState.FAILED.value),
         workdir=ctx.workdir,
         quanta=sum(workflow.quanta_per_task.values()),
-        jobs=result.counts,
+        jobs=counts,
         expansion_s=workflow.expansion_s,
         wall_s=0.0,
     )
     from .finish import finish_partial, finish_run
 
-    try:
-        (finish_run if result.succeeded else finish_partial)(ctx, workflow, summary)
-    finally:
-        closer.join()
-    phases.mark("finish")
-    summary.phases = {k: round(v, 3) for k, v in {**phases.seconds, **summary.phases}.items()}
+    finish_start = time.perf_counter()
+    (finish_run if succeeded else finish_partial)(ctx, workflow, summary)
+    phases = {**phases, "finish": phases.get("finish", 0.0) + time.perf_counter() - finish_start}
+    summary.phases = {k: round(v, 3) for k, v in {**phases, **summary.phases}.items()}
     summary.wall_s = time.perf_counter() - start
     with ctx.sessions.begin() as session:
         live = session.get(RunRow, run_id)
@@ -448,7 +548,7 @@ def _execute(
         change_run_state(live, RunState(summary.state))
         live.summary = {
             **live.summary,
-            "jobs": result.counts,
+            "jobs": counts,
             "wall_s": summary.wall_s,
             "outputs_ingested": summary.outputs_ingested,
             "catalog_rows": summary.catalog_rows,
@@ -457,6 +557,41 @@ def _execute(
             "warnings": summary.warnings,
         }
     return summary
+
+
+def finish_run_in_process(
+    settings: Settings,
+    options: RunOptions,
+    run: str,
+    workdir: Path,
+    *,
+    via_archive: bool,
+    counts: dict[str, int],
+    phases: dict[str, float],
+    elapsed_s: float,
+) -> RunSummary:
+    """:func:`conclude_run` for a run an execution pool executed in another process
+    (its jobs ended with ``counts``; ``elapsed_s`` of its wall time went before)."""
+    ctx = RunContext(settings, options, run, workdir=workdir)
+    try:
+        workflow = Workflow.load(workdir / "workflow.json")
+        ctx.butler_config = workflow.butler_config
+        ctx.via_archive = via_archive
+        with ctx.sessions() as session:
+            run_id = session.scalar(select(RunRow.id).where(RunRow.name == run))
+        assert run_id is not None
+        with setup.claim(workdir, run), run_log(workdir):
+            return conclude_run(
+                ctx,
+                workflow,
+                run_id,
+                counts,
+                phases,
+                start=time.perf_counter() - elapsed_s,
+            )
+    finally:
+        ctx.close()
+        heap.release()
 
 
 def _unfinished_jobs(ctx: RunContext, run_id: int) -> list[str]:

@@ -37,7 +37,7 @@ from typing import ParamSpec, TypeVar
 
 from skybatch.job.joblog import LOG_FORMAT
 
-__all__ = ["RUN_LOG_NAME", "current_run_log", "in_this_run", "run_log"]
+__all__ = ["RUN_LOG_NAME", "RunLogFile", "current_run_log", "in_this_run", "run_log"]
 
 RUN_LOG_NAME = "run.log"
 
@@ -115,25 +115,48 @@ class _RootLevel:
 _ROOT_LEVEL = _RootLevel()
 
 
+class RunLogFile:
+    """A run's log file held open across calls (an execution pool executes many runs in
+    one thread, a step of each at a time): records logged inside :meth:`current` are
+    the run's. :func:`run_log` is the block form."""
+
+    def __init__(self, workdir: Path, level: int = logging.INFO) -> None:
+        self.path = (workdir / RUN_LOG_NAME).absolute()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
+        self._handler.setLevel(level)
+        self._handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self._handler.addFilter(_OwnRecords(self.path))
+        logging.getLogger().addHandler(self._handler)
+        _ROOT_LEVEL.lower(level)
+        self._closed = False
+
+    @contextmanager
+    def current(self) -> Iterator[Path]:
+        """The run is current inside the block (its records go to its file)."""
+        token = _CURRENT.set(self.path)
+        try:
+            yield self.path
+        finally:
+            _CURRENT.reset(token)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        logging.getLogger().removeHandler(self._handler)
+        _ROOT_LEVEL.restore()
+        self._handler.close()
+
+
 @contextmanager
 def run_log(workdir: Path, level: int = logging.INFO) -> Iterator[Path]:
     """Append this run's records of ``level`` and above to ``workdir/run.log`` inside
     the block; the run is current in the block (see the module for which records are
     the run's)."""
-    path = (workdir / RUN_LOG_NAME).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-    handler.setLevel(level)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(_OwnRecords(path))
-    token = _CURRENT.set(path)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    _ROOT_LEVEL.lower(level)
+    log = RunLogFile(workdir, level)
     try:
-        yield path
+        with log.current() as path:
+            yield path
     finally:
-        root.removeHandler(handler)
-        _ROOT_LEVEL.restore()
-        _CURRENT.reset(token)
-        handler.close()
+        log.close()

@@ -31,7 +31,7 @@ from skybatch.job.spec import JobReport, JobSpec
 
 from .models import JobAttemptRow, JobRow, QuantumRunRow
 
-__all__ = ["RetryPolicy", "Scheduler", "SchedulerHooks", "blocked_jobs"]
+__all__ = ["RetryPolicy", "Scheduler", "SchedulerHooks", "blocked_jobs", "create_jobs"]
 
 _log = logging.getLogger(__name__)
 
@@ -115,24 +115,7 @@ class Scheduler:
     # -- set-up -------------------------------------------------------------------
     def create_jobs(self) -> int:
         """Insert a row per workflow job that has none yet (idempotent); return new count."""
-        with self.sessions.begin() as session:
-            existing = set(session.scalars(select(JobRow.name).where(JobRow.run_id == self.run_id)))
-            new = [
-                JobRow(
-                    run_id=self.run_id,
-                    name=job.name,
-                    label=job.label,
-                    state=JobState.PENDING.value,
-                    memory_mb=job.resources.memory_mb,
-                    cores=job.resources.cores,
-                    walltime_s=job.resources.walltime_s,
-                    n_quanta=len(job.quanta),
-                )
-                for job in self.workflow.jobs
-                if job.name not in existing
-            ]
-            session.add_all(new)
-        return len(new)
+        return create_jobs(self.sessions, self.run_id, self.workflow)
 
     def reattach(self) -> list[str]:
         """Adopt the jobs a previous driver had submitted that the engine still knows
@@ -230,26 +213,112 @@ class Scheduler:
         size of the workflow. The state changes of one loop are written in one
         transaction at most every ``flush_s`` seconds (a killed driver loses at most
         the changes since: resume treats those jobs as lost and runs them again).
+        This is the one-run case of the loop an execution pool
+        (:mod:`skybatch.run.pool`) runs over many schedulers through :meth:`step`.
         """
+        self.start()
+        capacity = self.capacity()
+        while True:
+            changed = self.step(capacity - len(self._in_flight))
+            if self.finished:
+                self._flush(force=True)
+                return self.result()
+            if not changed:
+                time.sleep(self.poll_s)
+
+    # -- the loop, one step at a time (an execution pool drives many) ------------
+    def start(self) -> None:
+        """Load the run's jobs; :meth:`step` may be called from now on."""
         self._load()
-        # A few jobs beyond what runs at once wait in the engine's own queue, so a
-        # worker that finishes starts the next job at once instead of waiting for
-        # this loop to notice and submit.
+
+    def capacity(self) -> int:
+        """Most jobs this run hands its engine at once when it has it to itself.
+
+        A few jobs beyond what runs at once wait in the engine's own queue, so a
+        worker that finishes starts the next job at once instead of waiting for the
+        loop to notice and submit."""
         parallel = self.engine.capabilities.max_parallel_jobs
         capacity = parallel + max(2, parallel)
         if self.max_in_flight is not None:
             capacity = min(capacity, self.max_in_flight)
-        while True:
-            changed = self._release_ready()
-            changed |= self._submit(capacity - len(self._in_flight))
-            changed |= self._poll()
+        return capacity
+
+    def step(self, room: int, *, flush: bool = True) -> bool:
+        """One turn of the loop: release jobs whose dependencies succeeded, submit at
+        most ``room`` ready jobs, poll those in the engine; ``flush``: write the state
+        changes when due (an execution pool writes every run's in one transaction,
+        :meth:`flush_into`). Returns whether anything changed."""
+        if self.max_in_flight is not None:
+            room = min(room, self.max_in_flight - len(self._in_flight))
+        changed = self._release_ready()
+        changed |= self._submit(room)
+        changed |= self._poll()
+        if flush:
             self._flush()
-            self.hooks.progress(self._n_succeeded, len(self.nodes))
-            if not self._in_flight and not self._ready and not self._runnable_pending():
-                self._flush(force=True)
-                return SchedulerResult(self._counts())
-            if not changed:
-                time.sleep(self.poll_s)
+        self.hooks.progress(self._n_succeeded, len(self.nodes))
+        return changed
+
+    @property
+    def finished(self) -> bool:
+        """Nothing in the engine, nothing ready, no pending job that can still run."""
+        return not self._in_flight and not self._ready and not self._runnable_pending()
+
+    @property
+    def n_in_flight(self) -> int:
+        """Jobs handed to the engine and not finished."""
+        return len(self._in_flight)
+
+    @property
+    def n_ready(self) -> int:
+        """Jobs whose inputs are staged, waiting for room in the engine (or to be
+        released: pending jobs whose dependencies all succeeded)."""
+        return len(self._ready) + len(self._releasable)
+
+    @property
+    def n_succeeded(self) -> int:
+        return self._n_succeeded
+
+    def result(self) -> SchedulerResult:
+        return SchedulerResult(self._counts())
+
+    def cancel(self, reason: str = "cancelled by the operator") -> None:
+        """Stop the run: its jobs in the engine are cancelled there and their attempts
+        recorded as cancelled, and every job that has not ended is cancelled (held jobs
+        too: a cancelled run is over). The changes are written at the next flush."""
+        ids = list(self._in_flight)
+        if ids:
+            self.engine.cancel(ids)
+        now = utcnow()
+        for engine_id in ids:
+            flight = self._in_flight.pop(engine_id)
+            row = self._by_id[flight.job_id]
+            self._set(row, JobState.CANCELLED)
+            row.error = reason
+            self._attempt_updates.append(
+                {
+                    "b_job_id": row.id,
+                    "b_attempt": row.attempts,
+                    "state": JobState.CANCELLED.value,
+                    "failure": FailureKind.NONE.value,
+                    "exit_code": None,
+                    "error": reason,
+                    "finished_at": now,
+                    "max_rss_mb": None,
+                    "cpu_s": None,
+                }
+            )
+        stoppable = {JobState.PENDING.value, JobState.READY.value, JobState.HELD.value}
+        for row in self._jobs.values():
+            if row.state in stoppable:
+                self._set(row, JobState.CANCELLED)
+                row.error = reason
+        self._ready.clear()
+        self._releasable.clear()
+        self._blocked.update(self._jobs)
+
+    def dirty(self) -> bool:
+        """Whether state changes wait to be written."""
+        return bool(self._dirty or self._new_attempts or self._attempt_updates or self._quanta)
 
     def _load(self) -> None:
         with self.sessions() as session:
@@ -512,43 +581,76 @@ class Scheduler:
         """Write the changes of the last loops in one transaction, at most every
         ``flush_s`` seconds (or at once when ``force``): a commit per loop would make
         the database, not the jobs, set the pace."""
-        if not (self._dirty or self._new_attempts or self._attempt_updates or self._quanta):
+        if not self.dirty():
             return
         if not force and time.monotonic() - self._last_flush < self.flush_s:
             return
         self._last_flush = time.monotonic()
-        now = utcnow()
         with self.sessions.begin() as session:
-            if self._dirty:
-                session.execute(
-                    update(JobRow),
-                    [
-                        {
-                            "id": row.id,
-                            "state": row.state,
-                            "attempts": row.attempts,
-                            "attempt_limit": row.attempt_limit,
-                            "memory_mb": row.memory_mb,
-                            "engine_id": row.engine_id,
-                            "exit_code": row.exit_code,
-                            "failure": row.failure,
-                            "error": row.error,
-                            "updated_at": now,
-                        }
-                        for row in (self._by_id[i] for i in self._dirty)
-                    ],
-                )
-            # Core statements, executemany: no ORM identity map to keep in step.
-            if self._new_attempts:
-                session.execute(insert(_attempts), self._new_attempts)
-            if self._attempt_updates:
-                session.execute(_FINISH_ATTEMPT, self._attempt_updates)
-            if self._quanta:
-                session.execute(insert(QuantumRunRow), self._quanta)
+            self.flush_into(session)
+        self.flushed()
+
+    def flush_into(self, session: Session) -> None:
+        """Write the pending state changes in the caller's transaction; call
+        :meth:`flushed` once it committed (an execution pool writes the changes of
+        all its runs in one transaction)."""
+        now = utcnow()
+        if self._dirty:
+            session.execute(
+                update(JobRow),
+                [
+                    {
+                        "id": row.id,
+                        "state": row.state,
+                        "attempts": row.attempts,
+                        "attempt_limit": row.attempt_limit,
+                        "memory_mb": row.memory_mb,
+                        "engine_id": row.engine_id,
+                        "exit_code": row.exit_code,
+                        "failure": row.failure,
+                        "error": row.error,
+                        "updated_at": now,
+                    }
+                    for row in (self._by_id[i] for i in self._dirty)
+                ],
+            )
+        # Core statements, executemany: no ORM identity map to keep in step.
+        if self._new_attempts:
+            session.execute(insert(_attempts), self._new_attempts)
+        if self._attempt_updates:
+            session.execute(_FINISH_ATTEMPT, self._attempt_updates)
+        if self._quanta:
+            session.execute(insert(QuantumRunRow), self._quanta)
+
+    def flushed(self) -> None:
+        """The changes :meth:`flush_into` wrote were committed: forget them."""
         self._dirty.clear()
         self._new_attempts = []
-        self._attempt_updates.clear()
-        self._quanta.clear()
+        self._attempt_updates = []
+        self._quanta = []
+
+
+def create_jobs(sessions: sessionmaker[Session], run_id: int, workflow: Workflow) -> int:
+    """Insert a row per workflow job of run ``run_id`` that has none yet, in one
+    transaction (idempotent: all or none are new); return how many were new."""
+    with sessions.begin() as session:
+        existing = set(session.scalars(select(JobRow.name).where(JobRow.run_id == run_id)))
+        new = [
+            JobRow(
+                run_id=run_id,
+                name=job.name,
+                label=job.label,
+                state=JobState.PENDING.value,
+                memory_mb=job.resources.memory_mb,
+                cores=job.resources.cores,
+                walltime_s=job.resources.walltime_s,
+                n_quanta=len(job.quanta),
+            )
+            for job in workflow.jobs
+            if job.name not in existing
+        ]
+        session.add_all(new)
+    return len(new)
 
 
 #: Stored failure kinds of attempts that were not the job's fault (the killed driver's
