@@ -1,5 +1,8 @@
-"""SIGKILL of ``skybatch manager run`` at several points of the demo campaign: after
-restarts, the outputs are those of an uninterrupted run; nothing is duplicated or lost."""
+"""SIGKILL of ``skybatch manager run`` at several points of the demo campaign, and in
+each phase of a group's run with several groups in flight in the execution pool (the
+fault-injection points of the set-up and finish in the bookkeeping process kill the
+manager's whole tree): after restarts, the outputs are those of an uninterrupted
+run; no succeeded job ran again; nothing is duplicated or lost."""
 
 from __future__ import annotations
 
@@ -109,27 +112,37 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
     psutil.wait_procs(children, timeout=30)
 
 
-def test_manager_killed_at_several_points_ends_as_an_uninterrupted_run(
-    _pristine_demo_survey: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def expected(_pristine_demo_survey: Path, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    """The outputs of the demo campaign run without interruption."""
+    tmp_path = tmp_path_factory.mktemp("reference")
     reference_survey = tmp_path / "reference"
     shutil.copytree(_pristine_demo_survey, reference_survey, symlinks=True)
     reference_settings = load_settings(home=tmp_path / "reference-home")
     reference = run_demo_campaign(reference_settings, reference_survey)
     assert reference.succeeded
-    expected = _outputs(
+    outputs = _outputs(
         reference_survey / "repo",
         _runs(open_state_db(reference_settings), reference.campaign_id),
     )
-    assert len(expected) == 4 and all(expected.values())
+    assert len(outputs) == 4 and all(outputs.values())
+    return outputs
 
+
+def _submit(pristine: Path, tmp_path: Path) -> tuple[Path, Path, int]:
     survey = tmp_path / "killed"
-    shutil.copytree(_pristine_demo_survey, survey, symlinks=True)
+    shutil.copytree(pristine, survey, symlinks=True)
     home = tmp_path / "home"
     settings = load_settings(home=home)
     environ = {**os.environ, "DEMO_SURVEY": str(survey), "DEMO_WORKERS": "2"}
-    campaign_id = submit_campaign(settings, demo_campaign_path(), environ).id
-    sessions = open_state_db(settings)
+    return survey, home, submit_campaign(settings, demo_campaign_path(), environ).id
+
+
+def test_manager_killed_at_several_points_ends_as_an_uninterrupted_run(
+    _pristine_demo_survey: Path, tmp_path: Path, expected: Outputs
+) -> None:
+    survey, home, campaign_id = _submit(_pristine_demo_survey, tmp_path)
+    sessions = open_state_db(load_settings(home=home))
     command = [SKYBATCH, "--home", str(home), "manager", "run", "--once"]
     log = (tmp_path / "manager.log").open("ab")
     kills = []
@@ -151,8 +164,57 @@ def test_manager_killed_at_several_points_ends_as_an_uninterrupted_run(
     final = subprocess.run(command, stdout=log, stderr=log, timeout=600)
     log.close()
     assert final.returncode == 0, (tmp_path / "manager.log").read_text()[-3000:]
+    _assert_as_uninterrupted(survey, sessions, campaign_id, expected)
+
+
+#: Phases of a group's run in the bookkeeping process where the manager is killed.
+POOL_PHASES = ["setup:expand", "setup:init_outputs", "finish:ingest", "finish:clean"]
+
+
+@pytest.mark.parametrize("point", POOL_PHASES)
+def test_manager_killed_in_a_group_phase_with_groups_in_flight(
+    point: str, _pristine_demo_survey: Path, tmp_path: Path, expected: Outputs
+) -> None:
+    survey, home, campaign_id = _submit(_pristine_demo_survey, tmp_path)
+    sessions = open_state_db(load_settings(home=home))
+    command = [SKYBATCH, "--home", str(home), "manager", "run", "--once"]
+    log_path = tmp_path / "manager.log"
+    with log_path.open("ab") as log:
+        killed = subprocess.run(
+            command,
+            stdout=log,
+            stderr=log,
+            timeout=600,
+            env={**os.environ, "SKYBATCH_FAULT_KILL_AT": point},
+        )
+    assert killed.returncode == -signal.SIGKILL, log_path.read_text()[-3000:]
+    with sessions() as session:
+        in_flight = session.scalar(
+            select(func.count()).where(
+                CampaignGroupRow.campaign_id == campaign_id, CampaignGroupRow.state == "running"
+            )
+        )
+    assert in_flight is not None and in_flight >= 2  # the pool had several groups
+
+    with log_path.open("ab") as log:
+        final = subprocess.run(command, stdout=log, stderr=log, timeout=600)
+    assert final.returncode == 0, log_path.read_text()[-3000:]
+    _assert_as_uninterrupted(survey, sessions, campaign_id, expected)
+
+
+def _assert_as_uninterrupted(
+    survey: Path, sessions: sessionmaker[Session], campaign_id: int, expected: Outputs
+) -> None:
     with sessions() as session:
         assert session.get(CampaignRow, campaign_id).state == "succeeded"  # type: ignore[union-attr]
+        # No job that had succeeded ran again.
+        twice = session.execute(
+            text(
+                "SELECT job_id FROM job_attempts WHERE state = 'succeeded' "
+                "GROUP BY job_id HAVING count(*) > 1"
+            )
+        ).all()
+    assert twice == []
     runs = _runs(sessions, campaign_id)
     assert _outputs(survey / "repo", runs) == expected
     report = campaign_report(sessions, campaign_id)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,71 +128,96 @@ def _truth(survey: Path) -> SurveyTruth:
     return Survey(survey).truth()
 
 
-def test_pause_lets_the_running_group_finish_and_starts_no_other_until_resume(
+def _attempts_of(sessions: sessionmaker[Session], group: str) -> int:
+    """Job attempts of the run of ``group`` (``visit_1000``) so far."""
+    with sessions() as session:
+        return len(
+            session.scalars(
+                select(JobAttemptRow.id)
+                .join(JobRow, JobRow.id == JobAttemptRow.job_id)
+                .join(RunRow, RunRow.id == JobRow.run_id)
+                .where(RunRow.name.endswith(group))
+            ).all()
+        )
+
+
+def test_pause_gives_groups_in_flight_no_new_job_and_starts_no_other_until_resume(
     demo_survey: Path, tmp_path: Path
 ) -> None:
     settings = load_settings(home=tmp_path / "home")
     campaign_id = _submit_demo(settings, demo_survey)
     sessions = open_state_db(settings)
+    # Paused as the first group is handed to the pool: its set-up goes on, but no job
+    # of it reaches the engine; the other groups do not start.
     pause = _on("visit_1000: starting run", lambda: pause_campaign(sessions, campaign_id))
-    manager = Manager(settings, say=pause)
-    report = manager.run_pass()
-    assert report.groups_run == 1
-    assert manager.state_of(campaign_id) == "paused"
-    assert _groups(sessions, campaign_id) == {
-        "step1/visit_1000": "succeeded",
-        "step1/visit_1001": "paused",
-        "step1/visit_1002": "paused",
-    }
-    assert manager.run_pass().groups_run == 0  # still paused: nothing starts
+    with Manager(settings, say=pause) as manager:
+        report = manager.run_pass()  # returns: nothing can go on while paused
+        assert report.groups_run == 0
+        assert manager.state_of(campaign_id) == "paused"
+        assert _groups(sessions, campaign_id) == {
+            "step1/visit_1000": "running",
+            "step1/visit_1001": "paused",
+            "step1/visit_1002": "paused",
+        }
+        with sessions() as session:
+            jobs = session.scalars(
+                select(JobRow.state).join(RunRow).where(RunRow.name.endswith("visit_1000"))
+            ).all()
+        assert jobs and set(jobs) <= {"pending", "ready"}  # set up, none started
+        assert _attempts_of(sessions, "visit_1000") == 0
+        assert manager.run_pass().groups_run == 0  # still paused: nothing starts
 
-    resume_campaign(sessions, campaign_id, reason="go")
-    assert manager.run_until_done(campaign_id) == "succeeded"
+        resume_campaign(sessions, campaign_id, reason="go")
+        assert manager.run_until_done(campaign_id) == "succeeded"
     assert set(_groups(sessions, campaign_id).values()) == {"succeeded"}
     actions = [(e["what"], e["action"]) for e in campaign_history(sessions, campaign_id)]
     assert ("demo-drp", "pause") in actions and ("demo-drp", "resume") in actions
     assert ("step1/visit_1001", "pause") in actions and ("step1/visit_1001", "resume") in actions
 
 
-def test_cancel_stops_the_running_group_runs_nothing_more_and_cleans_up(
+def test_cancel_stops_the_groups_in_flight_runs_nothing_more_and_cleans_up(
     demo_survey: Path, tmp_path: Path
 ) -> None:
     settings = load_settings(home=tmp_path / "home")
     campaign_id = _submit_demo(settings, demo_survey)
     sessions = open_state_db(settings)
-    cancelled: list[int] = []
+    cancelled: list[bool] = []
 
-    @contextmanager
-    def bars(label: str) -> Iterator[Callable[[int, int], None]]:
-        def update(done: int, total: int) -> None:
-            if "visit_1001" in label and not cancelled:  # its jobs are running: cancel
-                cancel_campaign(sessions, campaign_id, reason="wrong data")
-                cancelled.append(done)
+    def operator() -> None:  # cancels once visit_1001's jobs are running
+        if not cancelled and _attempts_of(sessions, "visit_1001"):
+            cancel_campaign(sessions, campaign_id, reason="wrong data")
+            cancelled.append(True)
 
-        yield update
-
-    manager = Manager(settings, bars=bars)
-    manager.run_pass()
-    assert manager.state_of(campaign_id) == "cancelled"
-    assert _groups(sessions, campaign_id) == {
-        "step1/visit_1000": "succeeded",
-        "step1/visit_1001": "cancelled",
-        "step1/visit_1002": "cancelled",
-    }
-    status = campaign_status(sessions, campaign_id)
-    assert [s["state"] for s in status["steps"]] == ["cancelled", "cancelled"]
-    assert status["cleanup"] is not None
-    with sessions() as session:
-        runs = {r.name.rsplit("/", 1)[1]: r.state for r in session.scalars(select(RunRow))}
-        row = session.get(CampaignRow, campaign_id)
-        assert row is not None and row.cleaned_at is not None
-        stopped = session.scalars(
-            select(JobRow.state).join(RunRow).where(RunRow.name.endswith("visit_1001"))
-        ).all()
-    # The stopped run is over (its jobs did not all run); the last group never started.
-    assert runs == {"visit_1000": "succeeded", "visit_1001": "cancelled"}
-    assert stopped and set(stopped) != {"succeeded"}
-    assert manager.run_pass().groups_run == 0
+    with Manager(settings, progress=operator) as manager:
+        manager.run_pass()
+        assert cancelled
+        assert manager.state_of(campaign_id) == "cancelled"
+        groups = _groups(sessions, campaign_id)
+        assert groups["step1/visit_1001"] == "cancelled"
+        assert set(groups.values()) <= {"succeeded", "cancelled"}
+        status = campaign_status(sessions, campaign_id)
+        assert [s["state"] for s in status["steps"]] == ["cancelled", "cancelled"]
+        assert status["cleanup"] is not None
+        with sessions() as session:
+            runs = {r.name.rsplit("/", 1)[1]: r.state for r in session.scalars(select(RunRow))}
+            row = session.get(CampaignRow, campaign_id)
+            assert row is not None and row.cleaned_at is not None
+            stopped = session.scalars(
+                select(JobRow.state).join(RunRow).where(RunRow.name.endswith("visit_1001"))
+            ).all()
+            open_jobs = session.scalars(
+                select(JobRow.name).where(
+                    JobRow.state.in_(["pending", "ready", "submitted", "running"])
+                )
+            ).all()
+        # The stopped run is over (its jobs did not all run) and nothing is left to run.
+        assert runs["visit_1001"] == "cancelled"
+        for group, state in groups.items():
+            run = group.split("/")[1]
+            assert runs.get(run) in ({"succeeded"} if state == "succeeded" else {None, "cancelled"})
+        assert stopped and set(stopped) != {"succeeded"} and "cancelled" in stopped
+        assert open_jobs == []
+        assert manager.run_pass().groups_run == 0
 
 
 def _oom_campaign(tmp_path: Path, survey: Path) -> Path:
@@ -276,3 +300,4 @@ def test_retry_with_more_memory_resumes_the_failed_group_and_keeps_its_work(
     ]
     assert ("step1/visit_1000", "failed", "ready", "retry") in events
     assert ("oom", "failed", "running", "retry") in events
+    manager.close()

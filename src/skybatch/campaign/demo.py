@@ -18,7 +18,7 @@ from pathlib import Path
 from skybatch.settings import Settings
 
 from .lock import manager_lock
-from .manager import GroupBars, Manager
+from .manager import Manager
 from .submit import submit_campaign
 
 __all__ = ["DEMO_SITES", "DemoCampaignResult", "demo_campaign_path", "run_demo_campaign"]
@@ -51,7 +51,7 @@ def run_demo_campaign(
     seeing_limit_arcsec: float | None = None,
     engine: str = "local",
     say: Callable[[str], None] | None = None,
-    bars: GroupBars | None = None,
+    progress: Callable[[], object] | None = None,
 ) -> DemoCampaignResult:
     """Submit the demo campaign over the survey in ``survey_dir`` and run it to its end.
 
@@ -64,7 +64,7 @@ def run_demo_campaign(
         engine: ``local`` (this machine) or ``slurm`` (the site file
             ``demo_site_slurm.yaml``: the Slurm cluster this machine submits to).
         say: Receives one line per manager event.
-        bars: Progress display per group (see :class:`~skybatch.campaign.manager.Manager`).
+        progress: Called every loop of the manager (a progress display's ``update``).
 
     Raises:
         InputError: another manager is running for this skybatch home.
@@ -79,6 +79,6 @@ def run_demo_campaign(
         submitted = submit_campaign(settings, demo_campaign_path(), environ)
         if say is not None:
             say(f"campaign {submitted.id} ({submitted.name}) submitted")
-        manager = Manager(settings, say=say, bars=bars)
-        state = manager.run_until_done(submitted.id)
+        with Manager(settings, say=say, progress=progress) as manager:
+            state = manager.run_until_done(submitted.id)
     return DemoCampaignResult(submitted.id, state)

@@ -9,18 +9,26 @@ One **pass** repeats, until nothing more can happen:
 2. **expand** each ready step into groups (:mod:`skybatch.campaign.expansion`, which
    reads the Butler, so outside any transaction), then store the groups and the
    step's new state in one transaction;
-3. **run** the next ready group, highest step priority first, then the campaign's
-   priority, then submission order: mark it running (committed), run it through
-   the execution driver (:mod:`skybatch.campaign.execute`), record the outcome.
-   Groups run one at a time per manager (each with the engine's parallel jobs, at
-   most ``max_running_jobs``), so ``max_running_groups`` is never exceeded, and
-   pause and cancel take effect between groups (a cancelled group's run is also
-   stopped at its next progress check).
+3. **run** ready groups, highest step priority first, then the campaign's priority,
+   then submission order: mark each running (committed) and hand its run to the
+   manager's **execution pool** (:mod:`skybatch.run.pool`): one engine (one set of
+   warm workers, one set of Slurm pilots) and one scheduler loop serve every group in
+   flight, across steps and campaigns, while the groups' set-ups and finishes run
+   in a bookkeeping process beside it. Up to ``max_running_groups`` groups per step
+   and ``max_groups`` per manager are in flight; a campaign's
+   ``max_running_jobs`` caps its jobs in the engine over all its groups; campaigns
+   of equal priority share the engine's slots. A paused campaign's groups in flight
+   get no new job (those in the engine run to their end) and continue on resume; a
+   cancelled group's jobs are cancelled in the engine within a quarter second.
+
+With an injected ``executor`` (stand-ins: tests, the ``manager_scale`` benchmark)
+groups run one at a time through it instead, each to its end.
 
 Then campaigns that ended (succeeded or cancelled) are cleaned up
 (:mod:`skybatch.campaign.cleanup`). Groups found ``running`` when a manager starts
-were left by a manager that was killed: they are resumed first, running to the end
-even if their campaign was paused meanwhile (as running groups do).
+were left by a manager that was killed (or a ``--once`` pass that ended with paused
+groups in flight): they are taken up first (their runs resumed, or set up again if
+they were killed during their set-up).
 
 Only one manager runs per skybatch home (:func:`skybatch.campaign.lock.manager_lock`).
 """
@@ -40,17 +48,25 @@ from sqlalchemy.orm import Session
 from skybatch.db.models import utcnow
 from skybatch.db.state import open_state_db
 from skybatch.errors import InputError, SkybatchError
+from skybatch.run.pool import ExecutionPool, PoolRun, RunOutcome
 from skybatch.settings import Settings
 
 from .cleanup import cleanup_campaign, format_cleanup
 from .config import Campaign, Step
-from .execute import GroupExecutor, group_run_options, run_group
+from .execute import GroupExecutor, GroupOutcome, group_run_options, run_group
 from .expansion import StepExpansion, expand_step
 from .models import CampaignGroupRow, CampaignRow, CampaignStepRow
 from .states import ACTIVE, State, StateConflict, change_state
 from .submit import campaign_from_row, run_name
 
-__all__ = ["GroupBars", "Manager", "PassReport", "StepExpander"]
+__all__ = ["DEFAULT_MAX_GROUPS", "GroupBars", "Manager", "PassReport", "StepExpander"]
+
+#: Groups one manager has in flight at most (``skybatch manager run --max-groups``).
+DEFAULT_MAX_GROUPS = 64
+#: Seconds between advances of the campaigns' state machines while nothing ended.
+ADVANCE_S = 2.0
+#: Seconds between looks at operators' pauses and cancellations of groups in flight.
+CONTROL_S = 0.25
 
 _log = logging.getLogger(__name__)
 
@@ -93,6 +109,8 @@ class Manager:
         bars: GroupBars | None = None,
         executor: GroupExecutor = run_group,
         expander: StepExpander = expand_step,
+        max_groups: int = DEFAULT_MAX_GROUPS,
+        progress: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = open_state_db(settings)
@@ -105,12 +123,39 @@ class Manager:
         self._cleanup_failed: set[int] = set()
         self._report = PassReport()
         self._failing: list[tuple[int, str, str]] = []  # until the transaction commits
+        #: Groups in flight at most; ``progress()`` is called every loop of a pass.
+        self.max_groups = max_groups
+        self.progress = progress
+        self._pool: ExecutionPool | None = None
+        self._flights: dict[int, _Flight] = {}
+
+    @property
+    def pool(self) -> ExecutionPool:
+        """The manager's execution pool (made on first use)."""
+        if self._pool is None:
+            self._pool = ExecutionPool(self.settings)
+        return self._pool
+
+    def close(self) -> None:
+        """Close the execution pool: its engines' workers end. Groups still in flight
+        stay ``running`` and are taken up by the next pass or manager."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self._flights.clear()
+        self._orphans = None  # what is in flight is found again by the next pass
+
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- passes -----------------------------------------------------------------
     def run_pass(self) -> PassReport:
         """Advance and run every campaign until nothing more can happen now."""
         report = self._report = PassReport()
-        if self._orphans is None:
+        if self._orphans is None and not self._flights:
             with self.sessions() as session:
                 self._orphans = set(
                     session.scalars(
@@ -119,6 +164,14 @@ class Manager:
                         )
                     )
                 )
+        if self.executor is run_group:
+            self._pool_pass(report)
+        else:
+            self._serial_pass(report)
+        self._cleanup_ended()
+        return report
+
+    def _serial_pass(self, report: PassReport) -> None:
         while True:
             changed = self._advance_all()
             group_id = self._next_group()
@@ -129,8 +182,163 @@ class Manager:
             report.changed |= changed
             if not changed:
                 break
-        self._cleanup_ended()
-        return report
+
+    def _pool_pass(self, report: PassReport) -> None:
+        """Advance campaigns, start groups into the pool and drive it until nothing
+        more can happen now: no group in flight and nothing to start, or only groups
+        of paused campaigns left with nothing of theirs in the engine (those stay
+        in flight, ``running``, and continue when their campaign is resumed)."""
+        pool = self.pool
+        advance, last_advance, last_control = True, 0.0, 0.0
+        paused: set[int] = set()
+        while True:
+            now = time.monotonic()
+            advanced = False
+            if advance or now - last_advance >= ADVANCE_S:
+                advanced = self._advance_all()
+                report.changed |= advanced
+                last_advance = now
+            if now - last_control >= CONTROL_S:
+                paused = self._control()
+                last_control = now
+            started = self._start_groups()
+            changed = pool.tick(paused)
+            ended = pool.outcomes()
+            for outcome in ended:
+                self._record(outcome, report)
+            advance = bool(ended or started or advanced)
+            if self.progress is not None:
+                self.progress()
+            if not self._flights and not advance:
+                return
+            if self._flights and pool.stalled(paused) and not advance:
+                return
+            if not (changed or advance):
+                time.sleep(0.02)
+
+    def _control(self) -> set[int]:
+        """Campaigns of groups in flight that are paused (no new jobs for them); groups
+        in flight that an operator cancelled are stopped in the pool."""
+        if not self._flights:
+            return set()
+        with self.sessions() as session:
+            campaigns = {f.campaign_id for f in self._flights.values()}
+            paused = set(
+                session.scalars(
+                    select(CampaignRow.id).where(
+                        CampaignRow.id.in_(campaigns), CampaignRow.state == State.PAUSED.value
+                    )
+                )
+            )
+            stopped = list(
+                session.scalars(
+                    select(CampaignGroupRow.id).where(
+                        CampaignGroupRow.id.in_(list(self._flights)),
+                        CampaignGroupRow.state != State.RUNNING.value,
+                    )
+                )
+            )
+        for group_id in stopped:
+            self.pool.stop(group_id)
+        return paused
+
+    def _start_groups(self) -> bool:
+        """Hand the next groups to the pool (orphans of a killed manager first), within
+        ``max_groups`` and each step's ``max_running_groups``; returns whether any."""
+        orphans = sorted(self._orphans or ())
+        started = False
+        for group_id in orphans:
+            self._orphans.discard(group_id)  # type: ignore[union-attr]
+            started |= self._hand_over(group_id, orphan=True)
+        room = self.max_groups - len(self._flights)
+        if room > 0:
+            for group_id in self._startable(room):
+                started |= self._hand_over(group_id, orphan=False)
+        return started
+
+    def _startable(self, room: int) -> list[int]:
+        """Up to ``room`` ready groups to start, by step priority, then campaign
+        priority; campaigns of equal priority take turns; then submission order."""
+        in_step: dict[int, int] = {}
+        for flight in self._flights.values():
+            in_step[flight.step_id] = in_step.get(flight.step_id, 0) + 1
+        with self.sessions() as session:
+            steps = session.execute(
+                select(CampaignStepRow, CampaignRow)
+                .join(CampaignRow, CampaignRow.id == CampaignStepRow.campaign_id)
+                .where(
+                    CampaignStepRow.state == State.RUNNING.value,
+                    CampaignRow.state == State.RUNNING.value,
+                )
+                .order_by(
+                    CampaignStepRow.priority.desc(),
+                    CampaignRow.priority.desc(),
+                    CampaignRow.id,
+                    CampaignStepRow.position,
+                )
+            ).all()
+            levels: dict[tuple[int, int], dict[int, list[int]]] = {}
+            for step, row in steps:
+                config = self._campaign(row).policies_for(step.name).concurrency
+                limit = config.max_running_groups or room
+                free = min(room, limit - in_step.get(step.id, 0))
+                if free <= 0:
+                    continue
+                ids = list(
+                    session.scalars(
+                        select(CampaignGroupRow.id)
+                        .where(
+                            CampaignGroupRow.step_id == step.id,
+                            CampaignGroupRow.state == State.READY.value,
+                        )
+                        .order_by(CampaignGroupRow.position)
+                        .limit(free)
+                    )
+                )
+                level = levels.setdefault((step.priority, row.priority), {})
+                level.setdefault(row.id, []).extend(ids)
+        chosen: list[int] = []
+        for level in levels.values():  # highest priority first (dicts keep order)
+            queues = [q for q in level.values() if q]
+            while queues and len(chosen) < room:
+                for queue in queues:  # campaigns of equal priority take turns
+                    if queue and len(chosen) < room:
+                        chosen.append(queue.pop(0))
+                queues = [q for q in queues if q]
+        return chosen
+
+    def _hand_over(self, group_id: int, *, orphan: bool) -> bool:
+        try:
+            started = self._start(group_id, orphan)
+        except StateConflict as exc:
+            _log.info("group %d changed before it could start: %s", group_id, exc)
+            return False
+        if started is None:
+            return False
+        label, options, flight = started
+        self.say(f"{label}: {'resuming' if orphan else 'starting'} run {options.output_run}")
+        self._flights[group_id] = flight
+        self.pool.add(
+            PoolRun(
+                group_id,
+                options,
+                share=flight.campaign_id,
+                priority=flight.priority,
+                share_limit=options.max_running_jobs,
+                after_restart=orphan,
+                engine_workers=flight.engine_workers,
+            )
+        )
+        return True
+
+    def _record(self, outcome: RunOutcome, report: PassReport) -> None:
+        flight = self._flights.pop(int(outcome.key))  # type: ignore[call-overload]
+        self._conclude(
+            flight.group_id,
+            flight.label,
+            GroupOutcome(outcome.state, outcome.message, outcome.resumed),
+            report,
+        )
 
     def run_forever(self, poll_s: float = 10.0) -> None:
         """Passes every ``poll_s`` seconds until interrupted; an error of one pass (a
@@ -352,7 +560,7 @@ class Manager:
             return
         if started is None:
             return
-        label, options = started
+        label, options, _ = started
         self.say(f"{label}: {'resuming' if orphan else 'starting'} run {options.output_run}")
         with self.bars(label) if self.bars else nullcontext(None) as update:
             outcome = self.executor(
@@ -362,6 +570,11 @@ class Manager:
                 stop=lambda: self._stopped(group_id),
                 after_restart=orphan,
             )
+        self._conclude(group_id, label, outcome, report)
+
+    def _conclude(
+        self, group_id: int, label: str, outcome: GroupOutcome, report: PassReport
+    ) -> None:
         report.groups_run += 1
         try:
             with self.sessions.begin() as session:
@@ -379,7 +592,7 @@ class Manager:
         (report.succeeded if target is State.SUCCEEDED else report.failed).append(label)
         self.say(f"{label}: {outcome.message}")
 
-    def _start(self, group_id: int, orphan: bool) -> tuple[str, Any] | None:
+    def _start(self, group_id: int, orphan: bool) -> tuple[str, Any, _Flight] | None:
         with self.sessions.begin() as session:
             group = session.get(CampaignGroupRow, group_id)
             if group is None:
@@ -407,7 +620,17 @@ class Manager:
             )
             group.attempts += 1
             change_state(session, group, State.RUNNING, reason=reason)
-            return f"campaign {row.id} ({row.name}): {step.name}/{group.name}", options
+            label = f"campaign {row.id} ({row.name}): {step.name}/{group.name}"
+            engine = campaign.engine
+            flight = _Flight(
+                group_id,
+                row.id,
+                step.id,
+                label,
+                (step.priority, row.priority),
+                engine.workers or engine.settings.get("max_workers"),
+            )
+            return label, options, flight
 
     def _stopped(self, group_id: int) -> bool:
         with self.sessions() as session:
@@ -444,6 +667,18 @@ class Manager:
                 live.summary = {**live.summary, "cleanup": summary}
                 live.cleaned_at = utcnow()
             self.say(f"campaign {row.id} ({row.name}) {text}")
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """A group the manager handed to its execution pool."""
+
+    group_id: int
+    campaign_id: int
+    step_id: int
+    label: str
+    priority: tuple[int, int]
+    engine_workers: int | None
 
 
 def _steps(session: Session, campaign_id: int) -> list[CampaignStepRow]:

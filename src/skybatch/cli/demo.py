@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,13 +143,16 @@ def run_cmd(
     seeing and zero points. The survey-shape options only apply when the survey is
     built. [default DIRECTORY: ./demo-survey]
     """
+    from rich.console import Console
+
     from skybatch.campaign.demo import run_demo_campaign
+    from skybatch.campaign.progress import ProgressDisplay
     from skybatch.campaign.render import format_report
     from skybatch.campaign.report import campaign_report
     from skybatch.db.state import open_state_db
     from skybatch.demo.driver import check_home, init_survey
     from skybatch.demo.survey import Survey
-    from skybatch.progress import make_progress, rich_bars
+    from skybatch.progress import rich_bars
 
     survey = Survey(directory)
     arguments = {
@@ -167,18 +168,11 @@ def run_cmd(
             click.echo(f"built the demo survey in {survey.root.resolve()}")
         else:
             click.echo(f"using the existing demo survey in {survey.root.resolve()}")
-        with make_progress() as progress:
-
-            @contextmanager
-            def bars(label: str) -> Iterator[Callable[[int, int], None]]:
-                task = progress.add_task(label, total=None)
-                try:
-                    yield lambda done, total: progress.update(task, completed=done, total=total)
-                finally:
-                    progress.remove_task(task)
+        console = Console(stderr=True)
+        with ProgressDisplay(open_state_db(cli.settings), console=console) as display:
 
             def say(text: str) -> None:
-                progress.console.print(text, markup=False, highlight=False)
+                console.print(text, markup=False, highlight=False, soft_wrap=True)
 
             result = run_demo_campaign(
                 cli.settings,
@@ -187,7 +181,7 @@ def run_cmd(
                 seeing_limit_arcsec=seeing_limit,
                 engine=engine,
                 say=say,
-                bars=bars,
+                progress=display.update,
             )
         report = campaign_report(open_state_db(cli.settings), result.campaign_id)
         click.echo("")

@@ -11,8 +11,6 @@ again: it resumes the groups that were running.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from types import FrameType
 
 import click
@@ -38,8 +36,16 @@ def manager() -> None:
     show_default=True,
     help="Seconds between passes when idle.",
 )
+@click.option(
+    "--max-groups",
+    type=values.POSITIVE,
+    default=64,
+    show_default=True,
+    help="Most groups in flight at once, over all campaigns (each step also keeps "
+    "to its max_running_groups).",
+)
 @pass_cli_context
-def run_cmd(cli: CliContext, once: bool, poll_s: float) -> None:
+def run_cmd(cli: CliContext, once: bool, poll_s: float, max_groups: int) -> None:
     """Run the campaign manager in the foreground (Ctrl-C or SIGTERM stops it).
 
     Only one manager runs per skybatch home. Stopping it at any point is safe: the
@@ -54,37 +60,39 @@ def run_cmd(cli: CliContext, once: bool, poll_s: float) -> None:
       skybatch campaign submit campaigns/demo.yaml
       skybatch manager run --once
     """
+    from rich.console import Console
+
     from skybatch.campaign.lock import manager_lock
     from skybatch.campaign.manager import Manager
-    from skybatch.progress import make_progress
+    from skybatch.campaign.progress import ProgressDisplay
+    from skybatch.db.state import open_state_db
 
+    console = Console(stderr=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with manager_lock(cli.settings), make_progress() as progress:
-
-            @contextmanager
-            def bars(label: str) -> Iterator[Callable[[int, int], None]]:
-                task = progress.add_task(label, total=None)
-                try:
-                    yield lambda done, total: progress.update(task, completed=done, total=total)
-                finally:
-                    progress.remove_task(task)
+        with (
+            manager_lock(cli.settings),
+            ProgressDisplay(open_state_db(cli.settings), console=console) as display,
+        ):
 
             def say(text: str) -> None:
-                progress.console.print(text, markup=False, highlight=False)
+                console.print(text, markup=False, highlight=False, soft_wrap=True)
 
-            runner = Manager(cli.settings, say=say, bars=bars)
-            if once:
-                report = runner.run_pass()
-                say(
-                    f"manager pass done: {report.groups_run} group run(s), "
-                    f"{len(report.succeeded)} succeeded, {len(report.failed)} failed"
-                )
-                if report.failed_campaigns:
-                    raise _campaigns_failed(report.failed_campaigns)
-            else:
-                say(f"campaign manager running (pass every {poll_s:g} s)")
-                runner.run_forever(poll_s)
+            with Manager(
+                cli.settings, say=say, max_groups=max_groups, progress=display.update
+            ) as runner:
+                if once:
+                    report = runner.run_pass()
+                    display.update(force=True)
+                    say(
+                        f"manager pass done: {report.groups_run} group run(s), "
+                        f"{len(report.succeeded)} succeeded, {len(report.failed)} failed"
+                    )
+                    if report.failed_campaigns:
+                        raise _campaigns_failed(report.failed_campaigns)
+                else:
+                    say(f"campaign manager running (pass every {poll_s:g} s)")
+                    runner.run_forever(poll_s)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -1,0 +1,593 @@
+"""The execution pool (seed steps 10, 11 for a campaign): one engine and one scheduler
+loop for every run a campaign manager has in flight.
+
+A run is a unit of bookkeeping, not of resources. The pool owns, per engine
+configuration, **one** engine (local: one set of warm workers started once; Slurm: one
+submitter, one set of pilots) and drives the schedulers of all its runs
+(:class:`~skybatch.run.scheduler.Scheduler`, one per run) a step at a time in one loop
+(:meth:`ExecutionPool.tick`), writing all their state changes in one transaction.
+
+A run's **set-up** (expansion into the quantum graph, the workflow, provenance,
+init-outputs, input registration, its jobs: :func:`~skybatch.run.driver.set_up_run`)
+and its **finish** (stage-back, Butler ingest, catalogs, clean-up:
+:func:`~skybatch.run.driver.finish_run_in_process`) run in a bookkeeping process
+beside the loop, so the engine keeps executing the jobs of the other runs meanwhile.
+The bookkeeping process takes set-ups first while fewer jobs wait for a slot than
+twice the engine's slots, finishes otherwise: the engine never runs dry for want of
+set-up runs, and finished runs do not wait long for their finish.
+
+Which run's jobs go to the engine when slots free up (:func:`allocate`): the highest
+``priority`` first (a tuple: step priority, then campaign priority); among equals the
+run whose ``share`` (its campaign) has the fewest jobs in the engine, so campaigns of
+equal priority progress together and none starves; then the oldest run. A share
+never has more than its ``share_limit`` jobs in the engine (a campaign's
+``max_running_jobs``); a paused share gets no new job (its jobs in the engine run to
+their end).
+
+Restart safety is the run's own: every state change is in the state database before
+the work it allows; a run found with jobs is resumed
+(:func:`~skybatch.run.driver.prepare_execution` with ``resume``), a run found
+without is set up again (what a killed set-up left is discarded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Hashable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from skybatch.backbone.service import Backbone
+from skybatch.engines.base import Engine
+from skybatch.engines.registry import EngineRegistry
+from skybatch.errors import SkybatchError
+from skybatch.graph.workflow import Workflow
+from skybatch.settings import Settings
+
+from .context import RunContext, RunOptions, RunSummary, engine_settings
+from .models import JobRow, RunRow, RunState
+from .runlog import RunLogFile
+from .scheduler import Scheduler
+from .states import change_run_state
+
+__all__ = ["ExecutionPool", "PoolRun", "RunOutcome", "allocate"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolRun:
+    """A run the pool is asked to carry to its end.
+
+    ``key`` names it to the caller (a campaign group's id); ``options.output_run`` is
+    the run's name. ``share``: who its jobs count against (its campaign);
+    ``share_limit``: most jobs of the share in the engine at once. ``after_restart``:
+    the caller found the run in flight after a restart, so a run that had already
+    failed or been cancelled only has that reported (a failed run is not resumed: that
+    would retry its held jobs, which is the operator's ``retry``). ``engine_workers``:
+    parallel jobs of the engine the run goes to (local engine), whatever the run's own
+    ``workers`` (which a campaign caps by its ``max_running_jobs``).
+    """
+
+    key: Hashable
+    options: RunOptions
+    share: Hashable = None
+    priority: tuple[int, ...] = (0,)
+    share_limit: int | None = None
+    after_restart: bool = False
+    engine_workers: int | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run of the pool ended: ``succeeded``, ``failed`` or ``stopped``."""
+
+    key: Hashable
+    state: str
+    message: str
+    resumed: bool = False
+    summary: RunSummary | None = None
+
+
+@dataclass
+class _Entry:
+    run: PoolRun
+    seq: int
+    phase: str = "setup"  # setup -> execute -> finish
+    resumed: bool = False
+    stop: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    phases: dict[str, float] = field(default_factory=dict)
+    engine_key: str = ""
+    ctx: RunContext | None = None
+    scheduler: Scheduler | None = None
+    log: RunLogFile | None = None
+
+    @property
+    def name(self) -> str:
+        run = self.run.options.output_run
+        assert run is not None
+        return run
+
+
+class ExecutionPool:
+    """See the module. Use as a context manager, or :meth:`close` it."""
+
+    def __init__(
+        self, settings: Settings, *, flush_s: float = 0.25, registry: EngineRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.flush_s = flush_s
+        self.registry = registry or EngineRegistry.default()
+        self.backbone = Backbone.from_settings(settings)
+        self.sessions = self.backbone.catalog.sessions
+        self._entries: dict[Hashable, _Entry] = {}
+        self._seq = 0
+        self._engines: dict[str, Engine] = {}
+        self._outcomes: list[RunOutcome] = []
+        self._todo: list[tuple[_Entry, str, tuple[Any, ...]]] = []  # bookkeeping to do
+        self._busy: tuple[_Entry, str, Future[Any]] | None = None
+        self._executor: ProcessPoolExecutor | None = None
+        self._last_flush = 0.0
+        #: Engines built since the pool started (one per engine configuration).
+        self.engines_built = 0
+        #: Wall seconds of set-ups and finishes in the bookkeeping process.
+        self.bookkeeping_s = 0.0
+        #: Set-ups and finishes done.
+        self.bookkeeping_done = 0
+
+    # -- the caller's side ----------------------------------------------------------
+    def add(self, run: PoolRun) -> None:
+        """Carry ``run`` to its end: set it up (in the bookkeeping process), resume it,
+        or only report it, depending on what the state database holds of it."""
+        if run.key in self._entries:
+            raise ValueError(f"run {run.key!r} is already in the pool")
+        self._seq += 1
+        entry = _Entry(run, self._seq)
+        self._entries[run.key] = entry
+        name = entry.name
+        with self.sessions() as session:
+            row = session.scalar(select(RunRow).where(RunRow.name == name))
+            jobs = (
+                session.scalar(
+                    select(func.count()).select_from(JobRow).where(JobRow.run_id == row.id)
+                )
+                if row is not None
+                else 0
+            )
+            stored = (row.state, row.message, dict(row.options), Path(row.workdir)) if row else None
+        if stored is not None and stored[0] == RunState.SUCCEEDED.value:
+            self._end(entry, "succeeded", f"run {name} had already succeeded", resumed=True)
+        elif stored is not None and run.after_restart and stored[0] in ("failed", "cancelled"):
+            why = f": {stored[1]}" if stored[1] else ""
+            self._end(entry, "failed", f"run {name} had already {stored[0]}{why}", resumed=True)
+        elif stored is not None and jobs:
+            entry.resumed = True
+            try:
+                self._resume(entry, RunOptions.from_json(stored[2]), stored[3])
+            except SkybatchError as exc:
+                self._end(entry, "failed", f"run {name} could not run: {exc}")
+            except Exception as exc:
+                _log.exception("run %s could not be resumed", name)
+                self._end(entry, "failed", f"run {name} failed unexpectedly: {_what(exc)}")
+        else:  # new, or killed while being set up (discarded and set up again)
+            self._todo.append((entry, "setup", (self.settings, run.options)))
+
+    def stop(self, key: Hashable) -> None:
+        """Stop a run (its campaign group was cancelled): its jobs in the engine are
+        cancelled, the rest never start; what its succeeded jobs made is ingested."""
+        entry = self._entries.get(key)
+        if entry is None or entry.stop:
+            return
+        entry.stop = True
+        if entry.phase == "setup" and any(e is entry for e, _, _ in self._todo):
+            self._todo = [t for t in self._todo if t[0] is not entry]
+            self._end(
+                entry, "stopped", f"run {entry.name} was not started: the group was cancelled"
+            )
+        elif entry.phase == "execute":
+            assert entry.scheduler is not None
+            entry.scheduler.cancel("its campaign group was cancelled")
+
+    def outcomes(self) -> list[RunOutcome]:
+        """The runs that ended since the last call."""
+        out, self._outcomes = self._outcomes, []
+        return out
+
+    def in_flight(self) -> list[Hashable]:
+        return list(self._entries)
+
+    def jobs_in_engine(self, share: Hashable = None) -> int:
+        """Jobs of ``share`` (every share: None) handed to the engine and not ended."""
+        return sum(
+            e.scheduler.n_in_flight
+            for e in self._entries.values()
+            if e.scheduler is not None and (share is None or e.run.share == share)
+        )
+
+    def jobs_waiting(self) -> int:
+        """Jobs ready to run that wait for a slot."""
+        return sum(e.scheduler.n_ready for e in self._entries.values() if e.scheduler)
+
+    def slots(self) -> int:
+        """Jobs the pool's engines run at once."""
+        return sum(e.capabilities.max_parallel_jobs for e in self._engines.values())
+
+    def stalled(self, paused: Iterable[Hashable]) -> bool:
+        """Nothing can change without an operator: every run left belongs to a paused
+        share and has no job in the engine and no bookkeeping under way."""
+        paused = set(paused)
+        return all(
+            e.phase == "execute"
+            and e.run.share in paused
+            and e.scheduler is not None
+            and e.scheduler.n_in_flight == 0
+            for e in self._entries.values()
+        )
+
+    # -- the loop -------------------------------------------------------------------
+    def tick(self, paused: Iterable[Hashable] = ()) -> bool:
+        """One turn: collect finished bookkeeping, step every executing run's scheduler
+        (new jobs only for runs of shares not ``paused``), write the state changes,
+        hand the bookkeeping process its next task. Returns whether anything changed."""
+        paused = set(paused)
+        changed = self._collect()
+        running = [e for e in self._entries.values() if e.phase == "execute"]
+        for engine_key, engine in self._engines.items():
+            entries = [e for e in running if e.engine_key == engine_key]
+            if not entries:
+                continue
+            parallel = engine.capabilities.max_parallel_jobs
+            share_jobs: dict[Hashable, int] = {}
+            for e in entries:
+                n = e.scheduler.n_in_flight if e.scheduler is not None else 0
+                share_jobs[e.run.share] = share_jobs.get(e.run.share, 0) + n
+            room = parallel + max(2, parallel) - sum(share_jobs.values())
+            given = allocate(
+                room,
+                [e for e in entries if e.run.share not in paused and not e.stop],
+                share_jobs,
+            )
+            for e in entries:
+                assert e.scheduler is not None and e.log is not None
+                with e.log.current():
+                    changed |= e.scheduler.step(given.get(e.run.key, 0), flush=False)
+        done = [
+            e
+            for e in running
+            if e.scheduler is not None
+            and (e.scheduler.finished or (e.stop and not e.scheduler.n_in_flight))
+        ]
+        self._flush(force=bool(done))
+        for e in done:
+            self._to_finish(e)
+            changed = True
+        self._dispatch()
+        return changed
+
+    def _flush(self, *, force: bool = False) -> None:
+        dirty = [
+            e.scheduler
+            for e in self._entries.values()
+            if e.scheduler is not None and e.scheduler.dirty()
+        ]
+        if not dirty or (not force and time.monotonic() - self._last_flush < self.flush_s):
+            return
+        self._last_flush = time.monotonic()
+        with self.sessions.begin() as session:
+            for scheduler in dirty:
+                scheduler.flush_into(session)
+        for scheduler in dirty:
+            scheduler.flushed()
+
+    # -- execution in this process ------------------------------------------------
+    def _engine(self, run: PoolRun) -> tuple[str, Engine]:
+        options = run.options
+        if run.engine_workers:
+            options = replace(options, workers=run.engine_workers)
+        raw = engine_settings(options)
+        key = hashlib.sha256(
+            json.dumps([options.engine, raw], sort_keys=True, default=str).encode()
+        ).hexdigest()[:12]
+        engine = self._engines.get(key)
+        if engine is None:
+            model = self.registry.get(options.engine).settings_model
+            if "script_dir" in model.model_fields and "script_dir" not in raw:
+                # Its files (job scripts, logs, the pilots' queue) in a place a
+                # restarted manager finds again.
+                raw["script_dir"] = str(self.settings.home / "pool" / f"{options.engine}-{key}")
+            engine = self.registry.create(options.engine, raw)
+            engine.warm_up()
+            self._engines[key] = engine
+            self.engines_built += 1
+        return key, engine
+
+    def _execute(self, entry: _Entry, options: RunOptions, workdir: Path, *, resume: bool) -> None:
+        from .driver import prepare_execution
+
+        entry.engine_key, engine = self._engine(entry.run)
+        ctx = RunContext(
+            self.settings, options, entry.name, backbone=self.backbone, workdir=workdir
+        )
+        workflow = Workflow.load(workdir / "workflow.json")
+        ctx.butler_config = workflow.butler_config
+        entry.ctx = ctx
+        entry.log = RunLogFile(workdir)
+        with entry.log.current():
+            entry.scheduler = prepare_execution(ctx, engine, workflow, None, resume=resume)
+            entry.scheduler.start()
+        entry.phase = "execute"
+        entry.phases["execute_start"] = time.perf_counter()
+        if entry.stop:
+            entry.scheduler.cancel("its campaign group was cancelled")
+
+    def _resume(self, entry: _Entry, options: RunOptions, workdir: Path) -> None:
+        with self.sessions.begin() as session:
+            live = session.scalar(select(RunRow).where(RunRow.name == entry.name))
+            assert live is not None
+            change_run_state(live, RunState.RUNNING)
+            live.message = None
+        entry.run = replace(entry.run, options=options)
+        self._execute(entry, options, workdir, resume=True)
+
+    def _to_finish(self, entry: _Entry) -> None:
+        assert entry.scheduler is not None and entry.ctx is not None and entry.log is not None
+        counts = entry.scheduler.result().counts
+        entry.log.close()
+        start = entry.phases.pop("execute_start", entry.started)
+        phases = {**entry.phases, "execute": time.perf_counter() - start}
+        entry.phase = "finish"
+        args = (
+            self.settings,
+            entry.ctx.options,
+            entry.name,
+            entry.ctx.workdir,
+            entry.ctx.via_archive,
+            counts,
+            phases,
+            time.perf_counter() - entry.started,
+        )
+        entry.scheduler = None  # its memory goes with it
+        self._todo.append((entry, "finish", args))
+
+    # -- the bookkeeping process ----------------------------------------------------
+    def _dispatch(self) -> None:
+        if self._busy is not None or not self._todo:
+            return
+        slots = self.slots() or 1
+        setups = [t for t in self._todo if t[1] == "setup"]
+        finishes = [t for t in self._todo if t[1] == "finish"]
+        if setups and (not finishes or self.jobs_waiting() < 2 * slots):
+            task = min(setups, key=lambda t: (tuple(-p for p in t[0].run.priority), t[0].seq))
+        else:
+            task = finishes[0]
+        self._todo.remove(task)
+        entry, kind, args = task
+        fn = _set_up if kind == "setup" else _finish
+        self._busy = (entry, kind, self._process().submit(fn, *args))
+
+    def _process(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            level = logging.getLogger().getEffectiveLevel()
+            self._executor = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_bookkeeping_init,
+                initargs=(os.getpid(), level),
+            )
+            self._executor.submit(_warm)
+        return self._executor
+
+    def _collect(self) -> bool:
+        if self._busy is None or not self._busy[2].done():
+            return False
+        entry, kind, future = self._busy
+        self._busy = None
+        try:
+            result = future.result()
+        except Exception as exc:  # the bookkeeping process died: a bug, or killed
+            result = _Failed(f"{kind} failed: {_what(exc)}", False)
+        self.bookkeeping_done += 1
+        if isinstance(result, _Failed):
+            self.bookkeeping_s += result.seconds
+            prefix = "could not run" if result.expected else "failed unexpectedly"
+            self._end(entry, "failed", f"run {entry.name} {prefix}: {result.message}")
+            return True
+        if kind == "setup":
+            self.bookkeeping_s += result.seconds
+            entry.phases.update(result.value.phases)
+            try:  # a run stopped meanwhile is cancelled at once (and finished)
+                self._execute(entry, entry.run.options, result.value.workdir, resume=False)
+            except SkybatchError as exc:
+                self._end(entry, "failed", f"run {entry.name} could not run: {exc}")
+            except Exception as exc:
+                _log.exception("run %s could not start executing", entry.name)
+                self._end(entry, "failed", f"run {entry.name} failed unexpectedly: {_what(exc)}")
+            return True
+        self.bookkeeping_s += result.seconds
+        summary: RunSummary = result.value
+        jobs = ", ".join(f"{k}={v}" for k, v in sorted(summary.jobs.items())) or "no jobs"
+        if entry.stop:
+            self._end(entry, "stopped", f"run {entry.name} was stopped: the group was cancelled")
+        elif summary.state == RunState.SUCCEEDED.value:
+            warnings = "".join(f"; warning: {w}" for w in summary.warnings)
+            message = f"run {entry.name} succeeded: {summary.quanta} quanta ({jobs}){warnings}"
+            self._end(entry, "succeeded", message, summary=summary)
+        else:
+            message = f"run {entry.name} {summary.state}: jobs {jobs}"
+            self._end(entry, "failed", message, summary=summary)
+        return True
+
+    def _end(
+        self,
+        entry: _Entry,
+        state: str,
+        message: str,
+        *,
+        resumed: bool | None = None,
+        summary: RunSummary | None = None,
+    ) -> None:
+        if entry.log is not None:
+            entry.log.close()
+        if entry.ctx is not None:
+            entry.ctx.close()
+        self._entries.pop(entry.run.key, None)
+        self._outcomes.append(
+            RunOutcome(
+                entry.run.key,
+                state,
+                message,
+                entry.resumed if resumed is None else resumed,
+                summary,
+            )
+        )
+
+    # -- the end ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the engines (their workers end; jobs still running are lost, and a
+        restarted manager retries them) and the bookkeeping process."""
+        for entry in list(self._entries.values()):
+            if entry.log is not None:
+                entry.log.close()
+        if self._executor is not None:
+            for process in list(getattr(self._executor, "_processes", {}).values()):
+                if self._busy is not None and process.is_alive():
+                    process.terminate()  # a set-up or finish under way: redone after restart
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        for engine in self._engines.values():
+            try:
+                engine.close()
+            except Exception:
+                _log.exception("closing an engine of the pool failed")
+        self._engines.clear()
+        self.backbone.close()
+
+    def __enter__(self) -> ExecutionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ended(scheduler: Scheduler, stopped: bool) -> bool:
+    return scheduler.finished or (stopped and not scheduler.n_in_flight)
+
+
+def allocate(room: int, entries: list[Any], share_jobs: dict[Hashable, int]) -> dict[Hashable, int]:
+    """Give ``room`` free engine slots to runs (see the module): each slot to the run
+    with the highest priority, then whose share has the fewest jobs in the engine
+    (``share_jobs``, updated as slots are given), then the oldest; a run takes at most
+    its ready jobs, a share at most its ``share_limit``. Returns run key -> slots."""
+    given: dict[Hashable, int] = {}
+    wants = {e.run.key: e.scheduler.n_ready for e in entries}
+    jobs = dict(share_jobs)
+    while room > 0:
+        best = None
+        best_rank: tuple[Any, ...] | None = None
+        for e in entries:
+            key, share = e.run.key, e.run.share
+            if given.get(key, 0) >= wants[key]:
+                continue
+            limit = e.run.share_limit
+            if limit is not None and jobs.get(share, 0) >= limit:
+                continue
+            rank = (tuple(-p for p in e.run.priority), jobs.get(share, 0), e.seq)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = e, rank
+        if best is None:
+            break
+        given[best.run.key] = given.get(best.run.key, 0) + 1
+        jobs[best.run.share] = jobs.get(best.run.share, 0) + 1
+        room -= 1
+    return given
+
+
+# -- in the bookkeeping process ---------------------------------------------------------
+@dataclass
+class _Done:
+    value: Any
+    seconds: float
+
+
+@dataclass
+class _Failed:
+    message: str
+    expected: bool
+    seconds: float = 0.0
+
+
+def _what(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _bookkeeping_init(root_pid: int, level: int) -> None:
+    from skybatch.faults import ROOT_ENV
+
+    os.environ[ROOT_ENV] = str(root_pid)  # a kill point here kills the whole manager
+    logging.basicConfig(
+        level=max(level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _warm() -> None:
+    """Import what set-ups need while the first runs are looked at."""
+    import lsst.pipe.base.all_dimensions_quantum_graph_builder  # noqa: F401
+
+    import skybatch.graph.build
+    import skybatch.ingest.butler
+    import skybatch.run.driver  # noqa: F401
+
+
+def _set_up(settings: Settings, options: RunOptions) -> _Done | _Failed:
+    from .driver import set_up_run
+
+    start = time.perf_counter()
+    try:
+        return _Done(set_up_run(settings, options), time.perf_counter() - start)
+    except SkybatchError as exc:
+        return _Failed(str(exc), True, time.perf_counter() - start)
+    except Exception as exc:
+        logging.getLogger(__name__).exception("set-up of run %s failed", options.output_run)
+        return _Failed(_what(exc), False, time.perf_counter() - start)
+
+
+def _finish(
+    settings: Settings,
+    options: RunOptions,
+    run: str,
+    workdir: Path,
+    via_archive: bool,
+    counts: dict[str, int],
+    phases: dict[str, float],
+    elapsed_s: float,
+) -> _Done | _Failed:
+    from .driver import finish_run_in_process
+
+    start = time.perf_counter()
+    try:
+        summary = finish_run_in_process(
+            settings,
+            options,
+            run,
+            workdir,
+            via_archive=via_archive,
+            counts=counts,
+            phases=phases,
+            elapsed_s=elapsed_s,
+        )
+        return _Done(summary, time.perf_counter() - start)
+    except SkybatchError as exc:
+        return _Failed(str(exc), True, time.perf_counter() - start)
+    except Exception as exc:
+        logging.getLogger(__name__).exception("finish of run %s failed", run)
+        return _Failed(_what(exc), False, time.perf_counter() - start)
