@@ -136,11 +136,13 @@ def test_demo_campaign_on_slurm_matches_the_local_engine_and_survives_a_manager_
     finally:
         manager.send_signal(signal.SIGKILL)  # the manager dies; its Slurm jobs do not
         manager.wait()
-    # Job scripts (and the spec lists and Slurm's logs beside them) are kept in the
+    # One job script serves every group (the manager's one engine), in its pool
+    # directory; each array's spec list and Slurm's logs are beside its jobs, in the
     # work directory of the group's run.
     scripts = list(home.rglob("job-*.sbatch"))
-    assert scripts and all(p.parent.name == "slurm" for p in scripts), scripts
-    assert all(p.parent.parent.parent == home / "runs" for p in scripts), scripts
+    assert len(scripts) == 1 and scripts[0].parent.parent == home / "pool", scripts
+    lists = list(home.rglob("array-*.list"))
+    assert lists and all(home / "runs" in p.parents for p in lists), lists
     final = subprocess.run(command, stdout=log, stderr=log, timeout=900)
     log.close()
     assert final.returncode == 0, (tmp_path / "manager.log").read_text()[-3000:]
@@ -161,8 +163,10 @@ def test_demo_campaign_on_slurm_matches_the_local_engine_and_survives_a_manager_
     for name, engine_id in in_slurm.items():
         assert engine_ids[name] == (engine_id, 1), name
     _all_succeeded(sessions, campaign_id)
-    # The campaign's end cleanup took them away with the work directories.
-    assert not list(home.rglob("*.sbatch")) and not list(home.rglob("slurm-*.out"))
+    # The campaign's end cleanup took the runs' Slurm files away with the work
+    # directories; the pool keeps only its job scripts.
+    assert not list(home.rglob("slurm-*.out")) and not list(home.rglob("array-*.list"))
+    assert all(p.parent.parent == home / "pool" for p in home.rglob("*.sbatch"))
     _same_outputs(
         _checksums(sessions, campaign_id), survey / "repo", expected, local_survey / "repo"
     )

@@ -101,6 +101,12 @@ def write_job_spec(spec: JobSpec, engine_id: str | None = None) -> Path:
     return path
 
 
+def _beside(specs: Sequence[JobSpec]) -> Path:
+    """``.slurm`` in the deepest directory holding every job's report."""
+    common = os.path.commonpath([str(Path(s.report_path).absolute().parent) for s in specs])
+    return Path(common) / ".slurm"
+
+
 @dataclass(eq=False)
 class _Job:
     engine_id: str
@@ -250,8 +256,7 @@ class SlurmEngine(Engine):
         if self.settings.script_dir is not None:
             directory = self.settings.script_dir
         else:
-            common = os.path.commonpath([str(Path(s.report_path).absolute().parent) for s in specs])
-            directory = Path(common) / ".slurm"
+            directory = _beside(specs)
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
@@ -288,7 +293,12 @@ class SlurmEngine(Engine):
         return out + list(settings.extra_directives)
 
     def _submit_array(self, specs: list[JobSpec]) -> list[str]:
-        directory = self._script_dir(specs)
+        script = self._job_script(self._script_dir(specs))
+        # The array's own files (its spec list, Slurm's output of its tasks) go beside
+        # its jobs, in their run's work directory: an engine shared by many runs (the
+        # campaign manager's pool) leaves nothing of a run behind in its script_dir.
+        directory = _beside(specs)
+        directory.mkdir(parents=True, exist_ok=True)
         spec_paths = [write_job_spec(spec) for spec in specs]
         token = secrets.token_hex(6)
         spec_list = directory / f"array-{token}.list"
@@ -304,7 +314,7 @@ class SlurmEngine(Engine):
             f"--time={format_time(walltime_s + self.settings.walltime_grace_s)}",
             f"--output={directory / 'slurm-%A_%a.out'}",
         ]
-        array_id = self.commands.sbatch(args, str(self._job_script(directory)), [str(spec_list)])
+        array_id = self.commands.sbatch(args, str(script), [str(spec_list)])
         self.submitted_arrays += 1
         now = time.monotonic()
         ids = []
