@@ -1,39 +1,47 @@
-"""Campaign manager throughput: a synthetic campaign of ~100,000 jobs through the
-campaign, step, group and job state machines on an engine that completes every job at
-once, then the time of ``campaign status`` and ``campaign report`` at that size.
+"""Campaign manager throughput: a synthetic campaign of ~100,000 jobs in 1,000 groups
+through the campaign, step, group and job state machines, many groups in flight on the
+manager's execution pool with an engine that completes every job at once; the peak
+memory of the manager's process; then the time of ``campaign status`` and ``campaign
+report`` at that size.
 
 What is real: the campaign is submitted with :func:`skybatch.campaign.submit.submit_campaign`
 (validated, stored, its files archived as provenance) against an empty Butler
 repository; the manager's own pass (:meth:`skybatch.campaign.manager.Manager.run_pass`)
 advances it, so every campaign, step and group transition goes through
-:func:`skybatch.campaign.states.change_state` with its event row; each group's jobs go
-through the real :class:`skybatch.run.scheduler.Scheduler` (pending -> ready ->
-submitted -> succeeded, each checked against the JobState table and committed).
+:func:`skybatch.campaign.states.change_state` with its event row; ready groups go to
+the manager's :class:`skybatch.run.pool.ExecutionPool` (up to ``--max-groups`` in
+flight), which drives every group's :class:`skybatch.run.scheduler.Scheduler` in its
+one loop (pending -> ready -> submitted -> succeeded, each checked against the
+JobState table and committed), runs' work directories, job specs and run logs as for
+a real campaign.
 
-What stands in (the manager's ``expander`` and ``executor`` injection points): each
-step expands into half of ``--groups`` groups without reading the Butler, and a
-group's run is a synthetic DRP-shaped workflow of ``--jobs-per-group`` jobs (step1:
-isr -> calibrate per detector, a visitSummary over the calibrates; step2: a warp per
-visit, a coadd over the warps) on :class:`skybatch.engines.testing.InstantEngine` instead of
-expansion + the local engine through :func:`skybatch.run.driver.submit_run`. The run
-row and its summary are written as the driver writes them, and one ``quantum_runs``
-row per job and attempt (CPU seconds, peak memory) as ingesting the job reports
-would, so the report aggregates over as many rows as a real campaign of that size.
+What stands in (the manager's ``expander`` and the pool's bookkeeping and engine
+injection points, :mod:`skybatch.run.testing`): each step expands into half of
+``--groups`` groups without reading the Butler; a group's set-up writes a synthetic
+DRP-shaped workflow of ``--jobs-per-group`` jobs (step1: isr -> calibrate per
+detector, a visitSummary over the calibrates; step2: a warp per visit, a coadd over
+the warps), its run row and job rows instead of expanding a quantum graph; its finish
+writes one ``quantum_runs`` row per job and attempt (CPU seconds, peak memory) as
+ingesting the job reports would, and ends the run through ``change_run_state``, so the
+report aggregates over as many rows as a real campaign of that size; the engine is
+:class:`skybatch.engines.testing.InstantEngine`.
 
-Prints, per size: jobs, groups, transitions (job + group + step + campaign), wall
-seconds and transitions per second (target >= 2,000/s on SQLite); then at the largest
-size the median of ``--timings`` calls of the ``campaign_status`` and
-``campaign_report`` functions and the wall time of the CLI commands
-``skybatch --home H campaign status ID``, ``campaign report ID --json`` and
-``campaign report ID`` run as subprocesses, median of ``--timings`` runs each (target
-< 1 s each). ``--fail-every N``
-makes one job of every Nth group of the last step fail (held after its retries), so
-the report lists failures and the campaign ends failed.
+Prints, per size (a tenth of ``--groups``, then ``--groups``): jobs, groups,
+transitions (job + group + step + campaign), wall seconds and transitions per second
+(target >= 5,000/s on SQLite), the most groups in flight, the process's peak resident
+memory after the size's drives (target: no growth from the small size to the large),
+and resident memory sampled as groups ended; then at the largest size the median of
+``--timings`` calls of the ``campaign_status`` and ``campaign_report`` functions and
+the wall time of the CLI commands ``skybatch --home H campaign status ID``, ``campaign
+report ID --json`` and ``campaign report ID`` run as subprocesses, median of
+``--timings`` runs each (target < 1 s each; ``--no-cli`` skips them). ``--fail-every
+N`` makes one job of every Nth group of the last step fail (held after its retries),
+so the report lists failures and the campaign ends failed.
 
     python benchmarks/manager_scale.py [--groups 1000] [--jobs-per-group 100]
-        [--repeats 3] [--timings 5] [--db-url URL] [--fail-every N]
+        [--max-groups 64] [--repeats 3] [--timings 5] [--db-url URL] [--fail-every N]
+        [--no-cli]
 
-``--groups`` is the large size's groups (half per step; the small size has a tenth);
 ``--db-url`` must name an empty database, migrated (``skybatch --db-url URL db
 upgrade``): the archive endpoint of the campaign's repository is recorded there.
 """
@@ -41,37 +49,34 @@ upgrade``): the archive endpoint of the campaign's repository is recorded there.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select
 
 import skybatch.demo
 from skybatch.campaign.config import Campaign, Step
-from skybatch.campaign.execute import GroupOutcome
 from skybatch.campaign.expansion import GroupSpec, StepExpansion
 from skybatch.campaign.manager import Manager
 from skybatch.campaign.models import CampaignEventRow
 from skybatch.campaign.report import campaign_report, campaign_status
 from skybatch.campaign.submit import submit_campaign
-from skybatch.db.models import utcnow
 from skybatch.db.state import open_state_db
-from skybatch.engines.testing import InstantEngine
 from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
-from skybatch.job.spec import JobSpec
-from skybatch.run.models import JobRow, QuantumRunRow, RunRow, RunState
-from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
-from skybatch.run.states import change_run_state
+from skybatch.run.context import RunOptions
+from skybatch.run.models import JobRow, RunRow
+from skybatch.run.pool import ExecutionPool
+from skybatch.run.testing import SyntheticBookkeeping, WorkflowMaker, instant_engine
 from skybatch.settings import Settings, load_settings
 
 PIPELINE = Path(skybatch.demo.__file__).parent / "pipelines" / "demo_drp.yaml"
@@ -153,114 +158,30 @@ def expander(n_groups: int) -> Callable[[Campaign, Step, Mapping[str, Sequence[s
     return expand
 
 
-@dataclass
-class Executor:
-    """A group's run: the synthetic workflow through the real scheduler on an instant
-    engine (the manager's ``executor``, standing in for :func:`run_group`)."""
+def workflows(jobs_per_group: int, fail_every: int, last_step: str = "step2") -> WorkflowMaker:
+    """A group's run's workflow (the stand-in set-up's): ``jobs_per_group`` jobs of its
+    step's shape; one job of every ``fail_every``-th group of the last step fails."""
 
-    sessions: sessionmaker[Session]
-    jobs_per_group: int
-    fail_every: int = 0
-    last_step: str = "step2"
-
-    def __call__(
-        self,
-        settings: Settings,
-        options: Any,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-        stop: Callable[[], bool] | None = None,
-        after_restart: bool = False,
-    ) -> GroupOutcome:
+    def make(options: RunOptions) -> Workflow:
         run = options.output_run
-        if stop is not None and stop():
-            return GroupOutcome("stopped", f"run {run} was not started: the group was cancelled")
+        assert run is not None
         _, _, step, group = run.rsplit("/", 3)
         index = int(group.rsplit("-", 1)[1])
-        fail = bool(self.fail_every) and step == self.last_step and index % self.fail_every == 0
-        workflow = group_workflow(run, step, self.jobs_per_group, fail)
-        with self.sessions.begin() as session:
-            row = RunRow(
-                name=run,
-                repo=str(options.repo),
-                pipeline=options.pipeline,
-                input_collections=options.inputs,
-                data_query=options.query,
-                engine=InstantEngine.name,
-                workdir="/nowhere",
-                state=RunState.RUNNING.value,
-                options={},
-                summary={"quanta_per_task": workflow.quanta_per_task, "expansion_s": 0.0},
-                started_at=utcnow(),
-            )
-            session.add(row)
-            session.flush()
-            run_id = row.id
+        fail = bool(fail_every) and step == last_step and index % fail_every == 0
+        return group_workflow(run, step, jobs_per_group, fail)
 
-        def make_spec(job: JobNode, row: JobRow) -> JobSpec:
-            # Every field with a default factory given: pydantic inspects a factory's
-            # signature on each call, which would cost more than the bookkeeping.
-            return JobSpec.model_construct(
-                run=run,
-                job=job.name,
-                attempt=row.attempts,
-                qgraph="/nowhere/graph.qg",
-                quantum_ids=job.quanta,
-                butler_config="/nowhere/butler.yaml",
-                workdir="/nowhere",
-                report_path="/nonexistent/report.json",
-                inputs=[],
-                outputs=[],
-                env_allow_list=[],
-                memory_mb=row.memory_mb,
-                walltime_s=row.walltime_s,
-            )
+    return make
 
-        engine = InstantEngine(max_parallel_jobs=options.workers or 1000)
-        hooks = SchedulerHooks(make_spec, progress=progress or (lambda done, total: None))
-        policy = RetryPolicy(options.max_attempts, options.memory_factor, options.memory_cap_mb)
-        scheduler = Scheduler(self.sessions, run_id, workflow, engine, hooks, policy, poll_s=0)
-        scheduler.create_jobs()
-        result = scheduler.run()
-        engine.close()
-        state = RunState.SUCCEEDED.value if result.succeeded else RunState.FAILED.value
-        with self.sessions.begin() as session:
-            # One executed quantum per job and attempt, as ingesting the job reports
-            # records them (the newest attempt of a succeeded job succeeded).
-            jobs = session.execute(
-                select(JobRow.id, JobRow.label, JobRow.attempts, JobRow.state).where(
-                    JobRow.run_id == run_id, JobRow.attempts > 0
-                )
-            ).all()
-            quanta = []
-            for job in jobs:
-                quantum_id = str(uuid.uuid4())
-                for attempt in range(1, job.attempts + 1):
-                    ok = job.state == "succeeded" and attempt == job.attempts
-                    quanta.append(
-                        {
-                            "run_id": run_id,
-                            "job_id": job.id,
-                            "attempt": attempt,
-                            "quantum_id": quantum_id,
-                            "task_label": job.label,
-                            "data_id": {},
-                            "status": "succeeded" if ok else "failed",
-                            "cpu_s": 1.5,
-                            "max_rss_mb": 512.0 + (job.id % 512),
-                            "error": None if ok else "RuntimeError: synthetic failure",
-                        }
-                    )
-            session.execute(insert(QuantumRunRow), quanta)
-            live = session.get(RunRow, run_id)
-            assert live is not None
-            change_run_state(live, RunState(state))
-            live.summary = {**live.summary, "jobs": result.counts}
-        jobs_text = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
-        if result.succeeded:
-            n = sum(workflow.quanta_per_task.values())
-            return GroupOutcome("succeeded", f"run {run} succeeded: {n} quanta ({jobs_text})")
-        return GroupOutcome("failed", f"run {run} {state}: jobs {jobs_text}")
+
+def rss_mb() -> float:
+    """Resident memory of this process now, MB."""
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Most resident memory this process had so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass
@@ -273,6 +194,12 @@ class Drive:
     job_transitions: int
     campaign_transitions: int
     wall_s: float
+    #: Most groups in flight at once.
+    most_in_flight: int
+    #: Peak resident memory of the process after this drive, MB.
+    peak_rss_mb: float
+    #: (groups ended, resident MB) sampled during the drive.
+    rss: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def transitions(self) -> int:
@@ -293,24 +220,49 @@ def campaign_file(root: Path, parallel: int) -> Path:
 
 
 def drive(
-    path: Path, home: Path, groups: int, jobs_per_group: int, db_url: str | None, fail: int
+    path: Path,
+    home: Path,
+    groups: int,
+    jobs_per_group: int,
+    db_url: str | None,
+    fail: int,
+    max_groups: int,
 ) -> Drive:
     """Submit the campaign, run the manager's pass to the end, count what happened."""
     settings = load_settings(home=home, db=_db(db_url))
     sessions = open_state_db(settings)
     submitted = submit_campaign(settings, path)
+    bookkeeping = SyntheticBookkeeping(workflows(jobs_per_group, fail))
+
+    def pool(settings: Settings) -> ExecutionPool:
+        return ExecutionPool(settings, bookkeeping=bookkeeping, engine_factory=instant_engine)
+
+    most = 0
+    samples: list[tuple[int, float]] = []
+    every = max(1, groups // 10)
+
+    def progress() -> None:
+        nonlocal most
+        most = max(most, len(manager.pool.in_flight()))
+        ended = len(bookkeeping.finished_runs)
+        if ended >= every * (len(samples) + 1):
+            samples.append((ended, rss_mb()))
+
     manager = Manager(
         settings,
         say=lambda text: None,
-        executor=Executor(sessions, jobs_per_group, fail_every=fail),
         expander=expander(groups // 2),
+        pool=pool,
+        max_groups=max_groups,
+        progress=progress,
     )
     start = time.perf_counter()
-    report = manager.run_pass()
+    with manager:
+        report = manager.run_pass()
     wall = time.perf_counter() - start
     state = manager.state_of(submitted.id)
     assert report.groups_run == 2 * (groups // 2), report
-    runs = select(RunRow.id).where(RunRow.name.like(f"scale/{submitted.id}/%"))
+    runs = select(RunRow.id).where(RunRow.name.like(f"scale/{submitted.id}-%"))
     with sessions() as session:
         n_jobs, started, attempts, succeeded = session.execute(
             select(
@@ -329,7 +281,17 @@ def drive(
     # or failed); each failed attempt then ->ready (a retry) or ->held (its last).
     job_transitions = started + 2 * attempts + (attempts - succeeded)
     return Drive(
-        submitted.id, home, state, n_jobs, report.groups_run, job_transitions, events or 0, wall
+        submitted.id,
+        home,
+        state,
+        n_jobs,
+        report.groups_run,
+        job_transitions,
+        events or 0,
+        wall,
+        most,
+        peak_rss_mb(),
+        samples,
     )
 
 
@@ -369,6 +331,10 @@ def main() -> None:
     parser.add_argument(
         "--db-url", default=None, help="an empty state database (default: SQLite per drive)"
     )
+    parser.add_argument(
+        "--max-groups", type=int, default=64, help="groups in flight at most (the manager's)"
+    )
+    parser.add_argument("--no-cli", action="store_true", help="skip the status/report timings")
     args = parser.parse_args()
     sizes = [max(2, args.groups // 10), args.groups]
     results: dict[int, tuple[Drive, float]] = {}
@@ -383,11 +349,15 @@ def main() -> None:
                     args.jobs_per_group,
                     args.db_url,
                     args.fail_every,
+                    args.max_groups,
                 )
                 for i in range(args.repeats)
             ]
             results[groups] = (drives[-1], statistics.median(d.wall_s for d in drives))
         last, _ = results[args.groups]
+        report(args, results)
+        if args.no_cli:
+            return
         sessions = open_state_db(load_settings(home=last.home, db=_db(args.db_url)))
         status_s = timed(lambda: campaign_status(sessions, last.campaign_id), args.timings)
         report_s = timed(lambda: campaign_report(sessions, last.campaign_id), args.timings)
@@ -396,33 +366,45 @@ def main() -> None:
         status_cli = cli_wall(last.home, args.db_url, n, "campaign", "status", cid)
         report_cli = cli_wall(last.home, args.db_url, n, "campaign", "report", cid, "--json")
         report_text = cli_wall(last.home, args.db_url, n, "campaign", "report", cid)
-    where = args.db_url or "SQLite"
-    print(
-        f"campaign manager on an instant engine, {where}: 2 steps, their groups of "
-        f"{args.jobs_per_group} jobs; wall of the manager's pass, median of {args.repeats}"
-    )
-    print(
-        f"{'jobs':>8} {'groups':>7} {'job tr.':>9} {'campaign tr.':>13} {'transitions':>12} "
-        f"{'wall s':>8} {'transitions/s':>14} {'ms/group':>9} {'state':>10}"
-    )
-    for d, wall in results.values():
-        print(
-            f"{d.jobs:>8} {d.groups:>7} {d.job_transitions:>9} {d.campaign_transitions:>13} "
-            f"{d.transitions:>12} {wall:>8.2f} {d.transitions / wall:>14.0f} "
-            f"{1e3 * wall / d.groups:>9.2f} {d.state:>10}"
-        )
-    (small, small_wall), (large, large_wall) = results.values()
-    print(
-        f"growth: {large.jobs / small.jobs:.1f}x the jobs took {large_wall / small_wall:.1f}x "
-        "the time (target >= 2,000 transitions/s)"
-    )
-    print(f"at {large.jobs} jobs, {large.groups} groups (target < 1 s each):")
+    print(f"at {last.jobs} jobs, {last.groups} groups (target < 1 s each):")
     print(f"  campaign_status()  median of {args.timings}: {status_s:.3f} s")
     print(f"  campaign_report()  median of {args.timings}: {report_s:.3f} s")
     print(f"  CLI (a new process each; median of {args.timings}):")
     print(f"  skybatch campaign status ID:         {status_cli[0]:.3f} s ({status_cli[1]} bytes)")
     print(f"  skybatch campaign report ID --json:  {report_cli[0]:.3f} s ({report_cli[1]} bytes)")
     print(f"  skybatch campaign report ID:         {report_text[0]:.3f} s ({report_text[1]} bytes)")
+
+
+def report(args: argparse.Namespace, results: dict[int, tuple[Drive, float]]) -> None:
+    """The throughput and memory table of the drives."""
+    where = args.db_url or "SQLite"
+    print(
+        f"campaign manager and its execution pool on an instant engine, {where}: 2 steps, "
+        f"their groups of {args.jobs_per_group} jobs, at most {args.max_groups} groups in "
+        f"flight; wall of the manager's pass, median of {args.repeats}"
+    )
+    print(
+        f"{'jobs':>8} {'groups':>7} {'job tr.':>9} {'campaign tr.':>13} {'transitions':>12} "
+        f"{'wall s':>8} {'transitions/s':>14} {'ms/group':>9} {'in flight':>10} "
+        f"{'peak RSS MB':>12} {'state':>10}"
+    )
+    for d, wall in results.values():
+        print(
+            f"{d.jobs:>8} {d.groups:>7} {d.job_transitions:>9} {d.campaign_transitions:>13} "
+            f"{d.transitions:>12} {wall:>8.2f} {d.transitions / wall:>14.0f} "
+            f"{1e3 * wall / d.groups:>9.2f} {d.most_in_flight:>10} {d.peak_rss_mb:>12.0f} "
+            f"{d.state:>10}"
+        )
+    (small, small_wall), (large, large_wall) = results.values()
+    print(
+        f"growth: {large.jobs / small.jobs:.1f}x the jobs took {large_wall / small_wall:.1f}x "
+        "the time (target >= 5,000 transitions/s, memory flat in the groups ended)"
+    )
+    print(
+        "resident MB as groups ended (last drive of the large size): "
+        + ", ".join(f"{n}: {mb:.0f}" for n, mb in large.rss)
+    )
+    sys.stdout.flush()
 
 
 def _db(db_url: str | None) -> dict[str, Any]:

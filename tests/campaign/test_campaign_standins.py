@@ -4,7 +4,8 @@ engine), and the campaign report summed over what the groups' runs recorded."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,18 @@ from skybatch.campaign.config import Campaign, Step
 from skybatch.campaign.execute import GroupOutcome, run_group
 from skybatch.campaign.expansion import GroupSpec, StepExpansion
 from skybatch.campaign.manager import Manager
-from skybatch.campaign.models import CampaignEventRow, CampaignRow, CampaignStepRow
+from skybatch.campaign.models import (
+    CampaignEventRow,
+    CampaignGroupRow,
+    CampaignRow,
+    CampaignStepRow,
+)
 from skybatch.campaign.render import format_report
 from skybatch.campaign.report import campaign_report
 from skybatch.db.state import open_state_db
-from skybatch.run.models import JobRow, QuantumRunRow, RunRow
+from skybatch.run.models import JobAttemptRow, JobRow, QuantumRunRow, RunRow
+from skybatch.run.pool import ExecutionPool
+from skybatch.run.testing import SyntheticBookkeeping, independent_jobs, instant_engine
 from skybatch.settings import Settings, load_settings
 
 
@@ -257,3 +265,163 @@ def test_the_text_report_lists_only_groups_not_succeeded_of_a_large_step(
         f"  group g1: failed (run standin/{_run_tag(settings, campaign_id)}/step2/g1, "
         "2/3 quanta succeeded)"
     ]
+
+
+# -- the pool's pass with stand-ins: groups in flight, limits, priority ---------------
+def _submit_pooled(
+    settings: Settings,
+    name: str,
+    *,
+    priority: int = 0,
+    max_running_groups: int | None = None,
+    steps: int = 2,
+) -> int:
+    """A campaign of ``steps`` steps (each depending on the one before) on an engine of
+    2 workers (4 jobs in the engine at once), stored as ``campaign submit`` stores it
+    (without its files)."""
+    campaign = Campaign.model_validate(
+        {
+            "name": name,
+            "repo": str(settings.home.parent / "repo"),
+            "inputs": ["In/raw"],
+            "engine": {"name": "local", "workers": 2},
+            "policies": {
+                "cleanup_at_end": False,
+                "priority": priority,
+                "concurrency": {"max_running_groups": max_running_groups},
+            },
+            "steps": [
+                {"name": "step1", "pipeline": "/nowhere/p.yaml#a"},
+                {"name": "step2", "pipeline": "/nowhere/p.yaml#a", "depends_on": ["step1"]},
+            ][:steps],
+        }
+    )
+    with open_state_db(settings).begin() as session:
+        row = CampaignRow(
+            name=campaign.name,
+            config=campaign.model_dump(mode="json", exclude_unset=True),
+            source_path=f"{name}.yaml",
+            state="waiting",
+            priority=priority,
+            summary={},
+        )
+        session.add(row)
+        session.flush()
+        for position, step in enumerate(campaign.steps):
+            session.add(
+                CampaignStepRow(
+                    campaign_id=row.id,
+                    name=step.name,
+                    position=position,
+                    state="waiting",
+                    priority=priority,
+                )
+            )
+        return row.id
+
+
+def _groups_of(n: int) -> Callable[[Campaign, Step, Mapping[str, Sequence[str]]], Any]:
+    def expand(campaign: Campaign, step: Step, runs_of: Mapping[str, Sequence[str]]) -> Any:
+        return StepExpansion([GroupSpec(f"g{i}", f"visit = {i}") for i in range(n)])
+
+    return expand
+
+
+def _pooled(
+    settings: Settings, groups: int, jobs: int, max_groups: int
+) -> tuple[Manager, SyntheticBookkeeping, list[list[Hashable]]]:
+    """A manager whose pool sets runs up and finishes them with stand-ins, on an
+    instant engine; every loop's groups in flight are recorded."""
+    bookkeeping = SyntheticBookkeeping(independent_jobs(jobs))
+    seen: list[list[Hashable]] = []
+
+    def pool(settings: Settings) -> ExecutionPool:
+        return ExecutionPool(settings, bookkeeping=bookkeeping, engine_factory=instant_engine)
+
+    manager = Manager(
+        settings,
+        say=lambda text: None,
+        expander=_groups_of(groups),
+        pool=pool,
+        max_groups=max_groups,
+        progress=lambda: seen.append(manager.pool.in_flight()),
+    )
+    return manager, bookkeeping, seen
+
+
+def _submissions(settings: Settings) -> list[str]:
+    """The campaign (its name) of every job attempt, in the order they were submitted."""
+    with open_state_db(settings)() as session:
+        rows = session.execute(
+            select(CampaignRow.name)
+            .select_from(JobAttemptRow)
+            .join(JobRow, JobRow.id == JobAttemptRow.job_id)
+            .join(RunRow, RunRow.id == JobRow.run_id)
+            .join(CampaignGroupRow, CampaignGroupRow.run_name == RunRow.name)
+            .join(CampaignRow, CampaignRow.id == CampaignGroupRow.campaign_id)
+            .order_by(JobAttemptRow.submitted_at, JobAttemptRow.id)
+        ).all()
+    return [name for (name,) in rows]
+
+
+def test_the_pool_pass_runs_many_groups_in_flight_within_the_limits(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home")
+    first = _submit_pooled(settings, "first", max_running_groups=5)
+    second = _submit_pooled(settings, "second", max_running_groups=5)
+    manager, bookkeeping, seen = _pooled(settings, groups=12, jobs=6, max_groups=8)
+    with manager:
+        report = manager.run_pass()
+    assert manager.state_of(first) == manager.state_of(second) == "succeeded"
+    assert report.groups_run == 48 and not report.failed
+    with open_state_db(settings)() as session:
+        groups = session.execute(select(CampaignGroupRow.id, CampaignGroupRow.step_id)).all()
+        states = set(session.scalars(select(CampaignGroupRow.state)))
+        runs = set(session.scalars(select(RunRow.state)))
+        jobs = set(session.scalars(select(JobRow.state)))
+    # Every group's run was set up and finished by the pool, every job ran on its engine.
+    assert states == {"succeeded"} and runs == {"succeeded"} and jobs == {"succeeded"}
+    assert len(bookkeeping.set_up_runs) == len(bookkeeping.finished_runs) == 48
+    step_of = dict(groups)
+    most = max(len(flight) for flight in seen)
+    most_per_step = max(
+        max(Counter(step_of[int(g)] for g in flight).values(), default=0)  # type: ignore[call-overload]
+        for flight in seen
+    )
+    assert most == 8  # --max-groups reached, never exceeded
+    assert most_per_step == 5  # each step's max_running_groups reached, never exceeded
+
+
+def test_a_higher_priority_campaigns_jobs_go_first(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home")
+    # The low-priority campaign is the older one: only its priority holds it back.
+    low = _submit_pooled(settings, "low", priority=0, steps=1)
+    high = _submit_pooled(settings, "high", priority=5, steps=1)
+    manager, _, _ = _pooled(settings, groups=4, jobs=8, max_groups=20)
+    with manager:
+        manager.run_pass()
+    assert manager.state_of(low) == manager.state_of(high) == "succeeded"
+    # The high-priority campaign's jobs go first; the low one only fills the engine's
+    # free slots (4: 2 workers and 2 queued) while the high one's last jobs are submitted.
+    order = _submissions(settings)
+    last_high = max(i for i, name in enumerate(order) if name == "high")
+    assert order.count("high") == order.count("low") == 32
+    assert order[:last_high].count("low") < 4, order
+
+
+def test_campaigns_of_equal_priority_share_the_engine(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home")
+    a = _submit_pooled(settings, "a", steps=1)
+    b = _submit_pooled(settings, "b", steps=1)
+    manager, _, _ = _pooled(settings, groups=4, jobs=8, max_groups=20)
+    with manager:
+        manager.run_pass()
+    assert manager.state_of(a) == manager.state_of(b) == "succeeded"
+    # Their jobs interleave: once both have runs set up (the first campaign's first run
+    # is set up a loop earlier: at most 2 loops of the engine's 4 slots ahead), neither
+    # gets more than the engine's 4 slots in a row while both have jobs left.
+    text = "".join(_submissions(settings))
+    assert sorted(text) == sorted("ab" * 32)
+    start = max(text.index("a"), text.index("b"))
+    end = min(text.rindex("a"), text.rindex("b"))
+    assert start <= 8, text
+    assert max(len(m.group()) for m in re.finditer(r"a+|b+", text[start:end])) <= 4, text

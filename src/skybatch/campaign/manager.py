@@ -21,8 +21,10 @@ One **pass** repeats, until nothing more can happen:
    get no new job (those in the engine run to their end) and continue on resume; a
    cancelled group's jobs are cancelled in the engine within a quarter second.
 
-With an injected ``executor`` (stand-ins: tests, the ``manager_scale`` benchmark)
-groups run one at a time through it instead, each to its end.
+Stand-ins (tests, the ``manager_scale`` benchmark) inject the pool (a ``pool``
+factory: bookkeeping that writes the runs' rows without a Butler, an instant engine),
+so groups go through the same pass; an injected ``executor`` instead runs groups one
+at a time through it, each to its end.
 
 Then campaigns that ended (succeeded or cancelled) are cleaned up
 (:mod:`skybatch.campaign.cleanup`). Groups found ``running`` when a manager starts
@@ -59,7 +61,14 @@ from .models import CampaignGroupRow, CampaignRow, CampaignStepRow
 from .states import ACTIVE, State, StateConflict, change_state
 from .submit import campaign_from_row, run_name
 
-__all__ = ["DEFAULT_MAX_GROUPS", "GroupBars", "Manager", "PassReport", "StepExpander"]
+__all__ = [
+    "DEFAULT_MAX_GROUPS",
+    "GroupBars",
+    "Manager",
+    "PassReport",
+    "PoolFactory",
+    "StepExpander",
+]
 
 #: Groups one manager has in flight at most (``skybatch manager run --max-groups``).
 DEFAULT_MAX_GROUPS = 64
@@ -79,6 +88,10 @@ GroupBars = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
 #: reads the Butler.
 StepExpander = Callable[[Campaign, Step, Mapping[str, Sequence[str]]], StepExpansion]
 
+#: ``factory(settings)`` makes the manager's execution pool (by default
+#: :class:`~skybatch.run.pool.ExecutionPool` with the real bookkeeping and engines).
+PoolFactory = Callable[[Settings], ExecutionPool]
+
 
 @dataclass
 class PassReport:
@@ -95,11 +108,13 @@ class PassReport:
 class Manager:
     """Advances campaigns; see the module. ``say`` receives one line per event.
 
-    ``executor`` runs a group's run and ``expander`` expands a step into groups; the
-    defaults are the real ones (:func:`~skybatch.campaign.execute.run_group` through
-    the execution driver, :func:`~skybatch.campaign.expansion.expand_step` from the
-    Butler). Stand-ins drive the same state machines without a Butler (tests, the
-    ``manager_scale`` benchmark)."""
+    ``pool`` makes the execution pool groups run in and ``expander`` expands a step
+    into groups; the defaults are the real ones (:class:`~skybatch.run.pool.ExecutionPool`
+    with the driver's set-ups and finishes and the registry's engines,
+    :func:`~skybatch.campaign.expansion.expand_step` from the Butler). Stand-ins drive
+    the same state machines without a Butler (tests, the ``manager_scale``
+    benchmark). An ``executor`` other than :func:`~skybatch.campaign.execute.run_group`
+    runs each group through it, one at a time, instead of the pool."""
 
     def __init__(
         self,
@@ -111,6 +126,7 @@ class Manager:
         expander: StepExpander = expand_step,
         max_groups: int = DEFAULT_MAX_GROUPS,
         progress: Callable[[], object] | None = None,
+        pool: PoolFactory = ExecutionPool,
     ) -> None:
         self.settings = settings
         self.sessions = open_state_db(settings)
@@ -126,6 +142,7 @@ class Manager:
         #: Groups in flight at most; ``progress()`` is called every loop of a pass.
         self.max_groups = max_groups
         self.progress = progress
+        self._make_pool = pool
         self._pool: ExecutionPool | None = None
         self._flights: dict[int, _Flight] = {}
 
@@ -133,7 +150,7 @@ class Manager:
     def pool(self) -> ExecutionPool:
         """The manager's execution pool (made on first use)."""
         if self._pool is None:
-            self._pool = ExecutionPool(self.settings)
+            self._pool = self._make_pool(self.settings)
         return self._pool
 
     def close(self) -> None:

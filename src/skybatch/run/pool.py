@@ -12,6 +12,10 @@ init-outputs, input registration, its jobs: :func:`~skybatch.run.driver.set_up_r
 and its **finish** (stage-back, Butler ingest, catalogs, clean-up:
 :func:`~skybatch.run.driver.finish_run_in_process`) run in a bookkeeping process
 beside the loop, so the engine keeps executing the jobs of the other runs meanwhile.
+Where set-ups and finishes run is the pool's :class:`Bookkeeping`: by default
+:class:`DriverBookkeeping` (the driver's functions in a spawned process); stand-ins
+(tests, ``benchmarks/manager_scale.py``) write their rows in the pool's process, and an
+``engine_factory`` can build the engines (an instant one) instead of the registry.
 The bookkeeping process takes set-ups first while fewer jobs wait for a slot than
 twice the engine's slots, finishes otherwise: the engine never runs dry for want of
 set-up runs, and finished runs do not wait long for their finish.
@@ -38,11 +42,12 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Hashable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import func, select
 
@@ -59,7 +64,26 @@ from .runlog import RunLogFile
 from .scheduler import Scheduler
 from .states import change_run_state
 
-__all__ = ["ExecutionPool", "PoolRun", "RunOutcome", "allocate"]
+if TYPE_CHECKING:
+    from .driver import SetUp
+
+__all__ = [
+    "Bookkeeping",
+    "DriverBookkeeping",
+    "EngineFactory",
+    "ExecutionPool",
+    "InlineExecutor",
+    "PoolRun",
+    "RunOutcome",
+    "allocate",
+]
+
+#: ``factory(engine name, raw settings)`` builds an engine of the pool (by default
+#: the registry's, validated against the engine's settings model).
+EngineFactory = Callable[[str, dict[str, Any]], Engine]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _log = logging.getLogger(__name__)
 
@@ -119,15 +143,125 @@ class _Entry:
         return run
 
 
+class Bookkeeping(ABC):
+    """A pool's set-ups and finishes (see the module): what they do and where they run.
+
+    The pool hands them, one at a time, to the :meth:`executor` (made on first use)
+    and collects their results in its loop. A :class:`~skybatch.errors.SkybatchError`
+    they raise is the run's failure as it says ("could not run"); any other exception
+    fails the run as unexpected.
+    """
+
+    @abstractmethod
+    def set_up(self, settings: Settings, options: RunOptions) -> SetUp:
+        """Set the new run ``options.output_run`` up to its jobs: its row in the state
+        database (``running``), ``workflow.json`` in the returned work directory, a
+        row per job (:func:`~skybatch.run.driver.set_up_run`)."""
+
+    @abstractmethod
+    def finish(
+        self,
+        settings: Settings,
+        options: RunOptions,
+        run: str,
+        workdir: Path,
+        *,
+        via_archive: bool,
+        counts: dict[str, int],
+        phases: dict[str, float],
+        elapsed_s: float,
+    ) -> RunSummary:
+        """End run ``run`` whose jobs ended with ``counts`` (jobs per state): its
+        outputs, then its state (through :func:`~skybatch.run.states.change_run_state`)
+        and summary (:func:`~skybatch.run.driver.finish_run_in_process`)."""
+
+    def executor(self) -> Executor:
+        """Where set-ups and finishes run: by default in the pool's loop as it hands
+        them over (:class:`InlineExecutor`; nothing else moves meanwhile)."""
+        return InlineExecutor()
+
+
+class DriverBookkeeping(Bookkeeping):
+    """The real set-ups and finishes: the driver's functions, in a spawned process
+    (graph building is CPU-bound Python; the engine keeps executing meanwhile). A kill
+    point reached there kills the whole manager (a crash of the node)."""
+
+    def set_up(self, settings: Settings, options: RunOptions) -> SetUp:
+        from .driver import set_up_run
+
+        return set_up_run(settings, options)
+
+    def finish(
+        self,
+        settings: Settings,
+        options: RunOptions,
+        run: str,
+        workdir: Path,
+        *,
+        via_archive: bool,
+        counts: dict[str, int],
+        phases: dict[str, float],
+        elapsed_s: float,
+    ) -> RunSummary:
+        from .driver import finish_run_in_process
+
+        return finish_run_in_process(
+            settings,
+            options,
+            run,
+            workdir,
+            via_archive=via_archive,
+            counts=counts,
+            phases=phases,
+            elapsed_s=elapsed_s,
+        )
+
+    def executor(self) -> Executor:
+        level = logging.getLogger().getEffectiveLevel()
+        executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_bookkeeping_init,
+            initargs=(os.getpid(), level),
+        )
+        executor.submit(_warm)
+        return executor
+
+
+class InlineExecutor(Executor):
+    """Runs what it is given at once, in the caller's thread; the future it returns
+    is done (stand-in bookkeeping that writes a few rows)."""
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        future: Future[_T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
 class ExecutionPool:
-    """See the module. Use as a context manager, or :meth:`close` it."""
+    """See the module. Use as a context manager, or :meth:`close` it.
+
+    ``bookkeeping``: the runs' set-ups and finishes (default: :class:`DriverBookkeeping`);
+    ``engine_factory``: builds the engines (default: ``registry``'s).
+    """
 
     def __init__(
-        self, settings: Settings, *, flush_s: float = 0.25, registry: EngineRegistry | None = None
+        self,
+        settings: Settings,
+        *,
+        flush_s: float = 0.25,
+        registry: EngineRegistry | None = None,
+        bookkeeping: Bookkeeping | None = None,
+        engine_factory: EngineFactory | None = None,
     ) -> None:
         self.settings = settings
         self.flush_s = flush_s
         self.registry = registry or EngineRegistry.default()
+        self.bookkeeping: Bookkeeping = bookkeeping or DriverBookkeeping()
+        self.engine_factory = engine_factory
         self.backbone = Backbone.from_settings(settings)
         self.sessions = self.backbone.catalog.sessions
         self._entries: dict[Hashable, _Entry] = {}
@@ -136,7 +270,7 @@ class ExecutionPool:
         self._outcomes: list[RunOutcome] = []
         self._todo: list[tuple[_Entry, str, tuple[Any, ...]]] = []  # bookkeeping to do
         self._busy: tuple[_Entry, str, Future[Any]] | None = None
-        self._executor: ProcessPoolExecutor | None = None
+        self._executor: Executor | None = None
         self._last_flush = 0.0
         #: Engines built since the pool started (one per engine configuration).
         self.engines_built = 0
@@ -300,12 +434,16 @@ class ExecutionPool:
         ).hexdigest()[:12]
         engine = self._engines.get(key)
         if engine is None:
-            model = self.registry.get(options.engine).settings_model
-            if "script_dir" in model.model_fields and "script_dir" not in raw:
-                # Its files (job scripts, logs, the pilots' queue) in a place a
-                # restarted manager finds again.
-                raw["script_dir"] = str(self.settings.home / "pool" / f"{options.engine}-{key}")
-            engine = self.registry.create(options.engine, raw)
+            if self.engine_factory is not None:
+                engine = self.engine_factory(options.engine, raw)
+            else:
+                model = self.registry.get(options.engine).settings_model
+                if "script_dir" in model.model_fields and "script_dir" not in raw:
+                    # Its files (job scripts, logs, the pilots' queue) in a place a
+                    # restarted manager finds again.
+                    home = self.settings.home
+                    raw["script_dir"] = str(home / "pool" / f"{options.engine}-{key}")
+                engine = self.registry.create(options.engine, raw)
             engine.warm_up()
             self._engines[key] = engine
             self.engines_built += 1
@@ -373,18 +511,11 @@ class ExecutionPool:
         self._todo.remove(task)
         entry, kind, args = task
         fn = _set_up if kind == "setup" else _finish
-        self._busy = (entry, kind, self._process().submit(fn, *args))
+        self._busy = (entry, kind, self._process().submit(fn, self.bookkeeping, *args))
 
-    def _process(self) -> ProcessPoolExecutor:
+    def _process(self) -> Executor:
         if self._executor is None:
-            level = logging.getLogger().getEffectiveLevel()
-            self._executor = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_bookkeeping_init,
-                initargs=(os.getpid(), level),
-            )
-            self._executor.submit(_warm)
+            self._executor = self.bookkeeping.executor()
         return self._executor
 
     def _collect(self) -> bool:
@@ -548,12 +679,10 @@ def _warm() -> None:
     import skybatch.run.driver  # noqa: F401
 
 
-def _set_up(settings: Settings, options: RunOptions) -> _Done | _Failed:
-    from .driver import set_up_run
-
+def _set_up(bookkeeping: Bookkeeping, settings: Settings, options: RunOptions) -> _Done | _Failed:
     start = time.perf_counter()
     try:
-        return _Done(set_up_run(settings, options), time.perf_counter() - start)
+        return _Done(bookkeeping.set_up(settings, options), time.perf_counter() - start)
     except SkybatchError as exc:
         return _Failed(str(exc), True, time.perf_counter() - start)
     except Exception as exc:
@@ -562,6 +691,7 @@ def _set_up(settings: Settings, options: RunOptions) -> _Done | _Failed:
 
 
 def _finish(
+    bookkeeping: Bookkeeping,
     settings: Settings,
     options: RunOptions,
     run: str,
@@ -571,11 +701,9 @@ def _finish(
     phases: dict[str, float],
     elapsed_s: float,
 ) -> _Done | _Failed:
-    from .driver import finish_run_in_process
-
     start = time.perf_counter()
     try:
-        summary = finish_run_in_process(
+        summary = bookkeeping.finish(
             settings,
             options,
             run,

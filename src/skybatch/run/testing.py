@@ -1,0 +1,194 @@
+"""Stand-ins for an execution pool's set-ups, finishes and engines (seed steps 10, 11
+at scale, without a Butler).
+
+The campaign manager's pass and its execution pool (:mod:`skybatch.run.pool`) run
+for real on them: runs' schedulers in the pool's loop, their job rows, the state
+changes of jobs, runs, groups, steps and campaigns. What stands in:
+
+* :class:`SyntheticBookkeeping` sets a run up from a workflow made by hand (no quantum
+  graph): the run's row (``pending`` -> ``running``, as the driver's set-up), its
+  ``workflow.json`` and a row per job; its finish records one executed quantum per
+  job and attempt (as ingesting the job reports would: CPU seconds, peak memory) and
+  ends the run through :func:`~skybatch.run.states.change_run_state`, as the driver's
+  finish does, without staging or ingesting anything;
+* :func:`instant_engine` builds an :class:`~skybatch.engines.testing.InstantEngine`
+  (every job succeeds at its first poll; ``fail-`` jobs fail) whatever engine a run
+  names.
+
+Used by the manager's stand-in tests and ``benchmarks/manager_scale.py``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from skybatch.db.state import open_state_db
+from skybatch.engines.base import Engine, JobState
+from skybatch.engines.testing import InstantEngine
+from skybatch.graph.workflow import JobNode, Workflow
+from skybatch.settings import Settings
+
+from .context import RunOptions, RunSummary, run_workdir
+from .driver import SetUp
+from .models import JobRow, QuantumRunRow, RunRow, RunState
+from .pool import Bookkeeping
+from .scheduler import create_jobs
+from .states import INITIAL, change_run_state
+
+__all__ = ["SyntheticBookkeeping", "WorkflowMaker", "independent_jobs", "instant_engine"]
+
+#: ``maker(options)`` gives the workflow of run ``options.output_run``.
+WorkflowMaker = Callable[[RunOptions], Workflow]
+
+
+def independent_jobs(n_jobs: int, label: str = "task") -> WorkflowMaker:
+    """Workflows of ``n_jobs`` jobs of task ``label`` that depend on nothing (each
+    ready as soon as its run is set up)."""
+
+    def make(options: RunOptions) -> Workflow:
+        assert options.output_run is not None
+        jobs = [
+            JobNode(
+                name=f"{label}-{i}",
+                label=label,
+                quanta=[f"q{i}"],
+                task_labels=[label],
+                data_ids=[{}],
+            )
+            for i in range(n_jobs)
+        ]
+        return Workflow.of_jobs(options.output_run, jobs)
+
+    return make
+
+
+def instant_engine(name: str, settings: dict[str, Any]) -> Engine:
+    """An instant engine standing in for engine ``name``: as many parallel jobs as
+    its settings' ``max_workers`` (the local engine's), else 1,000."""
+    return InstantEngine(max_parallel_jobs=int(settings.get("max_workers") or 1000))
+
+
+@dataclass
+class SyntheticBookkeeping(Bookkeeping):
+    """See the module. Runs in the pool's loop (the default :meth:`executor`)."""
+
+    workflow: WorkflowMaker
+    #: CPU seconds recorded per executed quantum.
+    cpu_s: float = 1.5
+    #: Runs set up and finished (their names), in order.
+    set_up_runs: list[str] = field(default_factory=list)
+    finished_runs: list[str] = field(default_factory=list)
+    _sessions: dict[str, sessionmaker[Session]] = field(default_factory=dict, repr=False)
+
+    def _db(self, settings: Settings) -> sessionmaker[Session]:
+        url = settings.database_url()
+        if url not in self._sessions:
+            self._sessions[url] = open_state_db(settings)
+        return self._sessions[url]
+
+    def set_up(self, settings: Settings, options: RunOptions) -> SetUp:
+        run = options.output_run
+        assert run is not None, "a pooled run is named by its caller"
+        workflow = self.workflow(options)
+        workdir = run_workdir(settings, run)
+        workdir.mkdir(parents=True, exist_ok=True)
+        workflow.save(workdir / "workflow.json")
+        sessions = self._db(settings)
+        with sessions.begin() as session:
+            row = RunRow(
+                name=run,
+                repo=str(options.repo),
+                pipeline=options.pipeline,
+                input_collections=options.inputs,
+                data_query=options.query,
+                engine=options.engine,
+                workdir=str(workdir),
+                state=INITIAL.value,
+                options=options.to_json(),
+                summary={},
+            )
+            session.add(row)
+            change_run_state(row, RunState.RUNNING)
+            row.summary = {
+                "quanta_per_task": workflow.quanta_per_task,
+                "expansion_s": workflow.expansion_s,
+            }
+            session.flush()
+            run_id = row.id
+        create_jobs(sessions, run_id, workflow)
+        self.set_up_runs.append(run)
+        return SetUp(run, run_id, workdir, {})
+
+    def finish(
+        self,
+        settings: Settings,
+        options: RunOptions,
+        run: str,
+        workdir: Path,
+        *,
+        via_archive: bool,
+        counts: dict[str, int],
+        phases: dict[str, float],
+        elapsed_s: float,
+    ) -> RunSummary:
+        if set(counts) <= {JobState.SUCCEEDED.value}:
+            state = RunState.SUCCEEDED
+        elif JobState.CANCELLED.value in counts:
+            state = RunState.CANCELLED
+        else:
+            state = RunState.FAILED
+        with self._db(settings).begin() as session:
+            live = session.scalar(select(RunRow).where(RunRow.name == run))
+            assert live is not None
+            jobs = session.execute(
+                select(JobRow.id, JobRow.label, JobRow.attempts, JobRow.state).where(
+                    JobRow.run_id == live.id, JobRow.attempts > 0
+                )
+            ).all()
+            quanta = []
+            for job in jobs:
+                quantum_id = str(uuid.uuid4())
+                for attempt in range(1, job.attempts + 1):
+                    # The newest attempt of a succeeded job succeeded.
+                    ok = job.state == JobState.SUCCEEDED.value and attempt == job.attempts
+                    quanta.append(
+                        {
+                            "run_id": live.id,
+                            "job_id": job.id,
+                            "attempt": attempt,
+                            "quantum_id": quantum_id,
+                            "task_label": job.label,
+                            "data_id": {},
+                            "status": "succeeded" if ok else "failed",
+                            "cpu_s": self.cpu_s,
+                            "max_rss_mb": 512.0 + (job.id % 512),
+                            "error": None if ok else "RuntimeError: synthetic failure",
+                        }
+                    )
+            if quanta:
+                session.execute(insert(QuantumRunRow), quanta)
+            change_run_state(live, state)
+            n_quanta = sum(live.summary.get("quanta_per_task", {}).values())
+            live.summary = {
+                **live.summary,
+                "jobs": counts,
+                "wall_s": elapsed_s,
+                "phases_s": {k: round(v, 3) for k, v in phases.items()},
+            }
+        self.finished_runs.append(run)
+        return RunSummary(
+            run=run,
+            state=state.value,
+            workdir=workdir,
+            quanta=n_quanta,
+            jobs=counts,
+            expansion_s=0.0,
+            wall_s=elapsed_s,
+        )
