@@ -323,6 +323,26 @@ def test_pilots_follow_the_backlog_up_to_the_maximum(fake: FakeSlurm, tmp_path: 
     assert len(fake.calls_of("sbatch")) == 2  # at the maximum: no more pilots
 
 
+def test_submissions_ask_slurm_about_pilots_only_while_pilots_are_missing(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    # The many runs of a manager's pool submit and poll every tick: Slurm is asked
+    # at once for a new backlog while pilots are missing, else every poll_interval_s.
+    pilots = PilotSettings(max_pilots=3, jobs_per_pilot=4)
+    engine = _engine(fake, tmp_path, mode="pilot", poll_interval_s=3600.0, pilot=pilots)
+    engine.submit([make_spec(tmp_path, f"a-{i}") for i in range(4)])
+    assert len(fake.calls_of("squeue")) == 1 and "--array=0-0" in fake.calls_of("sbatch")[0]
+    fake.squeue_text = "1001_0|RUNNING|None\n"
+    engine.submit([make_spec(tmp_path, f"b-{i}") for i in range(8)])  # 1 pilot of 3
+    assert len(fake.calls_of("squeue")) == 2 and "--array=0-1" in fake.calls_of("sbatch")[1]
+    fake.squeue_text += "1002_0|RUNNING|None\n1002_1|PENDING|Resources\n"
+    ids = []
+    for run in range(20):  # 20 runs submit and poll: all 3 pilots are there
+        ids += engine.submit([make_spec(tmp_path, f"run{run}-{i}") for i in range(2)])
+        engine.poll(ids)
+    assert len(fake.calls_of("squeue")) == 2 and len(fake.calls_of("sbatch")) == 2
+
+
 def test_jobs_of_a_pilot_that_died_fail_with_its_failure(fake: FakeSlurm, tmp_path: Path) -> None:
     engine = _pilot_engine(fake, tmp_path)
     [task] = engine.submit([make_spec(tmp_path, "ok-1")])

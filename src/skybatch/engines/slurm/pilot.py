@@ -108,6 +108,7 @@ class PilotQueue:
         self._mine: set[str] = set()
         self._pilots: set[str] = set()  # Slurm ids of the pilots this engine started
         self._checked_at = 0.0
+        self._alive = 0  # pilots queued or running at the last check (and started since)
         self._dead: dict[str, FailureKind] = {}  # at the last check
         self._script: Path | None = None
         self.pilots_started = 0
@@ -124,7 +125,12 @@ class PilotQueue:
             os.replace(partial, path)
             self._mine.add(task)
             ids.append(task)
-        self._checked_at = 0.0  # start pilots at the next poll
+        if self._alive < self.settings.pilot.max_pilots:
+            # Start pilots for the new backlog now. With every pilot there, the
+            # periodic check is enough: the many runs of a campaign manager's pool
+            # submit every tick, and an squeue for each submission was most of the
+            # engine's Slurm calls.
+            self._checked_at = 0.0
         self.manage_pilots()
         return ids
 
@@ -200,7 +206,8 @@ class PilotQueue:
         self, claims: dict[str, tuple[str, bool]] | None = None
     ) -> dict[str, FailureKind]:
         """Start pilots for the backlog; return the dead pilots that held claims, with
-        the failure their jobs get. Talks to Slurm at most every poll_interval_s."""
+        the failure their jobs get. Talks to Slurm at most every poll_interval_s, and
+        for all the runs an engine serves at once (one squeue, however many poll)."""
         now = time.monotonic()
         if now - self._checked_at < self.settings.poll_interval_s:
             return self._dead
@@ -219,6 +226,8 @@ class PilotQueue:
         wanted = min(config.max_pilots, wanted)
         if wanted > alive:
             self._start_pilots(wanted - alive)
+            alive = wanted
+        self._alive = alive
         dead: dict[str, FailureKind] = {}
         for pilot in {p for p, _ in (claims or {}).values()}:
             record = queue.get(pilot)
