@@ -75,8 +75,8 @@ from skybatch.db.state import open_state_db
 from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
 from skybatch.run.context import RunOptions
 from skybatch.run.models import JobRow, RunRow
-from skybatch.run.pool import ExecutionPool
-from skybatch.run.testing import SyntheticBookkeeping, WorkflowMaker, instant_engine
+from skybatch.run.pool import ExecutionPool, RunOutcome
+from skybatch.run.testing import SyntheticBookkeeping, instant_engine
 from skybatch.settings import Settings, load_settings
 
 PIPELINE = Path(skybatch.demo.__file__).parent / "pipelines" / "demo_drp.yaml"
@@ -158,19 +158,33 @@ def expander(n_groups: int) -> Callable[[Campaign, Step, Mapping[str, Sequence[s
     return expand
 
 
-def workflows(jobs_per_group: int, fail_every: int, last_step: str = "step2") -> WorkflowMaker:
+@dataclass(frozen=True)
+class Workflows:
     """A group's run's workflow (the stand-in set-up's): ``jobs_per_group`` jobs of its
     step's shape; one job of every ``fail_every``-th group of the last step fails."""
 
-    def make(options: RunOptions) -> Workflow:
+    jobs_per_group: int
+    fail_every: int = 0
+    last_step: str = "step2"
+
+    def __call__(self, options: RunOptions) -> Workflow:
         run = options.output_run
         assert run is not None
         _, _, step, group = run.rsplit("/", 3)
         index = int(group.rsplit("-", 1)[1])
-        fail = bool(fail_every) and step == last_step and index % fail_every == 0
-        return group_workflow(run, step, jobs_per_group, fail)
+        fail = bool(self.fail_every) and step == self.last_step
+        return group_workflow(run, step, self.jobs_per_group, fail and index % self.fail_every == 0)
 
-    return make
+
+class CountingPool(ExecutionPool):
+    """The pool, counting the runs that ended."""
+
+    ended = 0
+
+    def outcomes(self) -> list[RunOutcome]:
+        out = super().outcomes()
+        self.ended += len(out)
+        return out
 
 
 def rss_mb() -> float:
@@ -227,15 +241,18 @@ def drive(
     db_url: str | None,
     fail: int,
     max_groups: int,
+    inline: bool,
 ) -> Drive:
     """Submit the campaign, run the manager's pass to the end, count what happened."""
     settings = load_settings(home=home, db=_db(db_url))
     sessions = open_state_db(settings)
     submitted = submit_campaign(settings, path)
-    bookkeeping = SyntheticBookkeeping(workflows(jobs_per_group, fail))
+    bookkeeping = SyntheticBookkeeping(Workflows(jobs_per_group, fail), process=not inline)
+    pools: list[CountingPool] = []
 
     def pool(settings: Settings) -> ExecutionPool:
-        return ExecutionPool(settings, bookkeeping=bookkeeping, engine_factory=instant_engine)
+        pools.append(CountingPool(settings, bookkeeping=bookkeeping, engine_factory=instant_engine))
+        return pools[-1]
 
     most = 0
     samples: list[tuple[int, float]] = []
@@ -244,7 +261,7 @@ def drive(
     def progress() -> None:
         nonlocal most
         most = max(most, len(manager.pool.in_flight()))
-        ended = len(bookkeeping.finished_runs)
+        ended = pools[-1].ended
         if ended >= every * (len(samples) + 1):
             samples.append((ended, rss_mb()))
 
@@ -335,10 +352,19 @@ def main() -> None:
         "--max-groups", type=int, default=64, help="groups in flight at most (the manager's)"
     )
     parser.add_argument("--no-cli", action="store_true", help="skip the status/report timings")
+    parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="set-ups and finishes in the pool's loop (default: a bookkeeping process, as "
+        "the real manager)",
+    )
+    parser.add_argument(
+        "--tmp", default=None, help="where the skybatch homes go (default: the system's)"
+    )
     args = parser.parse_args()
     sizes = [max(2, args.groups // 10), args.groups]
     results: dict[int, tuple[Drive, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="manager-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="manager-scale-", dir=args.tmp) as tmp:
         path = campaign_file(Path(tmp), args.parallel)
         for groups in sizes:
             drives = [
@@ -350,6 +376,7 @@ def main() -> None:
                     args.db_url,
                     args.fail_every,
                     args.max_groups,
+                    args.inline,
                 )
                 for i in range(args.repeats)
             ]
@@ -381,7 +408,8 @@ def report(args: argparse.Namespace, results: dict[int, tuple[Drive, float]]) ->
     print(
         f"campaign manager and its execution pool on an instant engine, {where}: 2 steps, "
         f"their groups of {args.jobs_per_group} jobs, at most {args.max_groups} groups in "
-        f"flight; wall of the manager's pass, median of {args.repeats}"
+        f"flight, set-ups and finishes {'in the loop' if args.inline else 'in a process'}; "
+        f"wall of the manager's pass, median of {args.repeats}"
     )
     print(
         f"{'jobs':>8} {'groups':>7} {'job tr.':>9} {'campaign tr.':>13} {'transitions':>12} "

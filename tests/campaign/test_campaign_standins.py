@@ -28,7 +28,7 @@ from skybatch.campaign.report import campaign_report
 from skybatch.db.state import open_state_db
 from skybatch.run.models import JobAttemptRow, JobRow, QuantumRunRow, RunRow
 from skybatch.run.pool import ExecutionPool
-from skybatch.run.testing import SyntheticBookkeeping, independent_jobs, instant_engine
+from skybatch.run.testing import IndependentJobs, SyntheticBookkeeping, instant_engine
 from skybatch.settings import Settings, load_settings
 
 
@@ -332,7 +332,7 @@ def _pooled(
 ) -> tuple[Manager, SyntheticBookkeeping, list[list[Hashable]]]:
     """A manager whose pool sets runs up and finishes them with stand-ins, on an
     instant engine; every loop's groups in flight are recorded."""
-    bookkeeping = SyntheticBookkeeping(independent_jobs(jobs))
+    bookkeeping = SyntheticBookkeeping(IndependentJobs(jobs))
     seen: list[list[Hashable]] = []
 
     def pool(settings: Settings) -> ExecutionPool:

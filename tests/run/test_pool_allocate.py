@@ -3,6 +3,7 @@ then fairness between shares (campaigns), then age; share limits hold."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,3 +74,44 @@ def test_a_run_takes_no_more_than_its_ready_jobs_and_no_room_gives_nothing() -> 
     a2 = _entry("a2", 2, 0)
     assert allocate(5, [a1, a2], {}) == {"a1": 1}
     assert allocate(0, [a1, a2], {}) == {}
+
+
+def _one_slot_at_a_time(
+    room: int, entries: list[_Entry], share_jobs: dict[Hashable, int]
+) -> dict[Hashable, int]:
+    """The rule as the module states it: each slot, in turn, to the best run."""
+    given: dict[Hashable, int] = {}
+    jobs = dict(share_jobs)
+    for _ in range(room):
+        ranked = [
+            ((tuple(-p for p in e.run.priority), jobs.get(e.run.share, 0), e.seq), e)
+            for e in entries
+            if given.get(e.run.key, 0) < e.scheduler.n_ready
+            and (e.run.share_limit is None or jobs.get(e.run.share, 0) < e.run.share_limit)
+        ]
+        if not ranked:
+            break
+        best = min(ranked, key=lambda pair: pair[0])[1]
+        given[best.run.key] = given.get(best.run.key, 0) + 1
+        jobs[best.run.share] = jobs.get(best.run.share, 0) + 1
+    return given
+
+
+def test_many_runs_get_the_slots_the_rule_gives_them() -> None:
+    rng = random.Random(13)
+    for _ in range(300):
+        limits = {share: rng.choice([None, 2, 5, 40]) for share in "abcd"}
+        entries = [
+            _entry(
+                f"r{i}",
+                i,
+                rng.randint(0, 30),
+                share=(share := rng.choice("abcd")),
+                priority=(rng.randint(0, 2), rng.randint(0, 1)),
+                limit=limits[share],
+            )
+            for i in rng.sample(range(1, 200), rng.randint(1, 40))
+        ]
+        in_engine = {share: rng.randint(0, 6) for share in "abcd" if rng.random() < 0.7}
+        room = rng.randint(0, 120)
+        assert allocate(room, entries, in_engine) == _one_slot_at_a_time(room, entries, in_engine)

@@ -85,8 +85,11 @@ def group_run_options(
     query: str,
     run: str,
     overrides: dict[str, Any] | None = None,
+    registry: EngineRegistry | None = None,
 ) -> Any:
-    """The :class:`skybatch.run.driver.RunOptions` of a group's run."""
+    """The :class:`skybatch.run.driver.RunOptions` of a group's run (``registry``: the
+    engines, by default the installed ones; a caller starting many groups passes one,
+    since finding the installed engines takes ~10 ms)."""
     from skybatch.run.driver import RunOptions
 
     overrides = overrides or {}
@@ -99,7 +102,8 @@ def group_run_options(
         return request.model_copy(update={"memory_mb": memory_floor})
 
     engine = campaign.engine
-    settings = EngineRegistry.default().normalize_settings(engine.name, engine.settings)
+    registry = registry or EngineRegistry.default()
+    settings = registry.normalize_settings(engine.name, engine.settings)
     workers = None
     if engine.name == "local":  # other engines take their limits from their settings
         workers = engine.workers or settings.get("max_workers")

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 
 from skybatch.db.models import utcnow
 from skybatch.db.state import open_state_db
+from skybatch.engines.registry import EngineRegistry
 from skybatch.errors import InputError, SkybatchError
 from skybatch.run.pool import ExecutionPool, PoolRun, RunOutcome
 from skybatch.settings import Settings
@@ -143,6 +144,7 @@ class Manager:
         self.max_groups = max_groups
         self.progress = progress
         self._make_pool = pool
+        self._registry = EngineRegistry.default()  # what its entry points are: found once
         self._pool: ExecutionPool | None = None
         self._flights: dict[int, _Flight] = {}
 
@@ -634,6 +636,7 @@ class Manager:
                 query=group.data_query,
                 run=group.run_name,
                 overrides=step.overrides,
+                registry=self._registry,
             )
             group.attempts += 1
             change_state(session, group, State.RUNNING, reason=reason)

@@ -153,7 +153,9 @@ class Engine(ABC):
 
     @abstractmethod
     def submit(self, specs: Sequence[JobSpec]) -> list[str]:
-        """Start the jobs; return one engine id per spec, in order."""
+        """Start the jobs; return one engine id per spec, in order. The directory of a
+        spec's ``report_path`` may not exist yet: an engine that writes the job's files
+        there (its spec, its log) creates it."""
 
     @abstractmethod
     def poll(self, engine_ids: Sequence[str]) -> list[JobStatus]:

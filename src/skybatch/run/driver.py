@@ -448,8 +448,10 @@ def prepare_execution(
     site_root = str(ctx.backbone.endpoint(ctx.site).root)
 
     def make_spec(job: JobNode, row: JobRow) -> JobSpec:
+        # The engine creates the directory when it writes the job's files there (a
+        # directory per job costs two file-system operations in the loop that every
+        # group in flight shares, for engines that write nothing).
         job_dir = ctx.workdir / "jobs" / job.name / f"attempt-{row.attempts}"
-        job_dir.mkdir(parents=True, exist_ok=True)
         spec = JobSpec(
             run=ctx.run,
             job=job.name,

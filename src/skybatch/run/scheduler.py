@@ -636,20 +636,21 @@ def create_jobs(sessions: sessionmaker[Session], run_id: int, workflow: Workflow
     with sessions.begin() as session:
         existing = set(session.scalars(select(JobRow.name).where(JobRow.run_id == run_id)))
         new = [
-            JobRow(
-                run_id=run_id,
-                name=job.name,
-                label=job.label,
-                state=JobState.PENDING.value,
-                memory_mb=job.resources.memory_mb,
-                cores=job.resources.cores,
-                walltime_s=job.resources.walltime_s,
-                n_quanta=len(job.quanta),
-            )
+            {
+                "run_id": run_id,
+                "name": job.name,
+                "label": job.label,
+                "state": JobState.PENDING.value,
+                "memory_mb": job.resources.memory_mb,
+                "cores": job.resources.cores,
+                "walltime_s": job.resources.walltime_s,
+                "n_quanta": len(job.quanta),
+            }
             for job in workflow.jobs
             if job.name not in existing
         ]
-        session.add_all(new)
+        if new:  # a Core executemany: no ORM object per job (a tenth of the time)
+            session.execute(insert(JobRow), new)
     return len(new)
 
 

@@ -5,7 +5,8 @@ The campaign manager's pass and its execution pool (:mod:`skybatch.run.pool`) ru
 for real on them: runs' schedulers in the pool's loop, their job rows, the state
 changes of jobs, runs, groups, steps and campaigns. What stands in:
 
-* :class:`SyntheticBookkeeping` sets a run up from a workflow made by hand (no quantum
+* :class:`SyntheticBookkeeping` (in the pool's loop, or in a spawned process as the
+  real bookkeeping runs) sets a run up from a workflow made by hand (no quantum
   graph): the run's row (``pending`` -> ``running``, as the driver's set-up), its
   ``workflow.json`` and a row per job; its finish records one executed quantum per
   job and attempt (as ingesting the job reports would: CPU seconds, peak memory) and
@@ -20,8 +21,10 @@ Used by the manager's stand-in tests and ``benchmarks/manager_scale.py``.
 
 from __future__ import annotations
 
+import multiprocessing
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,35 +41,38 @@ from skybatch.settings import Settings
 from .context import RunOptions, RunSummary, run_workdir
 from .driver import SetUp
 from .models import JobRow, QuantumRunRow, RunRow, RunState
-from .pool import Bookkeeping
+from .pool import Bookkeeping, InlineExecutor
 from .scheduler import create_jobs
 from .states import INITIAL, change_run_state
 
-__all__ = ["SyntheticBookkeeping", "WorkflowMaker", "independent_jobs", "instant_engine"]
+__all__ = ["IndependentJobs", "SyntheticBookkeeping", "WorkflowMaker", "instant_engine"]
 
-#: ``maker(options)`` gives the workflow of run ``options.output_run``.
+#: ``maker(options)`` gives the workflow of run ``options.output_run`` (picklable, for
+#: bookkeeping in a process of its own: a module-level class or function).
 WorkflowMaker = Callable[[RunOptions], Workflow]
 
 
-def independent_jobs(n_jobs: int, label: str = "task") -> WorkflowMaker:
+@dataclass(frozen=True)
+class IndependentJobs:
     """Workflows of ``n_jobs`` jobs of task ``label`` that depend on nothing (each
     ready as soon as its run is set up)."""
 
-    def make(options: RunOptions) -> Workflow:
+    n_jobs: int
+    label: str = "task"
+
+    def __call__(self, options: RunOptions) -> Workflow:
         assert options.output_run is not None
         jobs = [
             JobNode(
-                name=f"{label}-{i}",
-                label=label,
+                name=f"{self.label}-{i}",
+                label=self.label,
                 quanta=[f"q{i}"],
-                task_labels=[label],
+                task_labels=[self.label],
                 data_ids=[{}],
             )
-            for i in range(n_jobs)
+            for i in range(self.n_jobs)
         ]
         return Workflow.of_jobs(options.output_run, jobs)
-
-    return make
 
 
 def instant_engine(name: str, settings: dict[str, Any]) -> Engine:
@@ -77,15 +83,26 @@ def instant_engine(name: str, settings: dict[str, Any]) -> Engine:
 
 @dataclass
 class SyntheticBookkeeping(Bookkeeping):
-    """See the module. Runs in the pool's loop (the default :meth:`executor`)."""
+    """See the module. ``process``: set-ups and finishes run in a spawned process, as
+    the real ones (:class:`~skybatch.run.pool.DriverBookkeeping`), so the pool's loop
+    goes on meanwhile; otherwise in the loop, as it hands them over."""
 
     workflow: WorkflowMaker
     #: CPU seconds recorded per executed quantum.
     cpu_s: float = 1.5
-    #: Runs set up and finished (their names), in order.
+    process: bool = False
+    #: Runs set up and finished (their names), in order (in the process that ran them).
     set_up_runs: list[str] = field(default_factory=list)
     finished_runs: list[str] = field(default_factory=list)
     _sessions: dict[str, sessionmaker[Session]] = field(default_factory=dict, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_sessions": {}}  # connections stay in their process
+
+    def executor(self) -> Executor:
+        if not self.process:
+            return InlineExecutor()
+        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
     def _db(self, settings: Settings) -> sessionmaker[Session]:
         url = settings.database_url()
