@@ -69,10 +69,10 @@ from skybatch.campaign.config import Campaign, Step
 from skybatch.campaign.expansion import GroupSpec, StepExpansion
 from skybatch.campaign.manager import Manager
 from skybatch.campaign.models import CampaignEventRow
-from skybatch.campaign.report import campaign_report, campaign_status
 from skybatch.campaign.submit import submit_campaign
 from skybatch.db.state import open_state_db
 from skybatch.graph.workflow import JobNode, ResourceRequest, Workflow
+from skybatch.read.campaigns import campaign_report, campaign_status
 from skybatch.run.context import RunOptions
 from skybatch.run.models import JobRow, RunRow
 from skybatch.run.pool import ExecutionPool, RunOutcome
@@ -386,8 +386,10 @@ def main() -> None:
         if args.no_cli:
             return
         sessions = open_state_db(load_settings(home=last.home, db=_db(args.db_url)))
-        status_s = timed(lambda: campaign_status(sessions, last.campaign_id), args.timings)
-        report_s = timed(lambda: campaign_report(sessions, last.campaign_id), args.timings)
+        with sessions() as session:
+            cid_ = last.campaign_id
+            status_s = timed(lambda: campaign_status(session, cid_), args.timings)
+            report_s = timed(lambda: campaign_report(session, cid_), args.timings)
         cid = str(last.campaign_id)
         n = args.timings
         status_cli = cli_wall(last.home, args.db_url, n, "campaign", "status", cid)

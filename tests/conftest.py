@@ -11,6 +11,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,23 +73,38 @@ def _postgres_server() -> str:
     return url
 
 
-@pytest.fixture
-def postgres_url(_postgres_server: str) -> Iterator[str]:
-    """URL of a fresh, uniquely named PostgreSQL database, dropped after the test."""
+@contextmanager
+def _fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """URL of a new, uniquely named database on the server, dropped afterwards."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     name = f"skybatch_test_{uuid.uuid4().hex}"
-    admin_url = make_url(_postgres_server).set(database="postgres")
+    admin_url = make_url(server_url).set(database="postgres")
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(_postgres_server).set(database=name).render_as_string(hide_password=False)
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(_postgres_server: str) -> Iterator[str]:
+    """URL of a fresh, uniquely named PostgreSQL database, dropped after the test."""
+    with _fresh_postgres_database(_postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def session_postgres_url(_postgres_server: str) -> Iterator[str]:
+    """URL of a fresh PostgreSQL database kept for the whole session (for a world that
+    is built once and only read by its tests), dropped at the end."""
+    with _fresh_postgres_database(_postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -75,7 +75,7 @@ def _files_under(root: Path) -> set[str]:
 
 def _usage(cli: Cli, by: str) -> dict[tuple[str, ...], tuple[int, int]]:
     rows = cli.json("usage", "--by", by)["rows"]
-    keys = ["endpoint", *([by] if by != "endpoint" else []), "state"]
+    keys = ["endpoint", *(["key"] if by != "endpoint" else []), "state"]
     return {tuple(row[k] for k in keys): (row["files"], row["bytes"]) for row in rows}
 
 

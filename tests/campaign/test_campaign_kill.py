@@ -26,9 +26,9 @@ from skybatch.backbone.checksums import md5_file
 from skybatch.backbone.models import FileRow
 from skybatch.campaign.demo import demo_campaign_path, run_demo_campaign
 from skybatch.campaign.models import CampaignGroupRow, CampaignRow
-from skybatch.campaign.report import campaign_history, campaign_report
 from skybatch.campaign.submit import submit_campaign
 from skybatch.db.state import open_state_db
+from skybatch.read.campaigns import campaign_history, campaign_report
 from skybatch.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -217,10 +217,11 @@ def _assert_as_uninterrupted(
     assert twice == []
     runs = _runs(sessions, campaign_id)
     assert _outputs(survey / "repo", runs) == expected
-    report = campaign_report(sessions, campaign_id)
-    for counts in report["tasks"].values():
-        assert counts["succeeded"] == counts["expected"] > 0
-    reasons = [e["reason"] for e in campaign_history(sessions, campaign_id)]
+    with sessions() as session:
+        report = campaign_report(session, campaign_id)
+        reasons = [e.reason for e in campaign_history(session, campaign_id)]
+    for counts in report.tasks.values():
+        assert counts.succeeded == counts.expected > 0
     assert "resumed after a manager restart" in reasons
 
     # The catalog holds each output once, and every Butler dataset has its file

@@ -23,12 +23,12 @@ from skybatch.campaign.actions import (
 from skybatch.campaign.demo import demo_campaign_path, run_demo_campaign
 from skybatch.campaign.manager import Manager
 from skybatch.campaign.models import CampaignGroupRow, CampaignRow
-from skybatch.campaign.report import campaign_history, campaign_report, campaign_status
 from skybatch.campaign.submit import submit_campaign
 from skybatch.db.state import open_state_db
 from skybatch.demo.driver import pipeline_path
 from skybatch.demo.params import SurveyTruth
 from skybatch.demo.survey import Survey
+from skybatch.read import campaigns as read
 from skybatch.run.models import JobAttemptRow, JobRow, RunRow
 from skybatch.settings import Settings, load_settings
 
@@ -70,22 +70,23 @@ def test_demo_campaign_runs_to_completion_with_coadds_of_good_seeing_visits(
     result = run_demo_campaign(settings, demo_survey, say=lines.append)
     assert result.succeeded, "\n".join(lines)
     sessions = open_state_db(settings)
-    report = campaign_report(sessions, result.campaign_id)
-    assert [(s["name"], s["state"]) for s in report["steps"]] == [
+    with sessions() as session:
+        report = read.campaign_report(session, result.campaign_id)
+    assert [(s.name, s.state) for s in report.steps] == [
         ("step1", "succeeded"),
         ("step2", "succeeded"),
     ]
-    for label, counts in report["tasks"].items():
-        assert counts["succeeded"] == counts["expected"] > 0, label
-        assert counts["failed"] == counts["running"] == 0, label
-        assert counts["cpu_hours"] > 0 and counts["peak_memory_mb"] > 0, label
-    assert report["failures"] == []
+    for label, counts in report.tasks.items():
+        assert counts.succeeded == counts.expected > 0, label
+        assert counts.failed == counts.running == 0, label
+        assert counts.cpu_hours > 0 and (counts.peak_memory_mb or 0) > 0, label
+    assert report.failures == []
 
     # The seeing of every visit, from the visitSummary tables step 1 wrote.
-    step1, step2 = report["steps"]
+    step1, step2 = report.steps
     seeing: dict[int, list[float]] = {}
     with Butler.from_config(str(demo_survey / "repo")) as butler:
-        runs = [g["run"] for g in step1["groups"]]
+        runs = [g.run for g in step1.groups]
         for ref in butler.query_datasets("visitSummary", collections=runs, explain=False):
             # Written where the campaign's file_templates says, and read from there.
             path = butler.getURI(ref).path
@@ -95,13 +96,15 @@ def test_demo_campaign_runs_to_completion_with_coadds_of_good_seeing_visits(
         good = sorted(v for v, values in seeing.items() if max(values) < SEEING_LIMIT)
         assert sorted(seeing) == [1000, 1001, 1002]
         assert good and len(good) < len(seeing), seeing
-        (group,) = step2["groups"]
-        assert group["query"].endswith(f"(visit IN ({', '.join(map(str, good))}))")
-        assert f"kept {', '.join(f'visit={v}' for v in good)}" in step2["selection"]
+        (group,) = step2.groups
+        assert group.query.endswith(f"(visit IN ({', '.join(map(str, good))}))")
+        assert step2.selection is not None
+        assert step2.selection.kept == [{"visit": v} for v in good]
+        assert step2.selection.dropped == [{"visit": v} for v in sorted(set(seeing) - set(good))]
         # The coadds are made of the good visits only: their bands, nothing else.
         bands = {
             r.dataId["band"]
-            for r in butler.query_datasets("deepCoadd", collections=group["run"], explain=False)
+            for r in butler.query_datasets("deepCoadd", collections=group.run, explain=False)
         }
         visit_bands = {v.visit: v.band for v in _truth(demo_survey).visits}
         assert bands == {visit_bands[v] for v in good}
@@ -109,8 +112,7 @@ def test_demo_campaign_runs_to_completion_with_coadds_of_good_seeing_visits(
         # Every group's `packages` provenance lists the environment's distributions,
         # the same for all, whatever modules the manager had imported by then.
         packages = [
-            dict(butler.get("packages", collections=g["run"]).items())
-            for g in [*step1["groups"], group]
+            dict(butler.get("packages", collections=g.run).items()) for g in [*step1.groups, group]
         ]
         assert all(p == packages[0] for p in packages), [len(p) for p in packages]
         assert {"daf_butler", "skybatch", "ruff"} <= set(packages[0])  # never imported: ruff
@@ -119,9 +121,10 @@ def test_demo_campaign_runs_to_completion_with_coadds_of_good_seeing_visits(
     backbone = Backbone.from_settings(settings)
     raws = backbone.catalog.files(dataset_type="raw")
     assert raws and backbone.catalog.placements([f.id for f in raws], "site:local") == []
-    cleanup = report["cleanup"]
+    cleanup = report.cleanup
+    assert cleanup is not None
     assert cleanup["evicted"] > 0 and cleanup["workdirs_removed"] == 4
-    assert len(report["provenance"]) == 3
+    assert len(report.provenance) == 3
 
 
 def _truth(survey: Path) -> SurveyTruth:
@@ -170,7 +173,8 @@ def test_pause_gives_groups_in_flight_no_new_job_and_starts_no_other_until_resum
         resume_campaign(sessions, campaign_id, reason="go")
         assert manager.run_until_done(campaign_id) == "succeeded"
     assert set(_groups(sessions, campaign_id).values()) == {"succeeded"}
-    actions = [(e["what"], e["action"]) for e in campaign_history(sessions, campaign_id)]
+    with sessions() as session:
+        actions = [(e.what, e.action) for e in read.campaign_history(session, campaign_id)]
     assert ("demo-drp", "pause") in actions and ("demo-drp", "resume") in actions
     assert ("step1/visit_1001", "pause") in actions and ("step1/visit_1001", "resume") in actions
 
@@ -195,9 +199,10 @@ def test_cancel_stops_the_groups_in_flight_runs_nothing_more_and_cleans_up(
         groups = _groups(sessions, campaign_id)
         assert groups["step1/visit_1001"] == "cancelled"
         assert set(groups.values()) <= {"succeeded", "cancelled"}
-        status = campaign_status(sessions, campaign_id)
-        assert [s["state"] for s in status["steps"]] == ["cancelled", "cancelled"]
-        assert status["cleanup"] is not None
+        with sessions() as session:
+            status = read.campaign_status(session, campaign_id)
+        assert [s.state for s in status.steps] == ["cancelled", "cancelled"]
+        assert status.cleanup is not None
         with sessions() as session:
             runs = {r.name.rsplit("/", 1)[1]: r.state for r in session.scalars(select(RunRow))}
             row = session.get(CampaignRow, campaign_id)
@@ -254,26 +259,24 @@ def test_retry_with_more_memory_resumes_the_failed_group_and_keeps_its_work(
     sessions = open_state_db(settings)
     manager = Manager(settings)
     assert manager.run_until_done(campaign_id) == "failed"
-    report = campaign_report(sessions, campaign_id)
-    assert report["failures_total"] == 2  # calibrate of both detectors
-    for failure in report["failures"]:
-        assert (failure["step"], failure["group"], failure["label"]) == (
-            "step1",
-            "visit_1000",
-            "calibrate",
-        )
-        assert failure["state"] == "held" and failure["failure"] == "out_of_memory"
-        assert failure["attempts"] == 2 and failure["memory_mb"] == 60
-        assert failure["error"] and "memory limit of 60 MB" in failure["error"]
-    assert report["steps"][0]["tasks"]["isr"]["succeeded"] == 2
+    with sessions() as session:
+        report = read.campaign_report(session, campaign_id)
+    assert report.failures_total == 2  # calibrate of both detectors
+    for failure in report.failures:
+        assert (failure.step, failure.group, failure.label) == ("step1", "visit_1000", "calibrate")
+        assert failure.state == "held" and failure.failure == "out_of_memory"
+        assert failure.attempts == 2 and failure.memory_mb == 60
+        assert failure.error and "memory limit of 60 MB" in failure.error
+    assert report.steps[0].tasks["isr"].succeeded == 2
 
     result = retry_campaign(sessions, campaign_id, memory_mb=2048)
     assert (result.state, result.groups, result.jobs_raised) == ("running", 1, 2)
     assert manager.run_until_done(campaign_id) == "succeeded"
-    report = campaign_report(sessions, campaign_id)
-    assert report["failures"] == []
-    for counts in report["tasks"].values():
-        assert counts["succeeded"] == counts["expected"] > 0
+    with sessions() as session:
+        report = read.campaign_report(session, campaign_id)
+    assert report.failures == []
+    for counts in report.tasks.values():
+        assert counts.succeeded == counts.expected > 0
     with sessions() as session:
         jobs = session.scalars(select(JobRow).where(JobRow.label == "calibrate")).all()
         attempts = [
@@ -294,10 +297,11 @@ def test_retry_with_more_memory_resumes_the_failed_group_and_keeps_its_work(
     assert [job.memory_mb for job in jobs] == [2048, 2048]  # kept in the jobs
     assert attempts == [[60, 60, 2048], [60, 60, 2048]]
     assert list(isr_attempts) == [1, 1]  # succeeded work did not run again
-    events = [
-        (e["what"], e["from"], e["to"], e["action"])
-        for e in campaign_history(sessions, campaign_id)
-    ]
+    with sessions() as session:
+        events = [
+            (e.what, e.from_state, e.to_state, e.action)
+            for e in read.campaign_history(session, campaign_id)
+        ]
     assert ("step1/visit_1000", "failed", "ready", "retry") in events
     assert ("oom", "failed", "running", "retry") in events
     manager.close()

@@ -31,10 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from skybatch.backbone.models import FileRow
 from skybatch.campaign.demo import demo_campaign_path, run_demo_campaign
 from skybatch.campaign.models import CampaignGroupRow, CampaignRow
-from skybatch.campaign.report import campaign_report
 from skybatch.campaign.submit import submit_campaign
 from skybatch.db.state import open_state_db
 from skybatch.engines.slurm.commands import SlurmCommands
+from skybatch.read.campaigns import campaign_report
 from skybatch.run.models import JobAttemptRow, JobRow, RunRow
 from skybatch.settings import load_settings
 
@@ -94,10 +94,11 @@ def _same_outputs(got: Checksums, got_repo: Path, expected: Checksums, repo: Pat
 
 
 def _all_succeeded(sessions: sessionmaker[Session], campaign_id: int) -> None:
-    report = campaign_report(sessions, campaign_id)
-    assert [s["state"] for s in report["steps"]] == ["succeeded", "succeeded"]
-    for label, counts in report["tasks"].items():
-        assert counts["succeeded"] == counts["expected"] > 0, label
+    with sessions() as session:
+        report = campaign_report(session, campaign_id)
+    assert [s.state for s in report.steps] == ["succeeded", "succeeded"]
+    for label, counts in report.tasks.items():
+        assert counts.succeeded == counts.expected > 0, label
 
 
 @pytest.fixture(autouse=True)

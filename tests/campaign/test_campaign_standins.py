@@ -24,8 +24,9 @@ from skybatch.campaign.models import (
     CampaignStepRow,
 )
 from skybatch.campaign.render import format_report
-from skybatch.campaign.report import campaign_report
 from skybatch.db.state import open_state_db
+from skybatch.read.campaigns import campaign_report
+from skybatch.read.models import jsonable
 from skybatch.run.models import JobAttemptRow, JobRow, QuantumRunRow, RunRow
 from skybatch.run.pool import ExecutionPool
 from skybatch.run.testing import IndependentJobs, SyntheticBookkeeping, instant_engine
@@ -191,18 +192,24 @@ def test_the_manager_runs_groups_through_the_injected_executor_and_expander(
     assert (kinds.count("campaign"), kinds.count("step"), kinds.count("group")) == (2, 6, 8)
 
 
+def _report(settings: Settings, campaign_id: int) -> Any:
+    """The campaign report as `skybatch campaign report --json` prints it."""
+    with open_state_db(settings)() as session:
+        return jsonable(campaign_report(session, campaign_id))
+
+
 def test_the_report_sums_runs_per_group_step_and_task(
     ran: tuple[Settings, int, list[Any]],
 ) -> None:
     settings, campaign_id, _ = ran
-    report = campaign_report(open_state_db(settings), campaign_id)
+    report = _report(settings, campaign_id)
     step1, step2 = report["steps"]
     ok = {"expected": 3, "succeeded": 3, "failed": 0, "running": 0}
     for group in step1["groups"]:
         assert {k: group["total"][k] for k in ok} == ok
         assert group["total"]["cpu_hours"] == pytest.approx(0.4)  # every attempt counts
         assert group["total"]["peak_memory_mb"] == 200.0
-        assert "tasks" not in group  # a succeeded group's tasks are its step's
+        assert group["tasks"] is None  # a succeeded group's tasks are its step's
     assert step1["group_states"] == {"succeeded": 2}
     assert step1["tasks"]["a"] == {
         "expected": 4,
@@ -244,7 +251,7 @@ def test_the_report_sums_runs_per_group_step_and_task(
             .where(JobRow.run_id == run_id, JobRow.name == "b0")
             .values(state="submitted")
         )
-    report = campaign_report(open_state_db(settings), campaign_id)
+    report = _report(settings, campaign_id)
     assert report["steps"][1]["groups"][1]["tasks"]["b"]["running"] == 1
     assert report["tasks"]["b"]["running"] == 1
 
@@ -253,7 +260,8 @@ def test_the_text_report_lists_only_groups_not_succeeded_of_a_large_step(
     ran: tuple[Settings, int, list[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, campaign_id, _ = ran
-    report = campaign_report(open_state_db(settings), campaign_id)
+    with open_state_db(settings)() as session:
+        report = campaign_report(session, campaign_id)
     text = format_report(report)
     assert "group g0: succeeded" in text  # few groups: every one is listed
     monkeypatch.setattr(render, "MAX_GROUP_LINES", 1)

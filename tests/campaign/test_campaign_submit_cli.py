@@ -109,7 +109,8 @@ def test_operator_actions_follow_the_state_table(files: Path, sky: SkybatchCli) 
     assert sky("campaign", "status", 99).code == 2
 
     history = json.loads(sky("campaign", "history", 1, "--json").out)
-    assert [(e["kind"], e["from"], e["to"], e["actor"], e["action"]) for e in history] == [
+    keys = ("kind", "from_state", "to_state", "actor", "action")
+    assert [tuple(e[k] for k in keys) for e in history] == [
         ("campaign", None, "waiting", "operator", None),
         ("campaign", "waiting", "paused", "operator", "pause"),
         ("campaign", "paused", "running", "operator", "resume"),

@@ -86,13 +86,10 @@ def _assert_all_succeeded(report: dict[str, Any]) -> None:
             assert counts["failed"] == counts["running"] == 0, (step["name"], label)
 
 
-def _selection(text: str) -> tuple[list[int], list[int]]:
-    """Kept and dropped visits of a stored step selection (``...: kept visit=1, ...;
-    dropped visit=2, ...``)."""
-    found = re.search(r": kept (.*); dropped (.*)$", text)
-    assert found, text
+def _selection(selection: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """Kept and dropped visits of a step's selection in the JSON report."""
     return tuple(  # type: ignore[return-value]
-        [int(v) for v in re.findall(r"visit=(\d+)", part)] for part in found.groups()
+        [int(d["visit"]) for d in selection[part]] for part in ("kept", "dropped")
     )
 
 
@@ -198,7 +195,7 @@ def test_demo_run_builds_the_survey_and_runs_the_demo_campaign(tmp_path: Path) -
     _assert_all_succeeded(report)
     step2 = report["steps"][1]
     assert _selection(step2["selection"]) == ([sharpest], sorted(set(seeing) - {sharpest}))
-    assert f"psf_fwhm_arcsec < {float(limit)!r}" in step2["selection"]
+    assert f"psf_fwhm_arcsec < {float(limit)!r}" in step2["selection"]["condition"]["where"]
     assert _coadd_visits(home, step2["groups"][0]["run"]) == {sharpest}
 
 

@@ -13,8 +13,8 @@ from skybatch.engines.base import FailureKind
 from skybatch.engines.testing import InstantEngine
 from skybatch.graph.workflow import JobNode, Workflow
 from skybatch.job.spec import JobReport, JobSpec, RuntimeStats
+from skybatch.read.runs import run_report
 from skybatch.run.models import JobAttemptRow, JobRow
-from skybatch.run.report import run_report
 from skybatch.run.scheduler import RetryPolicy, Scheduler, SchedulerHooks
 
 ERROR = (
@@ -68,10 +68,11 @@ def test_a_job_whose_report_proves_a_full_disk_is_recorded_as_disk_full_with_adv
     assert job.failure == FailureKind.DISK_FULL.value
     assert job.error == ERROR
     assert attempts == ["disk_full", "disk_full"]
-    (failure,) = run_report(sessions, "test/run")["failures"]
-    assert failure["failure"] == "disk_full"
-    assert "No space left on device" in failure["error"]
-    assert "free space there, then `skybatch run --resume RUN`" in failure["advice"]
+    with sessions() as session:
+        (failure,) = run_report(session, "test/run").failures
+    assert failure.failure == "disk_full"
+    assert failure.error and "No space left on device" in failure.error
+    assert failure.advice and "free space there, then `skybatch run --resume RUN`" in failure.advice
 
 
 def test_a_full_disk_when_specs_are_written_holds_the_jobs_instead_of_crashing_the_run(
@@ -98,10 +99,12 @@ def test_a_full_disk_when_specs_are_written_holds_the_jobs_instead_of_crashing_t
     scheduler.create_jobs()
     result = scheduler.run()  # ends; does not raise
     assert result.counts == {"held": 2, "pending": 1}
-    (failure, *_) = run_report(sessions, "test/run")["failures"]
-    assert failure["failure"] == "disk_full" and failure["attempts"] == 1
-    assert failure["error"].startswith("submit: OSError: [Errno 28] No space left on device")
-    assert "free space" in failure["advice"]
+    with sessions() as session:
+        (failure, *_) = run_report(session, "test/run").failures
+    assert failure.failure == "disk_full" and failure.attempts == 1
+    assert failure.error
+    assert failure.error.startswith("submit: OSError: [Errno 28] No space left on device")
+    assert failure.advice and "free space" in failure.advice
     with sessions() as session:
         states = session.execute(select(JobAttemptRow.state, JobAttemptRow.failure)).all()
     assert sorted(states) == [("failed", "disk_full"), ("failed", "disk_full")]

@@ -18,9 +18,10 @@ from skybatch.backbone.models import FileRow
 from skybatch.demo.driver import pipeline_path
 from skybatch.demo.survey import DEFAULTS, Survey
 from skybatch.graph.workflow import ResourceRequest
+from skybatch.read.models import jsonable
+from skybatch.read.runs import run_report
 from skybatch.run.driver import RunOptions, submit_run
 from skybatch.run.models import JobAttemptRow, JobRow, RunRow
-from skybatch.run.report import run_report
 from skybatch.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -66,10 +67,11 @@ def test_run_ingests_outputs_registers_files_and_reports_success(
     staged = backbone.catalog.placements([f.id for f in raws], "site:local")
     assert len(staged) == len(raws)
     assert all(p.replica.pinned_until is None for p in staged)
-    report = run_report(backbone.catalog.sessions, "t/run")
-    assert report["state"] == "succeeded" and report["failures"] == []
-    for counts in report["tasks"].values():
-        assert counts["succeeded"] == counts["expected"] > 0
+    with backbone.catalog.sessions() as session:
+        report = run_report(session, "t/run")
+    assert report.state == "succeeded" and report.failures == []
+    for counts in report.tasks.values():
+        assert counts.succeeded == counts.expected > 0
     # The submission provenance is archived and linked to the run.
     provenance = backbone.catalog.files(path_prefix="skybatch/provenance/t/run/")
     assert {Path(f.path).name for f in provenance} == {
@@ -199,7 +201,8 @@ def test_a_failing_task_is_retried_then_held_with_its_error_and_blocks_downstrea
     from skybatch.backbone.service import Backbone
 
     sessions = Backbone.from_settings(settings).catalog.sessions
-    report = run_report(sessions, "t/bad")
+    with sessions() as session:
+        report = jsonable(run_report(session, "t/bad"))  # as `skybatch report --json` prints
     (failure,) = report["failures"]
     assert failure["job"] == "isr-exp1000-det0" and failure["state"] == "held"
     assert failure["attempts"] == 2 and failure["exit_code"] == 1

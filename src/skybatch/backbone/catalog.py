@@ -587,39 +587,6 @@ class Catalog:
                 .values(state=state.value)
             )
 
-    # -- usage ------------------------------------------------------------------
-    def usage(self, group_by: str) -> list[dict[str, Any]]:
-        """Files and bytes per endpoint and replica state, grouped by ``group_by``.
-
-        ``group_by`` is ``endpoint``, ``run`` or ``dataset_type``.
-        """
-        columns = {"endpoint": None, "run": FileRow.run, "dataset_type": FileRow.dataset_type}
-        if group_by not in columns:
-            from skybatch.errors import InputError
-
-            raise InputError(
-                f"cannot group usage by {group_by!r}",
-                where="--by",
-                hint="use one of: endpoint, run, dataset_type",
-            )
-        extra = columns[group_by]
-        keys: list[Any] = [EndpointRow.name, ReplicaRow.state]
-        if extra is not None:
-            keys.insert(1, extra)
-        query = (
-            select(*keys, func.count(FileRow.id), func.coalesce(func.sum(FileRow.size_bytes), 0))
-            .join(ReplicaRow, ReplicaRow.file_id == FileRow.id)
-            .join(EndpointRow, EndpointRow.id == ReplicaRow.endpoint_id)
-            .group_by(*keys)
-            .order_by(*keys)
-        )
-        names = ["endpoint", *([group_by] if extra is not None else []), "state"]
-        with self.sessions() as session:
-            return [
-                {**dict(zip(names, row[:-2], strict=True)), "files": row[-2], "bytes": row[-1]}
-                for row in session.execute(query)
-            ]
-
 
 def _placement(row: Sequence[Any]) -> Placement:
     return Placement(FileInfo(*row[:_N_FILE]), ReplicaInfo(*row[_N_FILE:-1]), str(row[-1]))

@@ -15,7 +15,9 @@ Running campaigns (imported on use, they need the state database):
   :mod:`~skybatch.campaign.execute` (a group as a skybatch run) and
   :mod:`~skybatch.campaign.cleanup` (campaign end);
 - :mod:`~skybatch.campaign.actions`: pause, resume, retry, cancel;
-- :mod:`~skybatch.campaign.report`: list, status, report, history;
+- :mod:`~skybatch.campaign.selection`: what a dynamic step kept and dropped, as data;
+- :mod:`~skybatch.campaign.render`: the text of list, status, report and history (read
+  through :mod:`skybatch.read.campaigns`);
 - :mod:`~skybatch.campaign.demo`: the demo campaign, submitted and run to its end.
 """
 

@@ -21,6 +21,7 @@ from skybatch.errors import InputError
 
 from .condition import ConditionError, parse_condition
 from .config import Campaign, Select, SplitByCount, SplitByDimension, Step
+from .selection import SelectionCondition, StepSelection
 
 __all__ = ["ExpansionError", "GroupSpec", "StepExpansion", "and_queries", "expand_step"]
 
@@ -37,12 +38,14 @@ class GroupSpec:
 
 @dataclass
 class StepExpansion:
-    """The groups of a step and what the selection kept (for the step's message)."""
+    """The groups of a step, what its ``select`` kept and dropped (``selection``, stored
+    as data) and the step's message."""
 
     groups: list[GroupSpec]
     message: str | None = None
     kept: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
+    selection: StepSelection | None = None
 
 
 def and_queries(*queries: str) -> str:
@@ -72,7 +75,8 @@ def expand_step(
     if step.select is not None:
         runs = list(runs_of.get(step.select.from_step, ()))
         clause, result.kept, result.dropped = _select(butler, step.select, runs)
-        described = _describe_selection(step.select, result.kept, result.dropped)
+        result.selection = _selection(step.select, result.kept, result.dropped)
+        described = result.selection.describe()
         if not result.kept:
             result.message = f"nothing selected: {described}"
             return result
@@ -206,19 +210,16 @@ def _name_part(value: Any) -> str:
     return "".join(c if c.isalnum() or c in "_-." else "_" for c in text)
 
 
-def _describe_selection(
+def _selection(
     select: Select, kept: Iterable[dict[str, Any]], dropped: Iterable[dict[str, Any]]
-) -> str:
-    kept, dropped = list(kept), list(dropped)
-
-    def ids(items: list[dict[str, Any]]) -> str:
-        return ", ".join(",".join(f"{k}={v}" for k, v in d.items()) for d in items) or "none"
-
-    return (
-        f"selected {len(kept)} of {len(kept) + len(dropped)} {select.dataset_type} of "
-        f"{select.from_step} where {select.where} ({select.match} rows): kept {ids(kept)}; "
-        f"dropped {ids(dropped)}"
+) -> StepSelection:
+    condition = SelectionCondition(
+        from_step=select.from_step,
+        dataset_type=select.dataset_type,
+        where=select.where,
+        match=select.match,
     )
+    return StepSelection(condition=condition, kept=list(kept), dropped=list(dropped))
 
 
 def _first_line(exc: BaseException) -> str:

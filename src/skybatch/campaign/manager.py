@@ -513,7 +513,7 @@ class Manager:
                 change_state(session, step, State.FAILED, reason=error)
                 self.say(f"{label} failed: {error}")
                 return True
-            step.selection = expansion.message
+            step.selection = expansion.selection
             step.message = expansion.message
             if not expansion.groups:
                 change_state(session, step, State.SUCCEEDED, reason=expansion.message)

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from skybatch.db.models import Base, utcnow
 
+from .selection import StepSelection, StepSelectionType
+
 __all__ = ["CampaignEventRow", "CampaignGroupRow", "CampaignRow", "CampaignStepRow"]
 
 
@@ -70,8 +72,8 @@ class CampaignStepRow(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     #: Operator overrides from ``campaign retry`` (``memory_mb``, ``max_attempts``).
     overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    #: What the step's ``select`` kept and dropped when it was expanded.
-    selection: Mapped[str | None] = mapped_column(Text, default=None)
+    #: What the step's ``select`` kept and dropped when it was expanded (JSON).
+    selection: Mapped[StepSelection | None] = mapped_column(StepSelectionType(), default=None)
     expanded_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     message: Mapped[str | None] = mapped_column(Text, default=None)

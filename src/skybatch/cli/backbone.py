@@ -156,26 +156,23 @@ def endpoint_list(cli: CliContext, as_json: bool) -> None:
     \b
     Example: skybatch backbone endpoint list --json
     """
+    from skybatch.read.backbone import list_endpoints
+
     bb = bf.open_backbone(cli)
-    held: dict[str, dict[str, dict[str, int]]] = {}
-    for row in bb.catalog.usage("endpoint"):
-        state = {"files": row["files"], "bytes": row["bytes"]}
-        held.setdefault(row["endpoint"], {})[row["state"]] = state
-    documents, rows = [], []
-    for e in bb.catalog.endpoints():
-        states = held.get(e.name, {})
-        documents.append(
-            {"name": e.name, "kind": e.kind, "root": e.root, "settings": e.settings}
-            | {"created_at": bf.timestamp(e.created_at), "replicas": states}
+    with bb.catalog.sessions() as session:
+        data = list_endpoints(session)
+    rows = []
+    for e in data.endpoints:
+        online = e.replicas.get("online")
+        nearline = e.replicas.get("nearline")
+        files = bf.counted(online.files if online else 0) + (
+            f" (+{nearline.files:,} nearline)" if nearline and nearline.files else ""
         )
-        online = states.get("online", {"files": 0, "bytes": 0})
-        nearline = states.get("nearline", {}).get("files", 0)
-        files = bf.counted(online["files"]) + (f" (+{nearline:,} nearline)" if nearline else "")
-        size = bf.format_bytes(online["bytes"])
+        size = bf.format_bytes(online.bytes if online else 0)
         rows.append([e.name, e.kind, files, size, e.root, _settings_text(e.settings)])
     headers = ["NAME", "KIND", "ONLINE FILES", "SIZE", "ROOT", "SETTINGS"]
     human = [bf.table(headers, rows)] if rows else ["no endpoints yet: add one with `endpoint add`"]
-    bf.emit({"endpoints": documents}, as_json, human)
+    bf.emit_model(data, as_json, human)
 
 
 # -- registration ------------------------------------------------------------------------
@@ -342,15 +339,24 @@ def usage_cmd(cli: CliContext, group_by: str, as_json: bool) -> None:
     \b
     Example: skybatch backbone usage --by run --json
     """
-    rows = bf.open_backbone(cli).catalog.usage(group_by)
+    from skybatch.read.backbone import endpoint_usage
+
+    with bf.open_backbone(cli).catalog.sessions() as session:
+        data = endpoint_usage(session, group_by)
     keys = ["endpoint", *([group_by] if group_by != "endpoint" else []), "state"]
     headers = [k.upper().replace("_", " ") for k in keys] + ["FILES", "SIZE"]
     body = [
-        [row[k] for k in keys] + [bf.counted(row["files"]), bf.format_bytes(row["bytes"])]
-        for row in rows
+        [
+            row.endpoint,
+            *([row.key] if group_by != "endpoint" else []),
+            row.state,
+            bf.counted(row.files),
+            bf.format_bytes(row.bytes),
+        ]
+        for row in data.rows
     ]
-    human = [bf.table(headers, body)] if rows else ["no replicas in the catalog yet"]
-    bf.emit({"by": group_by, "rows": rows}, as_json, human)
+    human = [bf.table(headers, body)] if data.rows else ["no replicas in the catalog yet"]
+    bf.emit_model(data, as_json, human)
 
 
 @backbone.command("recover")

@@ -24,6 +24,7 @@ from skybatch.errors import InputError
 if TYPE_CHECKING:
     from skybatch.backbone.catalog import FileInfo
     from skybatch.backbone.service import Backbone
+    from skybatch.read.models import ReadModel
 
 __all__ = [
     "FILE_COMMANDS",
@@ -32,6 +33,7 @@ __all__ = [
     "check_endpoints",
     "counted",
     "emit",
+    "emit_model",
     "endpoint_option",
     "format_bytes",
     "json_option",
@@ -111,6 +113,17 @@ def emit(document: Mapping[str, Any], as_json: bool, human: Iterable[str]) -> No
     if as_json:
         payload = {"schema_version": JSON_SCHEMA_VERSION, **document}
         click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        for line in human:
+            click.echo(line)
+
+
+def emit_model(data: ReadModel, as_json: bool, human: Iterable[str]) -> None:
+    """Print a read model's JSON (``--json``: what the service returns) or the lines."""
+    if as_json:
+        from skybatch.read.models import to_json
+
+        click.echo(to_json(data))
     else:
         for line in human:
             click.echo(line)

@@ -12,7 +12,6 @@ commands so that ``skybatch --help`` stays light.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,10 +134,12 @@ def submit(cli: CliContext, file: Path, quiet: bool) -> None:
 def list_cmd(cli: CliContext, as_json: bool) -> None:
     """List the campaigns with their state and groups per state."""
     from skybatch.campaign.render import format_list
-    from skybatch.campaign.report import list_campaigns
+    from skybatch.read.campaigns import list_campaigns
+    from skybatch.read.models import to_json
 
-    data = list_campaigns(_sessions(cli))
-    click.echo(json.dumps(data, indent=2) if as_json else format_list(data))
+    with _sessions(cli)() as session:
+        data = list_campaigns(session)
+    click.echo(to_json(data) if as_json else format_list(data))
 
 
 @campaign.command()
@@ -148,10 +149,12 @@ def list_cmd(cli: CliContext, as_json: bool) -> None:
 def status(cli: CliContext, campaign_id: int, as_json: bool) -> None:
     """State of campaign ID and of each step: groups and jobs per state."""
     from skybatch.campaign.render import format_status
-    from skybatch.campaign.report import campaign_status
+    from skybatch.read.campaigns import campaign_status
+    from skybatch.read.models import to_json
 
-    data = campaign_status(_sessions(cli), campaign_id)
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else format_status(data))
+    with _sessions(cli)() as session:
+        data = campaign_status(session, campaign_id)
+    click.echo(to_json(data) if as_json else format_status(data))
 
 
 @campaign.command()
@@ -162,10 +165,12 @@ def report(cli: CliContext, campaign_id: int, as_json: bool) -> None:
     """Per step, group and task: quanta expected, succeeded, failed and running, CPU
     hours and peak memory; and the failed jobs with exit code and first error line."""
     from skybatch.campaign.render import format_report
-    from skybatch.campaign.report import campaign_report
+    from skybatch.read.campaigns import campaign_report
+    from skybatch.read.models import to_json
 
-    data = campaign_report(_sessions(cli), campaign_id)
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else format_report(data))
+    with _sessions(cli)() as session:
+        data = campaign_report(session, campaign_id)
+    click.echo(to_json(data) if as_json else format_report(data))
 
 
 @campaign.command()
@@ -176,10 +181,12 @@ def report(cli: CliContext, campaign_id: int, as_json: bool) -> None:
 def history(cli: CliContext, campaign_id: int, limit: int | None, as_json: bool) -> None:
     """Every state change of campaign ID, its steps and groups: when, who, why."""
     from skybatch.campaign.render import format_history
-    from skybatch.campaign.report import campaign_history
+    from skybatch.read.campaigns import campaign_history
+    from skybatch.read.models import to_json
 
-    data = campaign_history(_sessions(cli), campaign_id, limit)
-    click.echo(json.dumps(data, indent=2) if as_json else format_history(data))
+    with _sessions(cli)() as session:
+        data = campaign_history(session, campaign_id, limit)
+    click.echo(to_json(data) if as_json else format_history(data))
 
 
 @campaign.command()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +13,7 @@ from skybatch.errors import DataError, InputError
 
 if TYPE_CHECKING:
     from skybatch.demo.survey import Survey
+    from skybatch.read.models import CampaignReport
 
 DEFAULT_DIR = Path("demo-survey")
 
@@ -148,11 +147,11 @@ def run_cmd(
     from skybatch.campaign.demo import run_demo_campaign
     from skybatch.campaign.progress import ProgressDisplay
     from skybatch.campaign.render import format_report
-    from skybatch.campaign.report import campaign_report
     from skybatch.db.state import open_state_db
     from skybatch.demo.driver import check_home, init_survey
     from skybatch.demo.survey import Survey
     from skybatch.progress import rich_bars
+    from skybatch.read.campaigns import campaign_report
 
     survey = Survey(directory)
     arguments = {
@@ -183,7 +182,8 @@ def run_cmd(
                 say=say,
                 progress=display.update,
             )
-        report = campaign_report(open_state_db(cli.settings), result.campaign_id)
+        with open_state_db(cli.settings)() as session:
+            report = campaign_report(session, result.campaign_id)
         click.echo("")
         click.echo(format_report(report))
         if not result.succeeded:
@@ -205,84 +205,53 @@ def _recorded(cli: CliContext, command: str, **arguments: Any) -> Any:
     return record_operation(open_state_db(cli.settings), command, arguments)
 
 
-@dataclass(frozen=True)
-class Selection:
-    """What a step's ``select`` kept and dropped, read back from its stored description
-    (``campaign_steps.selection``, written by :mod:`skybatch.campaign.expansion`)."""
-
-    step: str
-    what: str
-    kept: list[str]
-    dropped: list[str]
-
-    @classmethod
-    def parse(cls, step: str, text: str) -> Selection | None:
-        """``None`` unless ``text`` reads ``WHAT: kept IDS; dropped IDS``."""
-        what, sep, rest = text.rpartition(": kept ")
-        kept, sep2, dropped = rest.rpartition("; dropped ")
-        if not (sep and sep2):
-            return None
-        return cls(step, what, _data_ids(kept), _data_ids(dropped))
-
-    def visits(self, ids: list[str]) -> list[int]:
-        """The visit numbers of data ids that are ``visit=N`` alone."""
-        return [int(i.split("=", 1)[1]) for i in ids if re.fullmatch(r"visit=\d+", i)]
+def _visits(data_ids: list[dict[str, Any]]) -> list[int]:
+    """The visit numbers of data ids that are a visit alone."""
+    return [int(d["visit"]) for d in data_ids if list(d) == ["visit"]]
 
 
-def _data_ids(text: str) -> list[str]:
-    text = text.strip()
-    return [] if text == "none" else [part.strip() for part in text.split(", ")]
-
-
-def _outcome(survey: Survey, report: dict[str, Any]) -> None:
+def _outcome(survey: Survey, report: CampaignReport) -> None:
     """After the report of a succeeded campaign: what each selecting step kept and
     dropped, the per-visit table of the first step's runs, where the outputs are."""
+    from skybatch.campaign.selection import data_id_text
     from skybatch.demo.report import visit_table
 
-    selections: list[Selection] = []
-    for step in report["steps"]:
-        if not step.get("selection"):
+    marks: dict[str, dict[int, str]] = {}
+    for step in report.steps:
+        selection = step.selection
+        if selection is None:
             continue
-        parsed = Selection.parse(step["name"], step["selection"])
         click.echo("")
-        if parsed is None:  # a description this command cannot read: show it as is
-            click.echo(f"step {step['name']}: {step['selection']}")
-            continue
-        selections.append(parsed)
-        click.echo(f"step {parsed.step}: {parsed.what}")
-        click.echo(f"  kept:    {', '.join(parsed.kept) or 'none'}")
-        click.echo(f"  dropped: {', '.join(parsed.dropped) or 'none'}")
+        click.echo(f"step {step.name}: {selection.headline()}")
+        click.echo(f"  kept:    {', '.join(map(data_id_text, selection.kept)) or 'none'}")
+        click.echo(f"  dropped: {', '.join(map(data_id_text, selection.dropped)) or 'none'}")
+        marks[step.name] = {v: "kept" for v in _visits(selection.kept)}
+        marks[step.name].update({v: "dropped" for v in _visits(selection.dropped)})
 
     # The per-visit processing is the first step (one run per visit group);
     # visit_table reads one collection, so its rows are gathered run by run.
-    first = report["steps"][0]
-    runs = [g["run"] for g in first["groups"] if g["state"] == "succeeded"]
+    first = report.steps[0]
+    runs = [g.run for g in first.groups if g.state == "succeeded"]
     header, rows = "", []
     for run in runs:
         lines = visit_table(survey, run).splitlines()
         header = lines[0]
         rows.extend(lines[1:])
     if rows:
-        marks = {}
-        for sel in selections:
-            marks[sel.step] = {v: "kept" for v in sel.visits(sel.kept)}
-            marks[sel.step].update({v: "dropped" for v in sel.visits(sel.dropped)})
         columns = [name for name, by_visit in marks.items() if by_visit]
         click.echo("")
-        click.echo(f"visits of {first['name']} (FWHM and ZP meas: median over detectors):")
+        click.echo(f"visits of {first.name} (FWHM and ZP meas: median over detectors):")
         click.echo(header + "".join(f" {name:>8}" for name in columns))
         for row in sorted(rows, key=lambda r: int(r.split()[0])):
             visit = int(row.split()[0])
             click.echo(row + "".join(f" {marks[n].get(visit, '-'):>8}" for n in columns))
 
     repo = survey.repo.resolve()
-    campaign_id = report["id"]
+    campaign_id = report.id
     click.echo("")
     click.echo(f"Butler repository: {repo} (output runs: see the groups above)")
     click.echo(f"report:  skybatch campaign report {campaign_id}")
     click.echo(f"history: skybatch campaign history {campaign_id}")
-    last = report["steps"][-1]["groups"]
+    last = report.steps[-1].groups
     if last:
-        click.echo(
-            f"explore: butler query-datasets {repo} deepCoadd --collections {last[0]['run']}"
-        )
+        click.echo(f"explore: butler query-datasets {repo} deepCoadd --collections {last[0].run}")

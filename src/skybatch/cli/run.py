@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -391,33 +390,36 @@ def run(cli: CliContext, **kw: Any) -> None:
 def report(cli: CliContext, run_name: str | None, list_: bool, as_json: bool) -> None:
     """Per-task quanta counts of RUN and the first error line of each failure."""
     from skybatch.db.state import open_state_db
-    from skybatch.run.report import list_runs, run_report
+    from skybatch.read.models import to_json
+    from skybatch.read.runs import list_runs, run_report
 
     sessions = open_state_db(cli.settings)
     if list_ or not run_name:
-        runs = list_runs(sessions)
+        with sessions() as session:
+            runs = list_runs(session)
         if as_json:
-            click.echo(json.dumps(runs, indent=2))
+            click.echo(to_json(runs))
             return
         for r in runs:
-            click.echo(f"{r['run']}  {r['state']}  {r['created']}")
+            click.echo(f"{r.run}  {r.state}  {r.created.isoformat()}")
         return
-    data = run_report(sessions, run_name)
+    with sessions() as session:
+        data = run_report(session, run_name)
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(to_json(data))
         return
-    click.echo(f"run {data['run']}: {data['state']}  ({data['pipeline']})")
+    click.echo(f"run {data.run}: {data.state}  ({data.pipeline})")
     columns = ("expected", "succeeded", "failed", "running", "blocked")
     click.echo(f"{'task':<16} " + " ".join(f"{c:>9}" for c in columns))
-    for label, counts in data["tasks"].items():
-        click.echo(f"{label:<16} " + " ".join(f"{counts[c]:>9}" for c in columns))
-    click.echo(f"jobs: {data['jobs']}")
-    for f in data["failures"]:
+    for label, counts in data.tasks.items():
+        click.echo(f"{label:<16} " + " ".join(f"{getattr(counts, c):>9}" for c in columns))
+    click.echo(f"jobs: {data.jobs}")
+    for f in data.failures:
         click.echo(
-            f"  {f['state']:<9} {f['job']}: exit {f['exit_code']} ({f['failure']}), "
-            f"{f['attempts']} attempt(s), memory {f['memory_mb']} MB: {f['error']}"
+            f"  {f.state:<9} {f.job}: exit {f.exit_code} ({f.failure}), "
+            f"{f.attempts} attempt(s), memory {f.memory_mb} MB: {f.error}"
         )
-        if f.get("advice"):
-            click.echo(f"    what to do: {f['advice']}")
-    for warning in (data.get("summary") or {}).get("warnings", []):
+        if f.advice:
+            click.echo(f"    what to do: {f.advice}")
+    for warning in data.warnings:
         click.echo(f"  warning: {warning}")

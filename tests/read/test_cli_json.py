@@ -1,0 +1,85 @@
+"""Every read command's ``--json`` is exactly the repository's read model as JSON (what
+the service will return), and its text output is drawn from the same model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from readworld import ReadWorld
+from sqlalchemy.orm import Session
+
+from skybatch.cli.main import main
+from skybatch.read import backbone, campaigns, runs
+from skybatch.read.models import ReadModel, jsonable
+
+pytestmark = pytest.mark.slow
+
+
+def _oom_run(session: Session, world: ReadWorld) -> str:
+    return campaigns.campaign_report(session, world.oom_id).steps[0].groups[0].run
+
+
+#: (command line after the global options, the repository call it prints)
+Read = Callable[[Session, ReadWorld], ReadModel | list[Any]]
+COMMANDS: list[tuple[Callable[[Session, ReadWorld], list[str]], Read]] = [
+    (lambda s, w: ["campaign", "list"], lambda s, w: campaigns.list_campaigns(s)),
+    (
+        lambda s, w: ["campaign", "status", str(w.demo_id)],
+        lambda s, w: campaigns.campaign_status(s, w.demo_id),
+    ),
+    (
+        lambda s, w: ["campaign", "report", str(w.demo_id)],
+        lambda s, w: campaigns.campaign_report(s, w.demo_id),
+    ),
+    (
+        lambda s, w: ["campaign", "report", str(w.oom_id)],
+        lambda s, w: campaigns.campaign_report(s, w.oom_id),
+    ),
+    (
+        lambda s, w: ["campaign", "history", str(w.oom_id)],
+        lambda s, w: campaigns.campaign_history(s, w.oom_id),
+    ),
+    (
+        lambda s, w: ["campaign", "history", str(w.demo_id), "--limit", "3"],
+        lambda s, w: campaigns.campaign_history(s, w.demo_id, 3),
+    ),
+    (lambda s, w: ["report", "--list"], lambda s, w: runs.list_runs(s)),
+    (lambda s, w: ["report", _oom_run(s, w)], lambda s, w: runs.run_report(s, _oom_run(s, w))),
+    (lambda s, w: ["backbone", "usage"], lambda s, w: backbone.endpoint_usage(s)),
+    (
+        lambda s, w: ["backbone", "usage", "--by", "dataset_type"],
+        lambda s, w: backbone.endpoint_usage(s, "dataset_type"),
+    ),
+    (lambda s, w: ["backbone", "endpoint", "list"], lambda s, w: backbone.list_endpoints(s)),
+]
+
+
+@pytest.mark.parametrize("index", range(len(COMMANDS)))
+def test_json_is_the_read_model(
+    world: ReadWorld, index: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command, read = COMMANDS[index]
+    with world.session() as session:
+        args = command(session, world)
+        expected = jsonable(read(session, world))
+    capsys.readouterr()
+    assert main([*world.cli_args(), *args, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == expected
+    assert printed  # never an empty document for this world
+
+
+def test_text_status_shows_the_selection_once(
+    world: ReadWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with world.session() as session:
+        selection = campaigns.campaign_status(session, world.demo_id).steps[1].selection
+    assert selection is not None
+    capsys.readouterr()
+    assert main([*world.cli_args(), "campaign", "status", str(world.demo_id)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(selection.describe()) == 1, out
+    assert "kept visit=" in out
