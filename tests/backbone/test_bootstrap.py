@@ -20,6 +20,15 @@ def _site(
     return SiteRequest("site:x", root, default, "--site", named, shared)
 
 
+@pytest.fixture(autouse=True)
+def _repo(tmp_path: Path) -> Path:
+    """The repository's configuration (the bootstrap reads its datastore root)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "butler.yaml").write_text("datastore:\n  root: <butlerRoot>\n")
+    return repo
+
+
 def _names(backbone: Backbone) -> list[str]:
     return sorted(e.name for e in backbone.catalog.endpoints())
 

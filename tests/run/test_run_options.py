@@ -104,6 +104,9 @@ def test_submit_refuses_bad_engine_settings_before_writing_anything(tmp_path: Pa
 
 
 def _run(home: Path, repo: Path, *args: str) -> int:
+    config = repo / "butler.yaml"  # a repository's configuration (--repo is resolved)
+    if not config.exists():
+        config.write_text("datastore:\n  root: <butlerRoot>\n")
     base = ["--home", str(home), "run", "--repo", str(repo), "--pipeline", "p.yaml"]
     return main([*base, "--input", "a", *args])
 

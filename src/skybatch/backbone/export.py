@@ -29,6 +29,7 @@ from lsst.sphgeom import Region
 
 from skybatch.errors import InputError
 from skybatch.progress import ProgressFactory, no_bars
+from skybatch.repository import resolve_repository
 
 from .checksums import md5_file
 from .shards import (
@@ -138,13 +139,7 @@ def export_refcat(
     poly = polygon_region(polygon) if polygon else None
     source = open_source(database, table)
     archive = backbone.archive_name()
-    repo = Path(repo).expanduser().resolve()
-    if not (repo / "butler.yaml").is_file() and not repo.is_file():
-        raise InputError(
-            f"{repo} is not a Butler repository",
-            where=str(repo),
-            hint="give the repository root (the directory holding butler.yaml) with --repo",
-        )
+    repo = resolve_repository(repo, where="--repo").location
     run = run if run is not None else f"refcats/export/{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     with Butler.from_config(str(repo), writeable=True) as butler:
         _check_archive_root(backbone, archive, butler)

@@ -13,7 +13,6 @@ The archive is the one exception by design: its root *is* the Butler datastore r
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -140,45 +139,29 @@ def endpoint_roots(catalog: Catalog, *, skip: Sequence[str] = ()) -> list[NamedR
 
 
 def repository_roots(repo: str | os.PathLike[str]) -> list[NamedRoot]:
-    """The Butler repository's directory and its datastore root(s) when they differ.
+    """The Butler repository's datastore root (:mod:`skybatch.repository`), and its
+    directory (``<butlerRoot>``) when the datastore lies in it: a repository whose
+    ``butler.yaml`` sits apart (``/etc/butler``, a home directory) protects only its
+    datastore, so a cache may still live under that directory.
 
-    Read once per version of the repository's ``butler.yaml`` (its modification time
-    and size): building a ``ButlerConfig`` costs ~0.15 s, and a campaign manager checks
-    the same repository for every group it starts."""
-    base = resolve_root(repo)
+    The configuration is parsed once per version of the file (its inode, size and
+    modification time: :func:`skybatch.run.caches.butler_config`): building a
+    ``ButlerConfig`` costs ~0.15 s, and a campaign manager checks the same repository
+    for every group it starts."""
+    from skybatch.repository import resolve_repository
+
     try:
-        stat = (base / "butler.yaml").stat()
-        stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        stamp = None
-    return list(_repository_roots(base, stamp))
-
-
-@functools.lru_cache(maxsize=64)
-def _repository_roots(base: Path, stamp: tuple[int, int] | None) -> tuple[NamedRoot, ...]:
-    roots = [NamedRoot("the Butler repository", base)]
-    try:
-        from lsst.daf.butler import ButlerConfig
-
-        config = ButlerConfig(str(base))
-        root = config.get(("datastore", "root"))
-        candidates = [root] if isinstance(root, str) else []
-        for child in config.get(("datastore", "datastores")) or []:
-            value = child.get("root") if hasattr(child, "get") else None
-            if isinstance(value, str):
-                candidates.append(value)
-        for value in candidates:
-            value = value.replace("<butlerRoot>", str(base))
-            if value.startswith("file://"):
-                value = value[len("file://") :]
-            if "://" in value or not value:
-                continue
-            path = resolve_root(value if os.path.isabs(value) else base / value)
-            if path != base:
-                roots.append(NamedRoot("the Butler repository's datastore root", path))
-    except Exception:
-        pass
-    return tuple(roots)
+        repository = resolve_repository(repo, where=str(repo))
+    except InputError:  # not a repository (checked and reported elsewhere)
+        base = resolve_root(repo)
+        return [NamedRoot("the Butler repository", base.parent if base.is_file() else base)]
+    base, datastore = repository.butler_root, repository.datastore_root
+    if datastore == base:
+        return [NamedRoot("the Butler repository", base)]
+    roots = [NamedRoot("the Butler repository's datastore root", datastore)]
+    if base in datastore.parents:
+        roots.insert(0, NamedRoot("the Butler repository", base))
+    return roots
 
 
 def check_site_root(

@@ -115,54 +115,60 @@ class Backbone:
         make: bool = True,
         make_site: bool = True,
     ) -> Endpoints:
-        """The archive endpoint of Butler repository ``repo`` and the site endpoint
-        ``site``, checked and made on first use: the one bootstrap of ``skybatch run``,
-        ``campaign submit`` and ``demo run``.
+        """The archive endpoint of Butler repository ``repo`` (its directory or
+        configuration file; the archive is rooted at its datastore root, see
+        :mod:`skybatch.repository`) and the site endpoint ``site``, checked and made
+        on first use: the one bootstrap of ``skybatch run``, ``campaign submit`` and
+        ``demo run``.
 
         In order, before anything is written: the site's root (asked for, the
         endpoint's own, or the default) must not overlap the repository or another
         endpoint (:func:`~skybatch.backbone.roots.check_site_root`, error named by
-        ``site.where``); the home's archive must be rooted at ``repo`` (error named by
-        ``where``, the repository called ``subject``). Then, if ``make``, the archive
-        is made at ``repo`` when there is none, and, if ``make_site`` too, the site
-        endpoint when it is unknown; a known site asked for at another root is refused.
+        ``site.where``); the home's archive must be rooted at the repository's
+        datastore root (error named by ``where``, the repository called ``subject``).
+        Then, if ``make``, the archive is made there when there is none, and, if
+        ``make_site`` too, the site endpoint when it is unknown; a known site asked
+        for at another root is refused.
 
         Raises:
             OverlappingRootError: the site's root overlaps.
             InputError: the archive is rooted elsewhere; a known site's root differs.
             UnknownEndpointError: a named, unknown site without a root.
         """
-        repo = repo.resolve()
+        from skybatch.repository import resolve_repository
+
+        repository = resolve_repository(repo, where=where)
+        root = repository.datastore_root
         if site is not None:
             from .roots import check_site_root
 
             check_site_root(  # before the endpoints are made: a cache never overlaps the repo
                 self.catalog,
-                repo=repo,
+                repo=repository.location,
                 site=site.name,
                 root=site.root,
                 default_root=site.default_root,
                 where=site.where,
             )
-        archive = self._archive_of(repo, subject=subject, where=where)
+        archive = self.archive_of(root, subject=subject, where=where)
         if not make:
             return Endpoints(archive, None)
         if archive is None:
-            self.add_endpoint("archive", "archive", str(repo), {})
+            self.add_endpoint("archive", "archive", str(root), {})
             archive = "archive"
         if site is None or not make_site:
             return Endpoints(archive, None)
         return Endpoints(archive, self._site(site))
 
-    def _archive_of(self, repo: Path, *, subject: str, where: str) -> str | None:
+    def archive_of(self, root: Path, *, subject: str, where: str) -> str | None:
         """The archive endpoint's name (None: there is none yet); refused if it is
-        rooted at another repository than ``repo`` (resolved)."""
+        rooted elsewhere than ``root`` (a repository's resolved datastore root)."""
         for row in self.catalog.endpoints():
             if row.kind == "archive":
-                if Path(row.root).resolve() != repo:
+                if Path(row.root).resolve() != root:
                     raise InputError(
                         f"this skybatch home already archives {row.root} (endpoint "
-                        f"{row.name!r}), not {subject} {repo}",
+                        f"{row.name!r}), not the datastore of {subject} ({root})",
                         where=where,
                         hint="use a skybatch home (--home) per repository, or the "
                         "repository the home archives",

@@ -423,7 +423,11 @@ class Campaign(_Model):
     schema_version: Literal[1] = Field(default=1, description="version of this file format")
     name: str = Field(description="campaign name (used in output collection names)")
     description: str = ""
-    repo: Path = Field(description="Butler repository (the directory holding butler.yaml)")
+    repo: Path = Field(
+        description="Butler repository: its directory, its butler.yaml (path or file:// URI) "
+        "or a repository index label (DAF_BUTLER_REPOSITORY_INDEX); paths are relative to "
+        "the campaign file"
+    )
     inputs: list[str] = Field(min_length=1, description="input collections, searched in order")
     query: DataQuery = Field(default="", description="base data query for every step")
     calibration: Calibration | None = Field(
@@ -444,17 +448,22 @@ class Campaign(_Model):
     def _name(cls, value: str) -> str:
         return _check_name(value, "campaign name")
 
-    @field_validator("repo")
+    @field_validator("repo", mode="before")
     @classmethod
-    def _repo(cls, value: Path, info: ValidationInfo) -> Path:
-        value = _resolve(value, info)
-        if _context(info) is not None and not (value / "butler.yaml").is_file():
-            raise invalid(
-                f"{value} is not a Butler repository (it has no butler.yaml)",
-                "give the repository directory, relative to the campaign file; create one "
-                "with `butler create` or `skybatch demo init`",
-            )
-        return value
+    def _repo(cls, value: Any, info: ValidationInfo) -> Any:
+        """With a campaign file: resolved as the Butler names repositories
+        (:mod:`skybatch.repository`) to the path it is opened by; stored campaigns
+        hold that path already."""
+        context = _context(info)
+        if context is None or not isinstance(value, str | os.PathLike):
+            return value
+        from skybatch.errors import InputError
+        from skybatch.repository import resolve_repository
+
+        try:
+            return resolve_repository(value, where="repo", base_dir=context.base_dir).location
+        except InputError as exc:
+            raise invalid(exc.message, exc.hint or "") from None
 
     @model_validator(mode="after")
     def _step_graph(self) -> Campaign:

@@ -121,12 +121,22 @@ def _anchor_relative_paths(data: Any, source: Source) -> Any:
         if not isinstance(container, dict) or not isinstance(container.get(last), str):
             continue
         value = container[last]
-        if path not in source.marks or Path(value).expanduser().is_absolute():
+        if path not in source.marks or Path(value).expanduser().is_absolute() or "://" in value:
+            continue  # absolute, or a URL (file://, postgresql://)
+        if path == ("repo",) and _is_index_label(value):
             continue
         written_in = source.marks[path][1].file.parent.absolute()
         if written_in != main_dir:
             container[last] = str(written_in / value)
     return data
+
+
+def _is_index_label(value: str) -> bool:
+    """Whether ``value`` is a label of the Butler repository index (which the Butler
+    looks up before taking it as a path)."""
+    from lsst.daf.butler import ButlerRepoIndex
+
+    return value in ButlerRepoIndex.get_known_repos()
 
 
 def _child(container: Any, part: str | int) -> Any:

@@ -110,8 +110,9 @@ def write_templated_config(repo: Path, overrides: Mapping[str, str], target: Pat
 
     This is the ``butler.yaml`` of a run under a campaign's file-naming policy: the
     workflow predicts output paths with it and jobs write their outputs with it. It
-    still names the repository (``<butlerRoot>`` is replaced by ``repo``, so it works
-    from any directory) and each file datastore keeps the name the repository's own
+    still names the repository (``<butlerRoot>`` is replaced by the repository's root,
+    :attr:`~skybatch.repository.ButlerRepository.butler_root`, so it works from any
+    directory) and each file datastore keeps the name the repository's own
     goes by, which keys the datastore records in quantum graphs.
 
     Raises:
@@ -120,6 +121,9 @@ def write_templated_config(repo: Path, overrides: Mapping[str, str], target: Pat
     """
     from lsst.daf.butler.repo_relocation import BUTLER_ROOT_TAG, replaceRoot
 
+    from skybatch.repository import resolve_repository
+
+    butler_root = resolve_repository(repo, where=str(repo)).butler_root
     config = templates_config(repo, overrides)
     keys: list[tuple[str | int, ...]] = [("datastore",)]
     children = len(config.get("datastore.datastores", []))
@@ -132,7 +136,7 @@ def write_templated_config(repo: Path, overrides: Mapping[str, str], target: Pat
     for key in config.names():
         value = config[key]
         if isinstance(value, str) and BUTLER_ROOT_TAG in value and not key.endswith("name"):
-            config[key] = replaceRoot(value, repo.resolve())
+            config[key] = replaceRoot(value, butler_root)
     target.parent.mkdir(parents=True, exist_ok=True)
     config.dumpToUri(str(target))
     return target

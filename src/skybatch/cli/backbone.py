@@ -296,13 +296,9 @@ def register_butler_cmd(
     """
     from skybatch.backbone.butler import register_butler
     from skybatch.progress import rich_bars
+    from skybatch.repository import resolve_repository
 
-    if "://" not in repo and not Path(repo).exists():
-        raise InputError(
-            f"no Butler repository at {repo}",
-            where=repo,
-            hint="give the repository directory (with butler.yaml) or its URI",
-        )
+    repo = str(resolve_repository(repo, where="REPO").location)
     bb = bf.open_backbone(cli)
     name = endpoint or bb.archive_name()
     bb.endpoint(name)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from skybatch.cli import values
 from skybatch.cli.context import CliContext, pass_cli_context
 
 __all__ = ["export_refcat", "parse_polygon", "parse_visits"]
@@ -62,8 +63,9 @@ def parse_polygon(text: str) -> list[tuple[float, float]]:
 @click.option(
     "--repo",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Butler repository (its datastore root must be the archive endpoint).",
+    type=values.REPOSITORY,
+    help="Butler repository: directory, butler.yaml or index label (its datastore root "
+    "must be the archive endpoint).",
 )
 @click.option(
     "--database",

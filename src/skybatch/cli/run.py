@@ -209,7 +209,12 @@ def _resume_engine_settings(cli: CliContext, kw: dict[str, Any]) -> dict[str, An
 
 
 @click.command()
-@click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--repo",
+    type=values.REPOSITORY,
+    help="Butler repository: its directory, its butler.yaml (path or file:// URI) or a "
+    "repository index label.",
+)
 @click.option("--pipeline", help="Pipeline YAML, optionally PATH#label1,label2.")
 @click.option("--input", "inputs", multiple=True, help="Input collection (repeatable).")
 @click.option("--query", default="", help="Data query (Butler WHERE expression).")

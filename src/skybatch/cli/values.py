@@ -25,8 +25,10 @@ __all__ = [
     "NON_NEGATIVE",
     "POSITIVE",
     "PRIORITY",
+    "REPOSITORY",
     "RUN_NAME",
     "SECONDS",
+    "Repository",
     "RunName",
     "check_run_name",
     "finite",
@@ -125,6 +127,30 @@ class RunName(click.ParamType):
 
 
 RUN_NAME = RunName()
+
+
+class Repository(click.ParamType):
+    """A Butler repository as the Butler names it (a directory, a ``butler.yaml`` path or
+    ``file://`` URI, a repository index label), converted to the path skybatch opens and
+    records it by (:attr:`skybatch.repository.ButlerRepository.location`)."""
+
+    name = "REPO"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from pathlib import Path
+
+        from skybatch.errors import InputError
+        from skybatch.repository import resolve_repository
+
+        if isinstance(value, Path):
+            return value
+        try:
+            return resolve_repository(str(value), where="--repo").location
+        except InputError as exc:
+            self.fail(f"{exc.message}; {exc.hint}" if exc.hint else exc.message, param, ctx)
+
+
+REPOSITORY = Repository()
 
 
 def first_error(exc: Exception) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from skybatch.cli import values
 from skybatch.errors import InputError
 
 if TYPE_CHECKING:
@@ -66,8 +67,9 @@ def show_cmd(workflow_file: Path, dot: Path | None, mermaid: Path | None, as_jso
 @click.option(
     "--repo",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Butler repository (directory or butler.yaml).",
+    type=values.REPOSITORY,
+    help="Butler repository: its directory, its butler.yaml (path or file:// URI) or a "
+    "repository index label.",
 )
 @click.option(
     "--pipeline", required=True, help="Pipeline YAML, optionally PATH#label1,label2 (a subset)."

@@ -64,15 +64,19 @@ def check_home(settings: Settings, survey: Survey) -> None:
     """Refuse a skybatch home whose archive endpoint is rooted at another repository.
 
     Submitting the demo campaign would refuse it too, but only after the survey is
-    built.
+    built. Nothing is written: the survey may not be built yet (its datastore root is
+    then its repository directory).
     """
+    from ..backbone.roots import resolve_root
     from ..backbone.service import Backbone
+    from ..repository import resolve_repository
 
-    Backbone.from_settings(settings).bootstrap(
-        survey.repo,
-        subject="the demo survey's repository",
-        where=str(settings.home),
-        make=False,  # nothing is written: the survey is not built yet
+    if survey.repo.joinpath("butler.yaml").exists():
+        root = resolve_repository(survey.repo, where=str(survey.repo)).datastore_root
+    else:
+        root = resolve_root(survey.repo)
+    Backbone.from_settings(settings).archive_of(
+        root, subject="the demo survey's repository", where=str(settings.home)
     )
 
 

@@ -80,9 +80,14 @@ def init_output_refs(qg: Any) -> list[OutputRef]:
 def ingest_outputs(
     repo: Path, butler_config: str, qgraph: Any, outputs: Iterable[OutputRef]
 ) -> int:
-    """Record output files already in the datastore in the registry; return how many."""
+    """Record output files already in the datastore in the registry; return how many.
+
+    ``repo`` is the repository's directory or configuration file; the outputs' paths
+    are relative to its datastore root (:mod:`skybatch.repository`).
+    """
     from lsst.daf.butler import DataCoordinate, DatasetRef, FileDataset, QuantumBackedButler
 
+    from skybatch.repository import resolve_repository
     from skybatch.run.caches import butler_config as parsed_config
     from skybatch.run.caches import repository_butler
 
@@ -127,8 +132,9 @@ def ingest_outputs(
             )
         with_path = [(o, ref) for o, ref in path_refs if ref.id not in trashed]
         if with_path:
+            root = resolve_repository(repo, where=str(repo)).datastore_root
             butler.ingest(
-                *[FileDataset(path=str(repo / str(o.path)), refs=[ref]) for o, ref in with_path],
+                *[FileDataset(path=str(root / str(o.path)), refs=[ref]) for o, ref in with_path],
                 transfer=None,
             )
         # The rest (init outputs: no data id to expand) are found through the templates.

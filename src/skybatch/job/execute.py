@@ -198,6 +198,8 @@ def _make_job_config_text(source: Path, root: str) -> str:
         )
     config["datastore", "name"] = central_datastore_name(config["datastore"])
     config["datastore", "root"] = root
+    if "root" in config:  # a central butler.yaml kept apart names its repository's root
+        del config["root"]  # the job's <butlerRoot> is the job's directory
     text = config.dump()
     assert text is not None  # dump() returns the text when given no stream
     return text

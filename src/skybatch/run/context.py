@@ -20,6 +20,7 @@ from skybatch.engines.base import Engine
 from skybatch.engines.registry import EngineRegistry
 from skybatch.graph.workflow import ClusterRule, ResourceRequest
 from skybatch.job.spec import JobReport
+from skybatch.repository import ButlerRepository, resolve_repository
 from skybatch.settings import Settings
 
 from .scheduler import read_report
@@ -42,6 +43,8 @@ DEFAULT_SITE = "site:local"
 class RunOptions:
     """What the operator asks for (the CLI flags of ``skybatch run``)."""
 
+    #: The Butler repository (:attr:`ButlerRepository.location`: its directory, or its
+    #: configuration file when that is not ``DIR/butler.yaml``).
     repo: Path
     pipeline: str
     inputs: list[str]
@@ -125,7 +128,11 @@ class RunSummary:
 class RunContext:
     """What one run needs, built once: its settings and options, the backbone and
     the state database's sessions, its work directory and Butler configuration, and
-    its archive and site endpoints (made on first use)."""
+    its archive and site endpoints (made on first use).
+
+    ``repo`` is how the repository is opened and recorded (its directory or its
+    configuration file); ``repository.datastore_root`` is where its files are, the
+    archive's root, which datastore paths are relative to."""
 
     def __init__(
         self,
@@ -145,11 +152,12 @@ class RunContext:
         self.backbone = backbone or Backbone.from_settings(settings)
         self.sessions = self.backbone.catalog.sessions
         self.workdir = workdir or run_workdir(settings, run)
-        self.repo = options.repo.resolve()
+        self.repository: ButlerRepository = resolve_repository(options.repo, where="--repo")
+        self.repo = self.repository.location
         #: The configuration outputs are named and written with: the repository's, or
         #: with the run's file templates merged in, in the run's directory.
         self.butler_config = str(
-            self.workdir / "butler.yaml" if options.file_templates else self.repo / "butler.yaml"
+            self.workdir / "butler.yaml" if options.file_templates else self.repository.config_file
         )
         endpoints = self.backbone.bootstrap(  # checked before anything is made
             self.repo,
@@ -169,6 +177,8 @@ class RunContext:
         assert endpoints.archive is not None and endpoints.site is not None
         self.archive: str = endpoints.archive
         self.site: str = endpoints.site
+        #: The archive endpoint's root: the repository's datastore root.
+        self.archive_root = self.repository.datastore_root
         #: Jobs stage in from and out to the archive (no shared filesystem with the
         #: site cache); settled by the driver once the engine is known.
         self.via_archive = not options.shared_filesystem

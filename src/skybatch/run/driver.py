@@ -466,7 +466,7 @@ def prepare_execution(
             site_endpoint=ctx.site,
             site_root=site_root,
             archive_endpoint=ctx.archive,
-            archive_root=str(ctx.repo),
+            archive_root=str(ctx.archive_root),
             stage_in="archive" if ctx.via_archive else "symlink",
             stage_out="archive" if ctx.via_archive else "site",
             db_url=ctx.settings.database_url(),
