@@ -35,6 +35,21 @@ def _survey_options(func: Any) -> Any:
             help="Detector width/height in pixels.",
         ),
         click.option("--seed", type=int, default=42, show_default=True, help="Random seed."),
+        click.option(
+            "--registry",
+            metavar="POSTGRESQL_URL",
+            default=None,
+            help="Put the Butler registry in this PostgreSQL database (made if missing; "
+            "btree_gist is created if missing) instead of SQLite, e.g. "
+            "postgresql://postgres@127.0.0.1:5432/demo.",
+        ),
+        click.option(
+            "--registry-schema",
+            metavar="NAME",
+            default=None,
+            help="Schema of the registry's tables in that database (must be new). "
+            "[default: the survey directory's name, e.g. demo_survey]",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -58,39 +73,89 @@ def _params(visits: int, detectors: int, size: int, seed: int) -> Any:
         ) from None
 
 
+class SurveyDirectory(click.ParamType):
+    """A survey's directory; a database URL given in its place is refused (it would
+    otherwise become a directory named ``postgresql:``)."""
+
+    name = "DIRECTORY"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from skybatch.db.postgres import looks_like_url
+
+        if isinstance(value, Path):
+            return value
+        if looks_like_url(str(value)):
+            self.fail(
+                f"{value!r} is a URL, not a directory: the survey's files go in a directory; "
+                "give the PostgreSQL registry with --registry URL "
+                f"(e.g. skybatch demo init demo-survey --registry {value})",
+                param,
+                ctx,
+            )
+        return Path(value)
+
+
+def _registry(directory: Path, url: str | None, schema: str | None) -> Any:
+    """The survey's PostgreSQL registry, or None (SQLite)."""
+    from skybatch.demo.survey import PostgresRegistry
+
+    if url is None:
+        if schema is not None:
+            raise InputError(
+                "--registry-schema needs --registry",
+                where="--registry-schema",
+                hint="give the PostgreSQL database with --registry URL",
+            )
+        return None
+    return PostgresRegistry.for_survey(url, directory, schema)
+
+
 @click.group()
 def demo() -> None:
     """Build the synthetic DemoCam survey and run the demo campaign on it."""
 
 
 @demo.command("init")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=SurveyDirectory())
 @_survey_options
 @pass_cli_context
 def init_cmd(
-    cli: CliContext, directory: Path, visits: int, detectors: int, size: int, seed: int
+    cli: CliContext,
+    directory: Path,
+    visits: int,
+    detectors: int,
+    size: int,
+    seed: int,
+    registry: str | None,
+    registry_schema: str | None,
 ) -> None:
     """Create a demo survey in DIRECTORY: a Butler repo with raws, calibrations, refcat.
 
-    DIRECTORY/repo is the Butler repository, DIRECTORY/refcat.sqlite the reference
+    DIRECTORY/repo is the Butler repository (its registry in SQLite there, or in the
+    PostgreSQL database given with --registry), DIRECTORY/refcat.sqlite the reference
     catalog database, DIRECTORY/truth.json what was injected.
     """
     from skybatch.demo.driver import init_survey
     from skybatch.progress import rich_bars
 
     params = _params(visits, detectors, size, seed)
+    where = _registry(directory, registry, registry_schema)
     with _recorded(cli, "demo init", directory=directory, **params.model_dump()) as op:
-        survey = init_survey(directory, params, rich_bars())
+        survey = init_survey(directory, params, rich_bars(), where)
         op.message = f"survey in {survey.root.resolve()}"
     click.echo(f"demo survey: {survey.root.resolve()}")
     click.echo(f"  Butler repository: {survey.repo.resolve()} (input collection DemoCam/defaults)")
+    if where is not None:
+        from skybatch.db.engine import mask_url
+
+        click.echo(f"  Butler registry: {mask_url(where.url)} (schema {where.schema})")
     click.echo(f"  reference catalog database: {survey.refcat_db.resolve()}")
 
 
 @demo.command("run")
 @click.argument(
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=SurveyDirectory(),
     default=DEFAULT_DIR,
     required=False,
 )
@@ -130,6 +195,8 @@ def run_cmd(
     workers: int | None,
     seeing_limit: float | None,
     engine: str,
+    registry: str | None,
+    registry_schema: str | None,
 ) -> None:
     """Build the demo survey in DIRECTORY (if not there yet) and run the demo campaign.
 
@@ -154,6 +221,7 @@ def run_cmd(
     from skybatch.read.campaigns import campaign_report
 
     survey = Survey(directory)
+    where = _registry(directory, registry, registry_schema)
     arguments = {
         "directory": directory,
         "workers": workers,
@@ -163,7 +231,8 @@ def run_cmd(
     with _recorded(cli, "demo run", **arguments) as op:
         check_home(cli.settings, survey)
         if not survey.repo.joinpath("butler.yaml").exists():
-            survey = init_survey(directory, _params(visits, detectors, size, seed), rich_bars())
+            params = _params(visits, detectors, size, seed)
+            survey = init_survey(directory, params, rich_bars(), where)
             click.echo(f"built the demo survey in {survey.root.resolve()}")
         else:
             click.echo(f"using the existing demo survey in {survey.root.resolve()}")

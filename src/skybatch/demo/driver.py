@@ -27,7 +27,7 @@ from rich.console import Console
 from ..errors import ExternalToolError, InputError
 from ..progress import ProgressFactory, make_progress
 from .params import SurveyParams
-from .survey import DEFAULTS, Survey, build_survey
+from .survey import DEFAULTS, PostgresRegistry, Survey, build_survey
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -42,9 +42,13 @@ def pipeline_path() -> Path:
 
 
 def init_survey(
-    directory: Path, params: SurveyParams, progress: ProgressFactory | None = None
+    directory: Path,
+    params: SurveyParams,
+    progress: ProgressFactory | None = None,
+    registry: PostgresRegistry | None = None,
 ) -> Survey:
-    return build_survey(directory, params, progress)
+    """Build the demo survey in ``directory``, its registry in SQLite or ``registry``."""
+    return build_survey(directory, params, progress, registry)
 
 
 def _require_survey(survey: Survey) -> None:

@@ -2,7 +2,8 @@
 
 Layout of a survey directory::
 
-    DIR/repo/          Butler repository (SQLite registry, file datastore)
+    DIR/repo/          Butler repository (SQLite registry, or PostgreSQL: see
+                       :class:`PostgresRegistry`; file datastore)
     DIR/refcat.sqlite  reference catalog as an SQL table (the survey's database data)
     DIR/truth.json     what was injected (pointings, seeing, zero points, epochs)
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -44,6 +46,64 @@ REPO_CONFIG: dict[str, Any] = {
     "storageClasses": {"SkyImage": {"pytype": "skybatch.demo.image.SkyImage"}},
     "datastore": {"formatters": {"SkyImage": "skybatch.demo.formatters.SkyImageFormatter"}},
 }
+
+
+@dataclass(frozen=True)
+class PostgresRegistry:
+    """A Butler registry in a PostgreSQL database: ``url`` names the database (it is
+    created when missing and the user may), ``schema`` the namespace the registry's
+    tables go in (new: a survey never shares its registry tables)."""
+
+    url: str
+    schema: str
+
+    @classmethod
+    def for_survey(cls, url: str, root: Path, schema: str | None = None) -> PostgresRegistry:
+        """The registry of the survey in ``root``: ``schema`` or one named after the
+        directory (``demo_survey`` for ``./demo-survey``)."""
+        if schema is None:
+            schema = re.sub(r"[^a-z0-9_]+", "_", root.resolve().name.lower()).strip("_")
+            reserved = schema.startswith("pg_") or not schema[:1].isalpha()
+            schema = f"survey_{schema}" if reserved else schema
+        return cls(url, schema[:63])
+
+    def prepare(self) -> None:
+        """Before anything is built: the database exists (made if missing), has the
+        ``btree_gist`` extension (made if missing) and no schema ``schema`` yet.
+
+        Raises:
+            InputError: naming ``--registry``: unreachable, not creatable, the
+                extension missing and not creatable, or the schema already there.
+        """
+        from ..db import postgres
+
+        where = "--registry"
+        if not postgres.is_postgres_url(self.url):
+            raise InputError(
+                f"{self.url!r} is not a PostgreSQL URL",
+                where=where,
+                hint="give postgresql://USER@HOST:PORT/DATABASE (the demo survey's SQLite "
+                "registry needs no option)",
+            )
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.schema) or self.schema.startswith("pg_"):
+            raise InputError(
+                f"{self.schema!r} is not a usable schema name",
+                where="--registry-schema",
+                hint="use lower-case letters, digits and '_', not starting with a digit or pg_",
+            )
+        postgres.ensure_database(self.url, where=where)
+        postgres.ensure_btree_gist(self.url, where=where)
+        if postgres.schema_exists(self.url, self.schema, where=where):
+            raise InputError(
+                f"the registry database already has a schema {self.schema!r} (another "
+                "survey's registry?)",
+                where="--registry-schema",
+                hint="give a new schema with --registry-schema, or drop that one "
+                f'(`DROP SCHEMA "{self.schema}" CASCADE;`) if nothing uses it',
+            )
+
+    def butler_config(self) -> dict[str, Any]:
+        return {"registry": {"db": self.url, "namespace": self.schema}}
 
 
 @dataclass(frozen=True)
@@ -83,12 +143,17 @@ def _corners(wcs: Any, nx: int, ny: int) -> ConvexPolygon:
 
 
 def build_survey(
-    root: Path, params: SurveyParams, progress: ProgressFactory | None = None
+    root: Path,
+    params: SurveyParams,
+    progress: ProgressFactory | None = None,
+    registry: PostgresRegistry | None = None,
 ) -> Survey:
-    """Create the demo survey in ``root``, which must be absent or empty.
+    """Create the demo survey in ``root``, which must be absent or empty, its Butler
+    registry in SQLite beside it or in ``registry``.
 
     Everything is built in a temporary sibling directory and renamed into place at
-    the end, so a failed or interrupted build leaves ``root`` as it was.
+    the end, so a failed or interrupted build leaves ``root`` as it was (and drops
+    the registry schema it made).
     """
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(
@@ -96,22 +161,33 @@ def build_survey(
             where=str(root),
             hint="choose a new directory, or remove the old survey first",
         )
+    if registry is not None:
+        registry.prepare()
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:
-        _build(Survey(staging), params, progress or no_bars)
+        _build(Survey(staging), params, progress or no_bars, registry)
         if root.exists():
             root.rmdir()
         staging.rename(root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if registry is not None:
+            from ..db.postgres import drop_schema
+
+            drop_schema(registry.url, registry.schema)
         raise
     return Survey(root)
 
 
-def _build(survey: Survey, params: SurveyParams, bar: ProgressFactory) -> None:
+def _build(
+    survey: Survey, params: SurveyParams, bar: ProgressFactory, registry: PostgresRegistry | None
+) -> None:
     truth = plan_survey(params)
-    Butler.makeRepo(str(survey.repo), config=Config(REPO_CONFIG))
+    config = Config(REPO_CONFIG)
+    if registry is not None:
+        config.update(registry.butler_config())
+    Butler.makeRepo(str(survey.repo), config=config)
     butler = Butler.from_config(str(survey.repo), writeable=True)
     try:
         regions = insert_dimensions(butler, params, truth)

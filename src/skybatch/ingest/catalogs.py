@@ -44,7 +44,14 @@ def _table_name(dataset_type: str) -> str:
 
 
 def load_tables(db_url: str, items: Iterable[tuple[str, str, dict[str, Any], Any]]) -> int:
-    """Append astropy tables: items are (dataset_type, dataset_id, data_id, table)."""
+    """Append astropy tables: items are (dataset_type, dataset_id, data_id, table).
+
+    A PostgreSQL database that does not exist yet is created first (if the user may).
+    """
+    from skybatch.db.postgres import ensure_database, is_postgres_url
+
+    if is_postgres_url(db_url):
+        ensure_database(db_url, where="catalog database")
     engine = create_engine(db_url)
     metadata = MetaData()
     total = 0
