@@ -353,3 +353,70 @@ def test_cli_exports_and_reports(env: Env, capsys: pytest.CaptureFixture[str]) -
     assert main([*base, *args, "--polygon", "1,2 3"]) == 2
     assert "--polygon" in capsys.readouterr().err
     assert _snapshot(env) == before
+
+
+# -- a PostgreSQL source ----------------------------------------------------------------
+def _copy_to_postgres(db: Path, url: str, schema: str) -> None:
+    """The survey's refcat table in PostgreSQL (``schema.refcat``, same columns and rows)."""
+    from sqlalchemy import create_engine, text
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT * FROM refcat ORDER BY id").fetchall()
+    engine = create_engine(url)
+    with engine.begin() as pg:
+        pg.execute(text(f"CREATE SCHEMA {schema}"))
+        pg.execute(
+            text(
+                f"CREATE TABLE {schema}.refcat (id bigint PRIMARY KEY, ra double precision "
+                "NOT NULL, dec double precision NOT NULL, g_mag double precision, "
+                '"g_magErr" double precision, r_mag double precision, '
+                '"r_magErr" double precision, htm7 bigint NOT NULL)'
+            )
+        )
+        pg.execute(text(f"CREATE INDEX ON {schema}.refcat (htm7)"))
+        names = ["id", "ra", "dec", "g_mag", "g_magErr", "r_mag", "r_magErr", "htm7"]
+        pg.execute(
+            text(f"INSERT INTO {schema}.refcat VALUES ({', '.join(':' + n for n in names)})"),
+            [dict(zip(names, row, strict=True)) for row in rows],
+        )
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_source_exports_the_same_shards_as_the_sqlite_file(
+    env: Env, visit_export: ExportReport, postgres_url: str
+) -> None:
+    db = env.survey.refcat_db
+    _copy_to_postgres(db, postgres_url, "cat")
+    report = export_refcat(
+        env.backbone,
+        env.survey.repo,
+        postgres_url,
+        visits=[VISIT],
+        table="cat.refcat",
+        run="test/pg-visit",
+    )
+    assert report.shards == visit_export.shards and report.rows == visit_export.rows
+    with Butler.from_config(str(env.survey.repo)) as butler:
+        for shard in report.shards:
+            got = butler.get("ref_cat", htm7=shard, collections="test/pg-visit")
+            _assert_same_table(got, _db_rows(db, shard))
+    with env.backbone.catalog.sessions() as session:
+        activity = session.get(Activity, report.activity_id)
+        assert activity is not None
+        source = activity.info["source"]
+    assert source["database"] == postgres_url and source["schema"] == "cat"
+    assert "md5" not in source  # no file to checksum
+
+
+@pytest.mark.postgres
+def test_a_postgresql_source_without_the_table_is_refused_naming_it(
+    env: Env, postgres_url: str
+) -> None:
+    before = _snapshot(env)
+    with pytest.raises(InputError) as caught:
+        export_refcat(
+            env.backbone, env.survey.repo, postgres_url, visits=[VISIT], run="test/pg-none"
+        )
+    assert "has no table 'refcat'" in caught.value.message
+    assert _snapshot(env) == before

@@ -99,7 +99,7 @@ def _now() -> str:
 def export_refcat(
     backbone: Backbone,
     repo: Path,
-    database: Path,
+    database: Path | str,
     *,
     visits: Sequence[int] = (),
     instrument: str | None = None,
@@ -191,18 +191,24 @@ def _plan(
     shards = shards_with_rows(source, candidates)
     if not shards:
         raise InputError(
-            f"table {source.table!r} of {source.database} has no rows in the "
+            f"table {source.table!r} of {source.shown} has no rows in the "
             f"{len(candidates)} HTM{HTM_LEVEL} trixels overlapping the region",
             where="--visits / --polygon",
             hint="check that the region and the database cover the same part of the sky",
         )
-    size, md5 = md5_file(source.database)
+    if isinstance(source.database, str):  # a PostgreSQL database: no file to checksum
+        from skybatch.db.engine import mask_url
+
+        database: dict[str, Any] = {"database": mask_url(source.database)}
+        if source.schema is not None:
+            database["schema"] = source.schema
+    else:
+        size, md5 = md5_file(source.database)
+        database = {"database": str(source.database), "size_bytes": size, "md5": md5}
     provenance = {
         "producer": PRODUCER,
         "source": {
-            "database": str(source.database),
-            "size_bytes": size,
-            "md5": md5,
+            **database,
             "table": source.table,
             "columns": list(source.columns),
         },

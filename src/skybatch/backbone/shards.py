@@ -2,7 +2,8 @@
 
 The region of an export is the union of visits' regions or a polygon; the shards are
 the HTM level-7 trixels that really overlap it (an envelope is only a superset), and
-only those holding rows are read, from an SQLite database opened read-only.
+only those holding rows are read, from an SQLite database opened read-only or a
+PostgreSQL database (``postgresql://`` URL) in read-only transactions.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lsst.sphgeom import DISJOINT, ConvexPolygon, HtmPixelization, LonLat, Region, UnitVector3d
 
@@ -144,34 +145,59 @@ def visit_regions(
 # -- the source table -----------------------------------------------------------------
 @dataclass(frozen=True)
 class SourceTable:
-    """A validated table (or view) of an SQLite database that has an ``htm7`` column."""
+    """A validated table (or view) of an SQLite database (a file) or a PostgreSQL
+    database (its URL) that has an ``htm7`` column."""
 
-    database: Path
+    database: Path | str
     table: str
     columns: tuple[str, ...]
     decltypes: tuple[str, ...]
     order_by: tuple[str, ...]
+    #: The PostgreSQL schema of ``table`` (None: SQLite).
+    schema: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The database for messages (a URL without its password)."""
+        if isinstance(self.database, str):
+            from skybatch.db.engine import mask_url
+
+            return mask_url(self.database)
+        return str(self.database)
+
+    @property
+    def from_sql(self) -> str:
+        """The table as named in a FROM clause."""
+        if self.schema is None:
+            return quote_identifier(self.table)
+        return f"{quote_identifier(self.schema)}.{quote_identifier(self.table)}"
 
     def select_sql(self, placeholders: str) -> str:
         """The query that reads the rows of some shards (``placeholders``: ``?, ?, ...``)."""
         return (
             f"SELECT {', '.join(quote_identifier(c) for c in self.columns)} "
-            f"FROM {quote_identifier(self.table)} "
+            f"FROM {self.from_sql} "
             f"WHERE {quote_identifier(SHARD_COLUMN)} IN ({placeholders}) "
             f"ORDER BY {', '.join(self.order_by)}"
         )
 
+    @property
+    def is_postgres(self) -> bool:
+        return isinstance(self.database, str)
+
     def distinct_sql(self, placeholders: str) -> str:
         """The query that finds which of some shards hold rows (index only)."""
         col = quote_identifier(SHARD_COLUMN)
-        return (
-            f"SELECT DISTINCT {col} FROM {quote_identifier(self.table)} "
-            f"WHERE {col} IN ({placeholders})"
-        )
+        return f"SELECT DISTINCT {col} FROM {self.from_sql} WHERE {col} IN ({placeholders})"
 
 
-def open_source(database: Path, table: str) -> SourceTable:
-    """Check that ``database`` is an SQLite file whose ``table`` has an htm7 column."""
+def open_source(database: Path | str, table: str) -> SourceTable:
+    """Check that ``database`` (an SQLite file, or a PostgreSQL URL) has a ``table``
+    (or view) with an htm7 column."""
+    from skybatch.db.postgres import is_postgres_url
+
+    if is_postgres_url(str(database)):
+        return _open_postgres_source(str(database), table)
     database = Path(database).expanduser().resolve()
     if not database.is_file():
         raise InputError(
@@ -223,6 +249,120 @@ def open_source(database: Path, table: str) -> SourceTable:
     )
 
 
+#: PostgreSQL column types as the declared SQLite types :func:`table_from_rows` reads.
+_PG_TYPES = {"integer": "INTEGER", "bigint": "INTEGER", "smallint": "INTEGER"}
+_PG_FLOATS = ("real", "double precision", "numeric")
+_PG_TEXTS = ("text", "character varying", "character")
+
+
+def _pg_decltype(data_type: str) -> str:
+    if data_type in _PG_TYPES:
+        return _PG_TYPES[data_type]
+    if data_type in _PG_FLOATS:
+        return "REAL"
+    if data_type in _PG_TEXTS:
+        return "TEXT"
+    return ""  # inferred from the values
+
+
+def _pg_engine(url: str) -> Any:
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return create_engine(
+        parsed,
+        connect_args={"connect_timeout": 5, "options": "-c default_transaction_read_only=on"},
+    )
+
+
+def _open_postgres_source(url: str, table: str) -> SourceTable:
+    """The table (or view) ``table`` of the PostgreSQL database ``url``: ``schema.name``
+    or a name on the search path."""
+    import sqlalchemy
+
+    from skybatch.db.engine import mask_url
+    from skybatch.db.postgres import connect_error
+
+    shown = mask_url(url)
+    schema, _, name = table.rpartition(".")
+    engine = _pg_engine(url)
+    try:
+        with engine.connect() as conn:
+            schema = schema or str(
+                conn.execute(sqlalchemy.text("SELECT current_schema()")).scalar()
+            )
+            described = conn.execute(
+                sqlalchemy.text(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
+                ),
+                {"s": schema, "t": name},
+            ).all()
+            if not described:
+                names = conn.execute(
+                    sqlalchemy.text(
+                        "SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema = :s ORDER BY table_name"
+                    ),
+                    {"s": schema},
+                ).scalars()
+                raise InputError(
+                    f"database {shown} has no table {table!r}",
+                    where=f"{shown}:{table}",
+                    hint=f"tables in schema {schema}: {', '.join(names) or 'none'}",
+                )
+            primary = conn.execute(
+                sqlalchemy.text(
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+                    "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                    "WHERE i.indisprimary AND i.indrelid = CAST(:q AS regclass) "
+                    "ORDER BY array_position(i.indkey, a.attnum)"
+                ),
+                {"q": f"{quote_identifier(schema)}.{quote_identifier(name)}"},
+            ).scalars()
+            primary = list(primary)
+    except sqlalchemy.exc.OperationalError as exc:
+        raise connect_error(url, exc, where=shown) from None
+    finally:
+        engine.dispose()
+    names = [str(c[0]) for c in described]
+    if SHARD_COLUMN not in names:
+        raise InputError(
+            f"table {table!r} of {shown} has no {SHARD_COLUMN} column "
+            f"(columns: {', '.join(names)})",
+            where=f"{shown}:{table}",
+            hint=f"add an indexed {SHARD_COLUMN} column with each row's HTM level-7 trixel id",
+        )
+    tiebreak = [quote_identifier(c) for c in (primary or names)]
+    order = [quote_identifier(SHARD_COLUMN), *tiebreak]
+    return SourceTable(
+        url,
+        name,
+        tuple(names),
+        tuple(_pg_decltype(str(c[1])) for c in described),
+        tuple(dict.fromkeys(order)),
+        schema,
+    )
+
+
+def _pg_rows(source: SourceTable, sql_of: Any, shards: Sequence[int]) -> Iterator[Sequence[Any]]:
+    """Rows of ``sql_of(placeholders)`` for each chunk of ``shards``, from PostgreSQL."""
+    import sqlalchemy
+
+    engine = _pg_engine(str(source.database))
+    try:
+        with engine.connect() as conn:
+            for chunk in _chunks(shards):
+                sql = sql_of(", ".join(f":p{i}" for i in range(len(chunk))))
+                params = {f"p{i}": int(v) for i, v in enumerate(chunk)}
+                yield from conn.execute(sqlalchemy.text(sql), params).all()
+    finally:
+        engine.dispose()
+
+
 def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]
@@ -231,6 +371,8 @@ def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
 def shards_with_rows(source: SourceTable, shards: Iterable[int]) -> list[int]:
     """Those of ``shards`` that hold at least one row, sorted."""
     wanted = sorted(set(shards))
+    if source.is_postgres:
+        return sorted({int(r[0]) for r in _pg_rows(source, source.distinct_sql, wanted)})
     found: set[int] = set()
     with closing(connect_readonly(source.database)) as conn:
         for chunk in _chunks(wanted):
@@ -246,6 +388,11 @@ def iter_shards(source: SourceTable, shards: Iterable[int]) -> Iterator[tuple[in
     """
     names, types = list(source.columns), list(source.decltypes)
     position = names.index(SHARD_COLUMN)
+    if source.is_postgres:
+        pg_rows = _pg_rows(source, source.select_sql, sorted(set(shards)))
+        for shard, group in groupby(pg_rows, key=itemgetter(position)):
+            yield int(shard), table_from_rows(names, types, list(group))
+        return
     with closing(connect_readonly(source.database)) as conn:
         for chunk in _chunks(sorted(set(shards))):
             sql = source.select_sql(", ".join("?" * len(chunk)))
@@ -254,6 +401,6 @@ def iter_shards(source: SourceTable, shards: Iterable[int]) -> Iterator[tuple[in
                 yield int(shard), table_from_rows(names, types, list(group))
 
 
-def read_shards(database: Path, table: str, shards: Iterable[int]) -> dict[int, Table]:
+def read_shards(database: Path | str, table: str, shards: Iterable[int]) -> dict[int, Table]:
     """Rows of ``table`` grouped by htm7 shard, for those of ``shards`` that hold rows."""
     return dict(iter_shards(open_source(database, table), shards))

@@ -157,22 +157,45 @@ class Calibration(_Model):
 class RefcatSource(_Model):
     """The reference catalog database that the backbone exports as ``ref_cat`` shards."""
 
-    database: Path = Field(description="SQL database file holding the catalog table")
-    table: str = Field(default="refcat", min_length=1, description="table of the catalog")
+    database: str = Field(
+        description="SQL database holding the catalog table: an SQLite file (relative to "
+        "the campaign file) or a PostgreSQL URL (postgresql://USER@HOST:PORT/DB)"
+    )
+    table: str = Field(
+        default="refcat",
+        min_length=1,
+        description="table of the catalog (PostgreSQL: SCHEMA.TABLE or a table on the search path)",
+    )
     dataset_type: DatasetTypeName = Field(
         default="ref_cat", description="Butler dataset type of the exported shards"
     )
 
-    @field_validator("database")
+    @field_validator("database", mode="before")
     @classmethod
-    def _database_exists(cls, value: Path, info: ValidationInfo) -> Path:
-        value = _resolve(value, info)
-        if _context(info) is not None and not value.is_file():
+    def _database_exists(cls, value: Any, info: ValidationInfo) -> Any:
+        """A PostgreSQL URL as it is (reached when the catalog is exported); a file
+        path made absolute, and with a campaign file, checked to exist."""
+        from skybatch.db.postgres import is_postgres_url, looks_like_url
+
+        if not isinstance(value, str | os.PathLike):
+            return value
+        text = os.fspath(value)
+        if is_postgres_url(text):
+            return text
+        if looks_like_url(text):
             raise invalid(
-                f"reference catalog database {value} does not exist",
-                "give the path of the catalog's database file (relative to the campaign file)",
+                f"reference catalog database {text!r} is neither a file nor a PostgreSQL URL",
+                "give an SQLite file (relative to the campaign file) or "
+                "postgresql://USER@HOST:PORT/DATABASE",
             )
-        return value
+        path = _resolve(Path(text), info)
+        if _context(info) is not None and not path.is_file():
+            raise invalid(
+                f"reference catalog database {path} does not exist",
+                "give the path of the catalog's database file (relative to the campaign "
+                "file) or a PostgreSQL URL",
+            )
+        return str(path)
 
 
 class SiteConfig(_Model):

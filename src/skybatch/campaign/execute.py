@@ -132,6 +132,7 @@ def group_run_options(
         default_resources=raised(policies.default_resources),
         intermediates=list(policies.intermediates),
         catalog_tables=policies.catalogs.selection,
+        catalog_db_url=policies.catalogs.database,
         file_templates=dict(campaign.file_templates),
     )
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from skybatch import limits
 from skybatch.graph.workflow import ResourceRequest
 
-from .fields import CAMPAIGN_ERROR, DatasetTypeName
+from .fields import CAMPAIGN_ERROR, DatasetTypeName, invalid
 
 __all__ = ["CLEANUP_TARGETS", "Catalogs", "CleanupTarget", "Concurrency", "Policies", "Retries"]
 
@@ -79,6 +79,31 @@ class Catalogs(_Model):
         default=None,
         description="dataset types to load; unset: every output whose storage class is a table",
     )
+    database: str | None = Field(
+        default=None,
+        description="SQL database of the object catalogs: postgresql://USER@HOST:PORT/DB "
+        "(created on first use if the user may) or sqlite:////ABSOLUTE/PATH; unset: "
+        "HOME/catalogs.sqlite3",
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+
+        hint = "give postgresql://USER@HOST:PORT/DATABASE or sqlite:////ABSOLUTE/PATH.sqlite3"
+        try:
+            url = make_url(value)
+        except Exception:
+            raise invalid(f"{value!r} is not a database URL", hint) from None
+        backend = url.get_backend_name()
+        if backend not in ("postgresql", "sqlite"):
+            raise invalid(f"object catalogs go to PostgreSQL or SQLite, not {backend}", hint)
+        if backend == "sqlite" and not (url.database and url.database.startswith("/")):
+            raise invalid(f"the SQLite catalog database of {value!r} is not an absolute path", hint)
+        return value
 
     @property
     def selection(self) -> list[str] | None:

@@ -70,8 +70,8 @@ def parse_polygon(text: str) -> list[tuple[float, float]]:
 @click.option(
     "--database",
     required=True,
-    type=click.Path(path_type=Path),
-    help="SQLite database holding the catalog table.",
+    help="Database holding the catalog table: an SQLite file, or a PostgreSQL URL "
+    "(postgresql://USER@HOST:PORT/DB; the table may be SCHEMA.TABLE).",
 )
 @click.option("--table", default="refcat", show_default=True, help="Catalog table or view.")
 @click.option("--visits", default=None, help="Region: union of these visits, e.g. 1000,1001.")
@@ -94,7 +94,7 @@ def parse_polygon(text: str) -> list[tuple[float, float]]:
 def export_refcat(
     cli: CliContext,
     repo: Path,
-    database: Path,
+    database: str,
     table: str,
     visits: str | None,
     instrument: str | None,
