@@ -6,6 +6,7 @@ the same code against a real Slurm."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -341,6 +342,26 @@ def test_submissions_ask_slurm_about_pilots_only_while_pilots_are_missing(
         ids += engine.submit([make_spec(tmp_path, f"run{run}-{i}") for i in range(2)])
         engine.poll(ids)
     assert len(fake.calls_of("squeue")) == 2 and len(fake.calls_of("sbatch")) == 2
+
+
+def test_pilots_of_an_engine_before_a_restart_count_against_the_maximum(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    beats = tmp_path / "slurm" / "pilot" / "pilots"
+    beats.mkdir(parents=True)
+    # A killed manager's pilots: 1001_0 still works, 1001_1 exited, 999_0 long silent.
+    (beats / "1001_0.json").write_text(json.dumps({"pilot": "1001_0", "state": "running"}))
+    (beats / "1001_1.json").write_text(json.dumps({"pilot": "1001_1", "state": "exited"}))
+    (beats / "999_0.json").write_text(json.dumps({"pilot": "999_0", "state": "running"}))
+    old = time.time() - 3600
+    os.utime(beats / "999_0.json", (old, old))
+    fake.squeue_text = "1001_0|RUNNING|None\n1001_1|COMPLETED|None\n999_0|RUNNING|None\n"
+    engine = _pilot_engine(fake, tmp_path)  # the restarted manager's engine, 3 at most
+    engine.submit([make_spec(tmp_path, f"ok-{i}") for i in range(40)])
+    [sbatch] = fake.calls_of("sbatch")
+    assert "--array=0-1" in sbatch  # 2 new pilots beside the one still working
+    engine.close()
+    assert (beats / "1001_0.stop").exists()  # told to drain with the new ones
 
 
 def test_jobs_of_a_pilot_that_died_fail_with_its_failure(fake: FakeSlurm, tmp_path: Path) -> None:

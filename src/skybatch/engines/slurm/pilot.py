@@ -213,6 +213,7 @@ class PilotQueue:
             return self._dead
         self._checked_at = now
         queue = self.commands.squeue()
+        self._pilots.update(self._still_beating())
         alive = 0
         for pilot in list(self._pilots):
             record = queue.get(pilot)
@@ -245,6 +246,28 @@ class PilotQueue:
             dead[pilot] = failure
         self._dead = dead
         return dead
+
+    def _still_beating(self) -> set[str]:
+        """Pilots of this queue that another engine started and that still work: those
+        of a manager before its restart count against ``max_pilots`` (and are told to
+        stop at :meth:`close`) instead of running beside as many new ones."""
+        out: set[str] = set()
+        now = time.time()
+        fresh_s = 3 * self.settings.pilot.heartbeat_s + 5
+        with os.scandir(self.dirs.pilots) as entries:
+            for entry in entries:
+                pilot = entry.name[:-5]
+                if not entry.name.endswith(".json") or pilot in self._pilots:
+                    continue
+                try:
+                    if now - entry.stat().st_mtime >= fresh_s:
+                        continue
+                    state = json.loads(Path(entry.path).read_text()).get("state")
+                except (OSError, ValueError):
+                    continue
+                if state != "exited":
+                    out.add(pilot)
+        return out
 
     def _heartbeat_fresh(self, pilot: str) -> bool:
         try:
