@@ -193,6 +193,11 @@ def rss_mb() -> float:
         return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb() -> float:
     """Most resident memory this process had so far, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -212,6 +217,9 @@ class Drive:
     most_in_flight: int
     #: Peak resident memory of the process after this drive, MB.
     peak_rss_mb: float
+    #: CPU seconds of the manager's process and of its bookkeeping process.
+    cpu_s: float = 0.0
+    bookkeeping_cpu_s: float = 0.0
     #: (groups ended, resident MB) sampled during the drive.
     rss: list[tuple[int, float]] = field(default_factory=list)
 
@@ -273,10 +281,13 @@ def drive(
         max_groups=max_groups,
         progress=progress,
     )
+    cpu = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with manager:
         report = manager.run_pass()
     wall = time.perf_counter() - start
+    cpu_s = _cpu(resource.RUSAGE_SELF) - cpu[0]
+    bookkeeping_cpu_s = _cpu(resource.RUSAGE_CHILDREN) - cpu[1]  # reaped when it closed
     state = manager.state_of(submitted.id)
     assert report.groups_run == 2 * (groups // 2), report
     runs = select(RunRow.id).where(RunRow.name.like(f"scale/{submitted.id}-%"))
@@ -308,6 +319,8 @@ def drive(
         wall,
         most,
         peak_rss_mb(),
+        cpu_s,
+        bookkeeping_cpu_s,
         samples,
     )
 
@@ -416,15 +429,19 @@ def report(args: argparse.Namespace, results: dict[int, tuple[Drive, float]]) ->
     print(
         f"{'jobs':>8} {'groups':>7} {'job tr.':>9} {'campaign tr.':>13} {'transitions':>12} "
         f"{'wall s':>8} {'transitions/s':>14} {'ms/group':>9} {'in flight':>10} "
-        f"{'peak RSS MB':>12} {'state':>10}"
+        f"{'peak RSS MB':>12} {'CPU s':>7} {'bk CPU s':>9} {'state':>10}"
     )
     for d, wall in results.values():
         print(
             f"{d.jobs:>8} {d.groups:>7} {d.job_transitions:>9} {d.campaign_transitions:>13} "
             f"{d.transitions:>12} {wall:>8.2f} {d.transitions / wall:>14.0f} "
             f"{1e3 * wall / d.groups:>9.2f} {d.most_in_flight:>10} {d.peak_rss_mb:>12.0f} "
-            f"{d.state:>10}"
+            f"{d.cpu_s:>7.1f} {d.bookkeeping_cpu_s:>9.1f} {d.state:>10}"
         )
+    print(
+        "CPU s: the manager's process (its loop); bk CPU s: its bookkeeping process (set-ups "
+        f"and finishes); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     (small, small_wall), (large, large_wall) = results.values()
     print(
         f"growth: {large.jobs / small.jobs:.1f}x the jobs took {large_wall / small_wall:.1f}x "

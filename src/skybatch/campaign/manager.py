@@ -233,7 +233,7 @@ class Manager:
             if self._flights and pool.stalled(paused) and not advance:
                 return
             if not (changed or advance):
-                time.sleep(0.02)
+                pool.wait(0.02)
 
     def _control(self) -> set[int]:
         """Campaigns of groups in flight that are paused (no new jobs for them); groups

@@ -46,7 +46,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -369,6 +369,14 @@ class ExecutionPool:
             and e.scheduler.n_in_flight == 0
             for e in self._entries.values()
         )
+
+    def wait(self, timeout_s: float) -> None:
+        """Pause the loop for ``timeout_s`` seconds at most: less when the set-up or
+        finish under way ends meanwhile (its run goes on at once, not a pause later)."""
+        if self._busy is not None:
+            wait([self._busy[2]], timeout=timeout_s)
+        else:
+            time.sleep(timeout_s)
 
     # -- the loop -------------------------------------------------------------------
     def tick(self, paused: Iterable[Hashable] = ()) -> bool:
