@@ -1,13 +1,16 @@
 """The file catalog: bulk registration and look-ups of files, replicas and provenance.
 
 All methods work on batches (one transaction per call, chunked ``IN`` look-ups), since
-campaigns register and query files by the hundred thousand.
+campaigns register and query files by the hundred thousand. Each takes an optional
+``session`` to join a caller's transaction instead (several catalog calls and the
+caller's own writes then commit or roll back together).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,14 +149,40 @@ class Catalog:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
+    # Every method takes an optional ``session``: given, the call joins the caller's
+    # transaction (the caller commits or rolls back, and on SQLite no second
+    # connection waits for the caller's write lock); without, it runs in its own.
+    @contextmanager
+    def _write(self, session: Session | None) -> Iterator[Session]:
+        if session is not None:
+            yield session
+        else:
+            with self.sessions.begin() as own:
+                yield own
+
+    @contextmanager
+    def _read(self, session: Session | None) -> Iterator[Session]:
+        if session is not None:
+            yield session
+        else:
+            with self.sessions() as own:
+                yield own
+
     # -- endpoints --------------------------------------------------------------
     def add_endpoint(
-        self, name: str, kind: str, root: str, settings: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        kind: str,
+        root: str,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        session: Session | None = None,
     ) -> EndpointRow:
         """Define an endpoint; the same definition again is a no-op, a different one an error."""
         from skybatch.errors import InputError
 
-        with self.sessions.begin() as session:
+        joined = session is not None
+        with self._write(session) as session:
             row = session.scalar(select(EndpointRow).where(EndpointRow.name == name))
             wanted = {"kind": kind, "root": root, "settings": dict(settings or {})}
             if row is not None:
@@ -164,23 +193,23 @@ class Catalog:
                         where=name,
                         hint=f"it is {have}; remove it first or use another name",
                     )
+            else:
+                row = EndpointRow(name=name, **wanted)
+                session.add(row)
+                session.flush()
+            if not joined:  # usable after its own session closed
                 session.expunge(row)
-                return row
-            row = EndpointRow(name=name, **wanted)
-            session.add(row)
-            session.flush()
-            session.expunge(row)
             return row
 
-    def endpoints(self) -> list[EndpointRow]:
-        with self.sessions() as session:
+    def endpoints(self, *, session: Session | None = None) -> list[EndpointRow]:
+        with self._read(session) as session:
             return list(session.scalars(select(EndpointRow).order_by(EndpointRow.name)))
 
-    def endpoint_row(self, name: str) -> EndpointRow:
-        with self.sessions() as session:
+    def endpoint_row(self, name: str, *, session: Session | None = None) -> EndpointRow:
+        with self._read(session) as session:
             row = session.scalar(select(EndpointRow).where(EndpointRow.name == name))
             if row is None:
-                known = ", ".join(e.name for e in self.endpoints()) or "none"
+                known = ", ".join(e.name for e in self.endpoints(session=session)) or "none"
                 raise UnknownEndpointError(
                     f"no endpoint named {name!r}",
                     where=name,
@@ -195,6 +224,8 @@ class Catalog:
         endpoint: str,
         state: ReplicaState = ReplicaState.ONLINE,
         on_tape: bool = False,
+        *,
+        session: Session | None = None,
     ) -> dict[str, int]:
         """Register files with a replica on ``endpoint``; returns path → file id.
 
@@ -202,9 +233,9 @@ class Catalog:
         (its replica on ``endpoint`` is set to ``state``); with a different size or md5
         the whole batch is refused (ChecksumMismatchError) and nothing is written.
         """
-        endpoint_id = self.endpoint_row(endpoint).id
+        endpoint_id = self.endpoint_row(endpoint, session=session).id
         now = utcnow()
-        with self.sessions.begin() as session:
+        with self._write(session) as session:
             existing = self._by_column(session, FileRow.path, [r.path for r in records])
             for record in records:
                 old = existing.get(record.path)
@@ -307,13 +338,21 @@ class Catalog:
         endpoint: str,
         state: ReplicaState,
         on_tape: bool | None = None,
+        *,
+        session: Session | None = None,
     ) -> None:
         """Create or update the replicas of ``file_ids`` on ``endpoint`` (one transaction)."""
-        endpoint_id = self.endpoint_row(endpoint).id
-        with self.sessions.begin() as session:
+        endpoint_id = self.endpoint_row(endpoint, session=session).id
+        with self._write(session) as session:
             self._upsert_replicas(session, file_ids, endpoint_id, state, on_tape, utcnow())
 
-    def set_verified(self, endpoint: str, checked: Sequence[tuple[int, int, int]]) -> None:
+    def set_verified(
+        self,
+        endpoint: str,
+        checked: Sequence[tuple[int, int, int]],
+        *,
+        session: Session | None = None,
+    ) -> None:
         """Record that replicas on ``endpoint`` matched their md5 just now.
 
         ``checked`` holds ``(file_id, mtime_ns, size)``: what ``os.stat`` said of the
@@ -321,7 +360,7 @@ class Catalog:
         """
         if not checked:
             return
-        endpoint_id = self.endpoint_row(endpoint).id
+        endpoint_id = self.endpoint_row(endpoint, session=session).id
         statement = (
             update(ReplicaRow)
             .where(
@@ -339,13 +378,15 @@ class Catalog:
             {"e_id": endpoint_id, "f_id": f, "at": now, "mtime_ns": m, "size": s}
             for f, m, s in checked
         ]
-        with self.sessions.begin() as session:
+        with self._write(session) as session:
             for chunk in _chunks(rows):
                 session.connection().execute(statement, list(chunk))
 
-    def drop_replicas(self, file_ids: Sequence[int], endpoint: str) -> None:
-        endpoint_id = self.endpoint_row(endpoint).id
-        with self.sessions.begin() as session:
+    def drop_replicas(
+        self, file_ids: Sequence[int], endpoint: str, *, session: Session | None = None
+    ) -> None:
+        endpoint_id = self.endpoint_row(endpoint, session=session).id
+        with self._write(session) as session:
             for chunk in _chunks(file_ids):
                 session.execute(
                     delete(ReplicaRow).where(
@@ -374,16 +415,22 @@ class Catalog:
                 out[getattr(info, key)] = info
         return out
 
-    def files_by_dataset_ids(self, dataset_ids: Sequence[str]) -> dict[str, FileInfo]:
-        with self.sessions() as session:
+    def files_by_dataset_ids(
+        self, dataset_ids: Sequence[str], *, session: Session | None = None
+    ) -> dict[str, FileInfo]:
+        with self._read(session) as session:
             return self._by_column(session, FileRow.dataset_id, [str(d) for d in dataset_ids])
 
-    def files_by_paths(self, paths: Sequence[str]) -> dict[str, FileInfo]:
-        with self.sessions() as session:
+    def files_by_paths(
+        self, paths: Sequence[str], *, session: Session | None = None
+    ) -> dict[str, FileInfo]:
+        with self._read(session) as session:
             return self._by_column(session, FileRow.path, paths)
 
-    def files_by_ids(self, ids: Sequence[int]) -> dict[int, FileInfo]:
-        with self.sessions() as session:
+    def files_by_ids(
+        self, ids: Sequence[int], *, session: Session | None = None
+    ) -> dict[int, FileInfo]:
+        with self._read(session) as session:
             return self._by_column(session, FileRow.id, ids)
 
     def files(
@@ -393,6 +440,7 @@ class Catalog:
         dataset_type: str | None = None,
         data_id: Mapping[str, Any] | None = None,
         path_prefix: str | None = None,
+        session: Session | None = None,
     ) -> list[FileInfo]:
         """Files matching every given criterion (all files when none is given)."""
         query = select(*_FILE_COLUMNS)
@@ -404,15 +452,21 @@ class Catalog:
             query = query.where(FileRow.data_id_key == data_id_key(data_id))
         if path_prefix is not None:
             query = query.where(FileRow.path.startswith(path_prefix, autoescape=True))
-        with self.sessions() as session:
+        with self._read(session) as session:
             rows = session.connection().execute(query.order_by(FileRow.path))
             return [FileInfo(*row) for row in rows]
 
     # -- replicas ---------------------------------------------------------------
-    def placements(self, file_ids: Sequence[int], endpoint: str | None = None) -> list[Placement]:
+    def placements(
+        self,
+        file_ids: Sequence[int],
+        endpoint: str | None = None,
+        *,
+        session: Session | None = None,
+    ) -> list[Placement]:
         """Every replica of the given files (on one endpoint if given)."""
         out: list[Placement] = []
-        with self.sessions() as session:
+        with self._read(session) as session:
             for chunk in _chunks(list(dict.fromkeys(file_ids))):
                 query = (
                     select(*_FILE_COLUMNS, *_REPLICA_COLUMNS, EndpointRow.name)
@@ -426,10 +480,14 @@ class Catalog:
         return out
 
     def replicas_on(
-        self, endpoint: str, states: Iterable[ReplicaState] | None = None
+        self,
+        endpoint: str,
+        states: Iterable[ReplicaState] | None = None,
+        *,
+        session: Session | None = None,
     ) -> list[Placement]:
         """All replicas on an endpoint, least recently used first."""
-        endpoint_row = self.endpoint_row(endpoint)
+        endpoint_row = self.endpoint_row(endpoint, session=session)
         query = (
             select(*_FILE_COLUMNS, *_REPLICA_COLUMNS, EndpointRow.name)
             .join(ReplicaRow, ReplicaRow.file_id == FileRow.id)
@@ -438,15 +496,17 @@ class Catalog:
         )
         if states is not None:
             query = query.where(ReplicaRow.state.in_([s.value for s in states]))
-        with self.sessions() as session:
+        with self._read(session) as session:
             rows = session.connection().execute(
                 query.order_by(ReplicaRow.last_access, ReplicaRow.id)
             )
             return [_placement(row) for row in rows]
 
-    def bytes_on(self, endpoint: str, states: Iterable[ReplicaState]) -> int:
-        endpoint_id = self.endpoint_row(endpoint).id
-        with self.sessions() as session:
+    def bytes_on(
+        self, endpoint: str, states: Iterable[ReplicaState], *, session: Session | None = None
+    ) -> int:
+        endpoint_id = self.endpoint_row(endpoint, session=session).id
+        with self._read(session) as session:
             total = session.scalar(
                 select(func.coalesce(func.sum(FileRow.size_bytes), 0))
                 .join(ReplicaRow, ReplicaRow.file_id == FileRow.id)
@@ -457,10 +517,17 @@ class Catalog:
             )
         return int(total or 0)
 
-    def pin(self, file_ids: Sequence[int], endpoint: str, until: datetime | None) -> None:
+    def pin(
+        self,
+        file_ids: Sequence[int],
+        endpoint: str,
+        until: datetime | None,
+        *,
+        session: Session | None = None,
+    ) -> None:
         """Pin replicas until ``until`` (None unpins); a pin only ever extends."""
-        endpoint_id = self.endpoint_row(endpoint).id
-        with self.sessions.begin() as session:
+        endpoint_id = self.endpoint_row(endpoint, session=session).id
+        with self._write(session) as session:
             for chunk in _chunks(file_ids):
                 base = update(ReplicaRow).where(
                     ReplicaRow.endpoint_id == endpoint_id, ReplicaRow.file_id.in_(chunk)
@@ -474,11 +541,13 @@ class Catalog:
                         ).values(pinned_until=until)
                     )
 
-    def touch(self, file_ids: Sequence[int], endpoint: str) -> None:
+    def touch(
+        self, file_ids: Sequence[int], endpoint: str, *, session: Session | None = None
+    ) -> None:
         """Record an access (LRU order of site caches)."""
-        endpoint_id = self.endpoint_row(endpoint).id
+        endpoint_id = self.endpoint_row(endpoint, session=session).id
         now = utcnow()
-        with self.sessions.begin() as session:
+        with self._write(session) as session:
             for chunk in _chunks(file_ids):
                 session.execute(
                     update(ReplicaRow)
@@ -487,15 +556,28 @@ class Catalog:
                 )
 
     # -- provenance -------------------------------------------------------------
-    def add_activity(self, kind: str, name: str, info: Mapping[str, Any] | None = None) -> int:
-        with self.sessions.begin() as session:
+    def add_activity(
+        self,
+        kind: str,
+        name: str,
+        info: Mapping[str, Any] | None = None,
+        *,
+        session: Session | None = None,
+    ) -> int:
+        with self._write(session) as session:
             row = Activity(kind=kind, name=name, info=dict(info or {}))
             session.add(row)
             session.flush()
             return row.id
 
-    def finish_activity(self, activity_id: int, info: Mapping[str, Any] | None = None) -> None:
-        with self.sessions.begin() as session:
+    def finish_activity(
+        self,
+        activity_id: int,
+        info: Mapping[str, Any] | None = None,
+        *,
+        session: Session | None = None,
+    ) -> None:
+        with self._write(session) as session:
             row = session.get(Activity, activity_id)
             if row is not None:
                 row.finished_at = utcnow()
@@ -509,10 +591,11 @@ class Catalog:
         *,
         activity_id: int | None = None,
         other_file_id: int | None = None,
+        session: Session | None = None,
     ) -> None:
         """Link files to an activity (used, wasGeneratedBy) or to a file (wasDerivedFrom)."""
         now = utcnow()
-        with self.sessions.begin() as session:
+        with self._write(session) as session:
             for chunk in _chunks(file_ids):
                 session.execute(
                     insert(ProvenanceEdge),
@@ -528,9 +611,11 @@ class Catalog:
                     ],
                 )
 
-    def provenance(self, file_id: int) -> list[tuple[str, Activity | None, FileRow | None]]:
+    def provenance(
+        self, file_id: int, *, session: Session | None = None
+    ) -> list[tuple[str, Activity | None, FileRow | None]]:
         """Edges of one file: (relation, activity, other file)."""
-        with self.sessions() as session:
+        with self._read(session) as session:
             edges = session.scalars(
                 select(ProvenanceEdge).where(ProvenanceEdge.file_id == file_id)
             ).all()
@@ -550,10 +635,12 @@ class Catalog:
         n_bytes: int,
         source: str | None = None,
         priority: int = 0,
+        *,
+        session: Session | None = None,
     ) -> int:
-        target_id = self.endpoint_row(target).id
-        source_id = self.endpoint_row(source).id if source else None
-        with self.sessions.begin() as session:
+        target_id = self.endpoint_row(target, session=session).id
+        source_id = self.endpoint_row(source, session=session).id if source else None
+        with self._write(session) as session:
             request = StageRequest(
                 kind=kind,
                 source_endpoint_id=source_id,
@@ -573,8 +660,15 @@ class Catalog:
                 )
             return request.id
 
-    def close_request(self, request_id: int, state: RequestState, message: str = "") -> None:
-        with self.sessions.begin() as session:
+    def close_request(
+        self,
+        request_id: int,
+        state: RequestState,
+        message: str = "",
+        *,
+        session: Session | None = None,
+    ) -> None:
+        with self._write(session) as session:
             request = session.get(StageRequest, request_id)
             if request is None:
                 return

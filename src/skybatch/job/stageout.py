@@ -215,13 +215,13 @@ class _JobCatalog(Catalog):
         super().__init__(sessions)
         self._db_url = db_url
 
-    def endpoint_row(self, name: str) -> EndpointRow:
+    def endpoint_row(self, name: str, *, session: Session | None = None) -> EndpointRow:
         if not process_cache_enabled():
-            return super().endpoint_row(name)
+            return super().endpoint_row(name, session=session)
         key = (self._db_url, name)
         row = _endpoint_rows.get(key)
         if row is None:
-            found = super().endpoint_row(name)
+            found = super().endpoint_row(name, session=session)
             # A plain (transient) copy: the cache must hold no session's object.
             row = EndpointRow(
                 id=found.id,
