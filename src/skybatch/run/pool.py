@@ -16,9 +16,14 @@ Where set-ups and finishes run is the pool's :class:`Bookkeeping`: by default
 :class:`DriverBookkeeping` (the driver's functions in a spawned process); stand-ins
 (tests, ``benchmarks/manager_scale.py``) write their rows in the pool's process, and an
 ``engine_factory`` can build the engines (an instant one) instead of the registry.
-The bookkeeping process takes set-ups first while fewer jobs wait for a slot than
-twice the engine's slots, finishes otherwise: the engine never runs dry for want of
-set-up runs, and finished runs do not wait long for their finish.
+:class:`DriverBookkeeping` has one such process per core (at most 4): with one, a
+campaign of many small groups left the engine idle 40% of the time waiting for
+set-ups (``benchmarks/campaign_throughput.py``). The bookkeeping takes set-ups first
+while fewer jobs wait for a slot than twice the engine's slots, finishes otherwise:
+the engine never runs dry for want of set-up runs, and finished runs do not wait
+long for their finish. (Concurrent set-ups and finishes write the Butler registry at
+once: daf_butler's SQLite registry takes write transactions with ``BEGIN IMMEDIATE``
+and waits up to 5 minutes for a lock; PostgreSQL registries take concurrent writers.)
 
 Which run's jobs go to the engine when slots free up (:func:`allocate`): the highest
 ``priority`` first (a tuple: step priority, then campaign priority); among equals the
@@ -78,6 +83,7 @@ __all__ = [
     "PoolRun",
     "RunOutcome",
     "allocate",
+    "default_bookkeeping_workers",
 ]
 
 #: ``factory(engine name, raw settings)`` builds an engine of the pool (by default
@@ -148,7 +154,8 @@ class _Entry:
 class Bookkeeping(ABC):
     """A pool's set-ups and finishes (see the module): what they do and where they run.
 
-    The pool hands them, one at a time, to the :meth:`executor` (made on first use)
+    The pool hands them, at most :attr:`workers` at a time, to the :meth:`executor`
+    (made on first use)
     and collects their results in its loop. A :class:`~skybatch.errors.SkybatchError`
     they raise is the run's failure as it says ("could not run"); any other exception
     fails the run as unexpected.
@@ -177,6 +184,9 @@ class Bookkeeping(ABC):
         outputs, then its state (through :func:`~skybatch.run.states.change_run_state`)
         and summary (:func:`~skybatch.run.driver.finish_run_in_process`)."""
 
+    #: Set-ups and finishes under way at once.
+    workers: int = 1
+
     def executor(self) -> Executor:
         """Where set-ups and finishes run: by default in the pool's loop as it hands
         them over (:class:`InlineExecutor`; nothing else moves meanwhile)."""
@@ -186,7 +196,13 @@ class Bookkeeping(ABC):
 class DriverBookkeeping(Bookkeeping):
     """The real set-ups and finishes: the driver's functions, in a spawned process
     (graph building is CPU-bound Python; the engine keeps executing meanwhile). A kill
-    point reached there kills the whole manager (a crash of the node)."""
+    point reached there kills the whole manager (a crash of the node).
+
+    ``workers``: bookkeeping processes (default :func:`default_bookkeeping_workers`).
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or default_bookkeeping_workers()
 
     def set_up(self, settings: Settings, options: RunOptions) -> SetUp:
         from .driver import set_up_run
@@ -221,12 +237,13 @@ class DriverBookkeeping(Bookkeeping):
     def executor(self) -> Executor:
         level = logging.getLogger().getEffectiveLevel()
         executor = ProcessPoolExecutor(
-            max_workers=1,
+            max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_bookkeeping_init,
             initargs=(os.getpid(), level),
         )
-        executor.submit(_warm)
+        for _ in range(self.workers):
+            executor.submit(_warm)
         return executor
 
 
@@ -271,7 +288,7 @@ class ExecutionPool:
         self._engines: dict[str, Engine] = {}
         self._outcomes: list[RunOutcome] = []
         self._todo: list[tuple[_Entry, str, tuple[Any, ...]]] = []  # bookkeeping to do
-        self._busy: tuple[_Entry, str, Future[Any]] | None = None
+        self._busy: list[tuple[_Entry, str, Future[Any]]] = []
         self._executor: Executor | None = None
         self._last_flush = 0.0
         #: Engines built since the pool started (one per engine configuration).
@@ -509,19 +526,19 @@ class ExecutionPool:
 
     # -- the bookkeeping process ----------------------------------------------------
     def _dispatch(self) -> None:
-        if self._busy is not None or not self._todo:
-            return
-        slots = self.slots() or 1
-        setups = [t for t in self._todo if t[1] == "setup"]
-        finishes = [t for t in self._todo if t[1] == "finish"]
-        if setups and (not finishes or self.jobs_waiting() < 2 * slots):
-            task = min(setups, key=lambda t: (tuple(-p for p in t[0].run.priority), t[0].seq))
-        else:
-            task = finishes[0]
-        self._todo.remove(task)
-        entry, kind, args = task
-        fn = _set_up if kind == "setup" else _finish
-        self._busy = (entry, kind, self._process().submit(fn, self.bookkeeping, *args))
+        while len(self._busy) < self.bookkeeping.workers and self._todo:
+            slots = self.slots() or 1
+            setups = [t for t in self._todo if t[1] == "setup"]
+            finishes = [t for t in self._todo if t[1] == "finish"]
+            if setups and (not finishes or self.jobs_waiting() < 2 * slots):
+                task = min(setups, key=lambda t: (tuple(-p for p in t[0].run.priority), t[0].seq))
+            else:
+                task = finishes[0]
+            self._todo.remove(task)
+            entry, kind, args = task
+            fn = _set_up if kind == "setup" else _finish
+            future = self._process().submit(fn, self.bookkeeping, *args)
+            self._busy.append((entry, kind, future))
 
     def _process(self) -> Executor:
         if self._executor is None:
@@ -529,10 +546,13 @@ class ExecutionPool:
         return self._executor
 
     def _collect(self) -> bool:
-        if self._busy is None or not self._busy[2].done():
-            return False
-        entry, kind, future = self._busy
-        self._busy = None
+        done = [task for task in self._busy if task[2].done()]
+        for task in done:
+            self._busy.remove(task)
+            self._collected(*task)
+        return bool(done)
+
+    def _collected(self, entry: _Entry, kind: str, future: Future[Any]) -> None:
         try:
             result = future.result()
         except Exception as exc:  # the bookkeeping process died: a bug, or killed
@@ -542,7 +562,7 @@ class ExecutionPool:
             self.bookkeeping_s += result.seconds
             prefix = "could not run" if result.expected else "failed unexpectedly"
             self._end(entry, "failed", f"run {entry.name} {prefix}: {result.message}")
-            return True
+            return
         if kind == "setup":
             self.bookkeeping_s += result.seconds
             entry.phases.update(result.value.phases)
@@ -553,7 +573,7 @@ class ExecutionPool:
             except Exception as exc:
                 _log.exception("run %s could not start executing", entry.name)
                 self._end(entry, "failed", f"run {entry.name} failed unexpectedly: {_what(exc)}")
-            return True
+            return
         self.bookkeeping_s += result.seconds
         summary: RunSummary = result.value
         jobs = ", ".join(f"{k}={v}" for k, v in sorted(summary.jobs.items())) or "no jobs"
@@ -566,7 +586,6 @@ class ExecutionPool:
         else:
             message = f"run {entry.name} {summary.state}: jobs {jobs}"
             self._end(entry, "failed", message, summary=summary)
-        return True
 
     def _end(
         self,
@@ -601,7 +620,7 @@ class ExecutionPool:
                 entry.log.close()
         if self._executor is not None:
             for process in list(getattr(self._executor, "_processes", {}).values()):
-                if self._busy is not None and process.is_alive():
+                if self._busy and process.is_alive():
                     process.terminate()  # a set-up or finish under way: redone after restart
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -618,6 +637,11 @@ class ExecutionPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def default_bookkeeping_workers() -> int:
+    """Bookkeeping processes of a pool by default: one per core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _ended(scheduler: Scheduler, stopped: bool) -> bool:
