@@ -51,7 +51,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -388,10 +388,10 @@ class ExecutionPool:
         )
 
     def wait(self, timeout_s: float) -> None:
-        """Pause the loop for ``timeout_s`` seconds at most: less when the set-up or
+        """Pause the loop for ``timeout_s`` seconds at most: less when a set-up or
         finish under way ends meanwhile (its run goes on at once, not a pause later)."""
-        if self._busy is not None:
-            wait([self._busy[2]], timeout=timeout_s)
+        if self._busy:
+            wait([task[2] for task in self._busy], timeout=timeout_s, return_when=FIRST_COMPLETED)
         else:
             time.sleep(timeout_s)
 
