@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from readworld import ReadWorld
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from skybatch.backbone.models import FileRow
 from skybatch.cli.main import main
 from skybatch.read import backbone, campaigns, runs
 from skybatch.read.models import ReadModel, jsonable
@@ -20,6 +22,12 @@ pytestmark = pytest.mark.slow
 
 def _oom_run(session: Session, world: ReadWorld) -> str:
     return campaigns.campaign_report(session, world.oom_id).steps[0].groups[0].run
+
+
+def _oom_files(session: Session, world: ReadWorld) -> list[int]:
+    """The ids of the failed group's files, by path (as `backbone locate --run` selects)."""
+    query = select(FileRow.id).where(FileRow.run == _oom_run(session, world))
+    return list(session.scalars(query.order_by(FileRow.path)))
 
 
 #: (command line after the global options, the repository call it prints)
@@ -54,6 +62,10 @@ COMMANDS: list[tuple[Callable[[Session, ReadWorld], list[str]], Read]] = [
         lambda s, w: backbone.endpoint_usage(s, "dataset_type"),
     ),
     (lambda s, w: ["backbone", "endpoint", "list"], lambda s, w: backbone.list_endpoints(s)),
+    (
+        lambda s, w: ["backbone", "locate", "--run", _oom_run(s, w)],
+        lambda s, w: backbone.locate(s, _oom_files(s, w)),
+    ),
 ]
 
 

@@ -198,6 +198,22 @@ def test_endpoints_and_usage_count_the_catalog(world: ReadWorld) -> None:
     assert held == {(r.endpoint, r.state): (r.files, r.bytes) for r in by_endpoint.rows}
 
 
+def test_locate_lists_every_replica_of_the_selected_files(world: ReadWorld) -> None:
+    run = _oom_run(world)
+    with world.session() as session:
+        ids = list(session.scalars(select(FileRow.id).where(FileRow.run == run)))
+        n_replicas = session.scalar(
+            select(func.count()).select_from(ReplicaRow).where(ReplicaRow.file_id.in_(ids))
+        )
+        located = backbone.locate(session, [*reversed(ids), ids[0], 10**9])
+    assert ids and [f.id for f in located.files] == list(reversed(ids))  # unknown id skipped
+    assert sum(len(f.replicas) for f in located.files) == n_replicas
+    assert all(f.run == run for f in located.files)
+    for f in located.files:
+        assert [r.endpoint for r in f.replicas] == sorted(r.endpoint for r in f.replicas)
+        assert all(r.state == "online" for r in f.replicas)
+
+
 def test_provenance_of_a_coadd_names_its_quantum_and_the_kept_visits(world: ReadWorld) -> None:
     with world.session() as session:
         report = campaigns.campaign_report(session, world.demo_id)

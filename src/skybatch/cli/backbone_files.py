@@ -260,14 +260,6 @@ def size_of(files: Sequence[FileInfo]) -> str:
 
 
 # -- commands ------------------------------------------------------------------------------
-_FILE_FIELDS = ("path", "size_bytes", "md5", "dataset_id", "dataset_type", "data_id", "run")
-_REPLICA_FIELDS = ("state", "on_tape", "pinned_until", "last_access", "verified_at")
-
-
-def _plain(value: object) -> object:
-    return timestamp(value) if isinstance(value, datetime) else value
-
-
 @click.command("locate")
 @selection_options
 @json_option
@@ -280,24 +272,23 @@ def locate_cmd(cli: CliContext, selection: Selection, as_json: bool) -> None:
       skybatch backbone locate raw/r1/f00.fits
       skybatch backbone locate --run DemoCam/raw/all --json
     """
+    from skybatch.read.backbone import locate
+
     backbone = open_backbone(cli)
     files = select(backbone, selection)
-    replicas: dict[int, list[dict[str, Any]]] = {f.id: [] for f in files}
-    for p in sorted(backbone.catalog.placements(list(replicas)), key=lambda p: p.endpoint):
-        replicas[p.file.id].append(
-            {"endpoint": p.endpoint} | {k: _plain(getattr(p.replica, k)) for k in _REPLICA_FIELDS}
-        )
+    with backbone.catalog.sessions() as session:
+        data = locate(session, [f.id for f in files])
     rows: list[list[object]] = []
-    for f in files:
-        for i, r in enumerate(replicas[f.id] or [{"endpoint": "(no replica)"}]):
-            tape = "" if "on_tape" not in r else ("yes" if r["on_tape"] else "no")
+    for f in data.files:
+        for i, r in enumerate(f.replicas or [None]):
             first = [f.path, format_bytes(f.size_bytes), f.md5] if i == 0 else ["", "", ""]
-            rows.append([*first, r["endpoint"], r.get("state"), tape, r.get("pinned_until")])
+            if r is None:
+                rows.append([*first, "(no replica)", None, "", None])
+            else:
+                tape = "yes" if r.on_tape else "no"
+                rows.append([*first, r.endpoint, r.state, tape, timestamp(r.pinned_until)])
     headers = ["PATH", "SIZE", "MD5", "ENDPOINT", "STATE", "TAPE", "PINNED UNTIL"]
-    documents = [
-        {k: getattr(f, k) for k in _FILE_FIELDS} | {"replicas": replicas[f.id]} for f in files
-    ]
-    emit({"files": documents}, as_json, [table(headers, rows), size_of(files)])
+    emit_model(data, as_json, [table(headers, rows), size_of(files)])
 
 
 @click.command("release")

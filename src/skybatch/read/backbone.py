@@ -6,6 +6,7 @@ live there) and returns read models (:mod:`skybatch.read.models`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 from sqlalchemy import func, null, select
@@ -21,12 +22,15 @@ from .models import (
     EndpointList,
     EndpointUsage,
     FileEntry,
+    FileLocation,
+    FileLocations,
     FileProvenance,
+    Replica,
     ReplicaCount,
     UsageRow,
 )
 
-__all__ = ["USAGE_GROUPS", "endpoint_usage", "file_provenance", "list_endpoints"]
+__all__ = ["USAGE_GROUPS", "endpoint_usage", "file_provenance", "list_endpoints", "locate"]
 
 #: What ``endpoint_usage`` groups by besides endpoint and replica state.
 USAGE_GROUPS: dict[str, Any] = {
@@ -107,6 +111,42 @@ def _file(row: FileRow) -> FileEntry:
         run=row.run,
         producer=row.producer,
         created_at=row.created_at,
+    )
+
+
+def locate(session: Session, file_ids: Sequence[int]) -> FileLocations:
+    """The files (in the given order) with their replicas, by endpoint name."""
+    from skybatch.backbone.catalog import CHUNK
+
+    unique = list(dict.fromkeys(file_ids))
+    files: dict[int, FileRow] = {}
+    replicas: dict[int, list[Replica]] = {i: [] for i in unique}
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        rows = session.scalars(select(FileRow).where(FileRow.id.in_(chunk)))
+        files.update((f.id, f) for f in rows)
+        for replica, endpoint in session.execute(
+            select(ReplicaRow, EndpointRow.name)
+            .join(EndpointRow, EndpointRow.id == ReplicaRow.endpoint_id)
+            .where(ReplicaRow.file_id.in_(chunk))
+            .order_by(EndpointRow.name)
+        ):
+            replicas[replica.file_id].append(
+                Replica(
+                    endpoint=endpoint,
+                    state=replica.state,
+                    on_tape=replica.on_tape,
+                    pinned_until=replica.pinned_until,
+                    last_access=replica.last_access,
+                    verified_at=replica.verified_at,
+                )
+            )
+    return FileLocations(
+        files=[
+            FileLocation(**_file(files[i]).model_dump(), replicas=replicas[i])
+            for i in unique
+            if i in files
+        ]
     )
 
 

@@ -31,10 +31,13 @@ __all__ = [
     "EndpointUsage",
     "FailedJob",
     "FileEntry",
+    "FileLocation",
+    "FileLocations",
     "FileProvenance",
     "GroupReport",
     "Job",
     "ReadModel",
+    "Replica",
     "ReplicaCount",
     "RunReport",
     "RunSummary",
@@ -316,6 +319,30 @@ class FileEntry(ReadModel):
     run: str | None
     producer: str | None
     created_at: datetime
+
+
+class Replica(ReadModel):
+    """A copy of a file on an endpoint."""
+
+    endpoint: str
+    state: str = Field(description="online, nearline, staging, missing or corrupt")
+    on_tape: bool
+    pinned_until: datetime | None
+    last_access: datetime
+    verified_at: datetime | None
+
+
+class FileLocation(FileEntry):
+    """A catalog file with every replica (by endpoint name)."""
+
+    replicas: list[Replica]
+
+
+class FileLocations(ReadModel):
+    """``skybatch backbone locate``."""
+
+    schema_version: Literal[1] = 1
+    files: list[FileLocation]
 
 
 class Activity(ReadModel):
