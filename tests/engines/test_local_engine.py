@@ -220,3 +220,16 @@ def test_transition_allowed(current: JobState, new: JobState) -> None:
 def test_transition_rejected(current: JobState, new: JobState) -> None:
     with pytest.raises(InvalidTransitionError, match="job-7"):
         transition(current, new, job="job-7")
+
+
+def test_ended_jobs_the_caller_read_are_forgotten(make_engine: Any, tmp_path: Path) -> None:
+    """An execution pool's engine lives as long as its manager: it keeps no ended job
+    its scheduler has read, so its memory does not grow with every job it ran."""
+    engine = make_engine(max_workers=2)
+    [done] = engine.submit([make_spec(tmp_path, "ok-1")])
+    [running] = engine.submit([make_spec(tmp_path, "sleep-1")])
+    wait_for(engine, [done])
+    engine.forget([done, running])
+    [gone, still] = engine.poll([done, running])
+    assert gone.state is JobState.FAILED and gone.failure is FailureKind.LOST
+    assert still.state in (JobState.SUBMITTED, JobState.RUNNING)  # not ended: kept

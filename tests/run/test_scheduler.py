@@ -183,6 +183,12 @@ def test_thousands_of_jobs_are_recorded_with_one_attempt_row_each(setup) -> None
     )
     assert states == [(1, "failed"), (2, "failed")]
     assert order.index("ok-0") < order.index("fail-one")
+    # The engine was told to forget every job once its end was read: nothing of the
+    # 1,552 attempts stays in it (an execution pool's engine serves a manager's life).
+    engine = scheduler.engine
+    assert isinstance(engine, InstantEngine) and engine.submitted == 1552
+    ids = [f"instant-{i}" for i in range(1, engine.submitted + 1)]
+    assert {status.failure for status in engine.poll(ids)} == {FailureKind.LOST}
 
 
 def test_max_in_flight_caps_the_jobs_in_the_engine(setup) -> None:  # type: ignore[no-untyped-def]

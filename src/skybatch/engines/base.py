@@ -186,6 +186,12 @@ class Engine(ABC):
             return None
         return type(self).admission_problem_for(settings, job)
 
+    def forget(self, engine_ids: Sequence[str]) -> None:  # noqa: B027 (optional hook)
+        """The caller has read these jobs' final states and will not ask about them
+        again: the engine may drop what it keeps of them (a polled job it forgot is
+        unknown, ``LOST``). An execution pool's engine lives as long as its manager and
+        would otherwise grow with every job it ever ran. Optional: a no-op by default."""
+
     def warm_up(self) -> None:  # noqa: B027 (optional hook, a no-op by default)
         """Get ready for jobs before the first submit (e.g. start worker processes
         while the caller still builds the workflow). Optional: a no-op by default."""

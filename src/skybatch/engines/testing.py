@@ -194,5 +194,9 @@ class InstantEngine(Engine):
             if engine_id in self._jobs:
                 self._jobs[engine_id] = ""
 
+    def forget(self, engine_ids: Sequence[str]) -> None:
+        for engine_id in engine_ids:
+            self._jobs.pop(engine_id, None)  # every job has ended once submitted
+
     def close(self) -> None:
         self._jobs.clear()

@@ -486,17 +486,21 @@ class Scheduler:
             return False
         statuses = self.engine.poll(list(self._in_flight))
         changed = False
+        ended: list[str] = []
         for status in statuses:
             flight = self._in_flight[status.engine_id]
             if status.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
                 del self._in_flight[status.engine_id]
                 self._finish(flight, status)
+                ended.append(status.engine_id)
                 changed = True
             elif status.state == JobState.RUNNING:
                 row = self._by_id[flight.job_id]
                 if row.state == JobState.SUBMITTED.value:
                     self._set(row, JobState.RUNNING)
                     changed = True
+        if ended:
+            self.engine.forget(ended)  # read: the engine need not keep them
         return changed
 
     def _finish(self, flight: _InFlight, status: JobStatus) -> None:

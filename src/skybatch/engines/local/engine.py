@@ -162,6 +162,14 @@ class LocalEngine(Engine):
                     self._end(job, JobState.CANCELLED, FailureKind.CANCELLED, "cancelled")
         self._wake()
 
+    def forget(self, engine_ids: Sequence[str]) -> None:
+        """Drop the ended jobs among ``engine_ids`` (their specs with them)."""
+        with self._lock:
+            for engine_id in engine_ids:
+                job = self._jobs.get(engine_id)
+                if job is not None and not job.active:
+                    del self._jobs[engine_id]
+
     def close(self) -> None:
         """Cancel every job, stop the workers and wait until every child is gone."""
         with self._lock:
