@@ -364,6 +364,31 @@ def test_pilots_of_an_engine_before_a_restart_count_against_the_maximum(
     assert (beats / "1001_0.stop").exists()  # told to drain with the new ones
 
 
+def test_a_pilot_engine_forgets_ended_jobs_and_still_answers_for_them(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    # One engine serves every group of a long-lived manager: what it keeps in memory
+    # must not grow with the jobs that ended.
+    engine = _pilot_engine(fake, tmp_path)
+    queue = tmp_path / "slurm" / "pilot"
+    ids = engine.submit([make_spec(tmp_path, f"ok-{i}") for i in range(200)])
+    assert engine.jobs_held == 200
+    for task in ids[:198]:  # pilots ran them
+        (queue / "queued" / f"{task}.json").unlink()
+        (queue / "done" / f"{task}.json").write_text(
+            JobStatus(engine_id=task, state=JobState.SUCCEEDED, exit_code=0).model_dump_json()
+        )
+    statuses = engine.poll(ids)
+    assert [s.state for s in statuses] == [JobState.SUCCEEDED] * 198 + [JobState.SUBMITTED] * 2
+    assert engine.jobs_held == 2
+    assert engine.poll(ids[:1])[0].state is JobState.SUCCEEDED  # asked again: the same
+    queued, held = ids[198:]
+    (queue / "queued" / f"{held}.json").rename(queue / "claimed" / f"{held}@1001_0.run")
+    engine.cancel([queued, held])
+    assert [s.state for s in engine.poll([queued, held])] == [JobState.CANCELLED] * 2
+    assert engine.jobs_held == 1  # the one a pilot still has to stop
+
+
 def test_jobs_of_a_pilot_that_died_fail_with_its_failure(fake: FakeSlurm, tmp_path: Path) -> None:
     engine = _pilot_engine(fake, tmp_path)
     [task] = engine.submit([make_spec(tmp_path, "ok-1")])

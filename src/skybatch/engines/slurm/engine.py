@@ -169,6 +169,14 @@ class SlurmEngine(Engine):
             shared_filesystem=True,
         )
 
+    @property
+    def jobs_held(self) -> int:
+        """Jobs whose state this engine keeps in memory (pilot mode: only those not
+        seen ended; per-job mode: every job it submitted)."""
+        if self._pilots is not None:
+            return self._pilots.jobs_held
+        return len(self._jobs)
+
     # -- the Engine interface --------------------------------------------------------
 
     @classmethod

@@ -138,6 +138,7 @@ class PilotQueue:
         open_ids = [i for i in engine_ids if i not in self._final]
         claims: dict[str, tuple[str, bool]] = {}
         queued: set[str] = set()
+        ended: dict[str, JobStatus] = {}
         if open_ids:
             claims = self.dirs.claims()
             queued = self.dirs.queued_tasks()
@@ -147,11 +148,12 @@ class PilotQueue:
                 if status is None and task in claims and claims[task][0] in dead:
                     status = self._lost_with_pilot(task, claims[task][0], dead[claims[task][0]])
                 if status is not None:
-                    self._final[task] = status
+                    ended[task] = status
         out = []
         for task in engine_ids:
-            if task in self._final:
-                out.append(self._final[task])
+            final = self._final.get(task) or ended.get(task)
+            if final is not None:
+                out.append(final)
             elif task in claims:
                 started = claims[task][1]
                 out.append(
@@ -170,7 +172,16 @@ class PilotQueue:
                         message=f"job {task} is not in the pilot queue {self.dirs.root}",
                     )
                 )
+        # An ended job is forgotten here (its done file answers a later poll): one
+        # engine serves every group a manager runs, for as long as the manager runs.
+        self._mine.difference_update(ended)
         return out
+
+    @property
+    def jobs_held(self) -> int:
+        """Jobs this engine keeps in memory: submitted and not seen ended, or cancelled
+        while a pilot held them."""
+        return len(self._mine) + len(self._final)
 
     def cancel(self, engine_ids: Sequence[str]) -> None:
         for task in engine_ids:
@@ -182,12 +193,13 @@ class PilotQueue:
                 failure=FailureKind.CANCELLED,
                 message="cancelled by skybatch",
             )
+            self._mine.discard(task)
             try:  # still queued: no pilot can take it any more
                 os.unlink(self.dirs.queued / f"{task}.json")
                 self.dirs.write_done(status)
             except FileNotFoundError:  # a pilot has it: ask the pilot to stop it
                 (self.dirs.cancel / task).touch()
-            self._final[task] = status
+                self._final[task] = status  # until the pilot writes it done
 
     def close(self) -> None:
         self.cancel([t for t in self._mine if t not in self._final])
