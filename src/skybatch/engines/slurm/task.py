@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import os
 import sys
 import threading
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                     "exit_code": code,
                     "failure": failure,
                     "message": message,
-                    "max_rss_mb": round(peak, 1),
+                    "max_rss_mb": math.ceil(peak * 10) / 10,  # up: a peak over a limit stays over
                     "start": started,
                     "end": time.time(),
                 },
