@@ -276,8 +276,20 @@ def test_the_text_report_lists_only_groups_not_succeeded_of_a_large_step(
 
 
 # -- the pool's pass with stand-ins: groups in flight, limits, priority ---------------
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty Butler repository (a run's context checks that its repository is one;
+    nothing reads it)."""
+    from lsst.daf.butler import Butler
+
+    path = tmp_path_factory.mktemp("standins") / "repo"
+    Butler.makeRepo(str(path))
+    return path
+
+
 def _submit_pooled(
     settings: Settings,
+    repo: Path,
     name: str,
     *,
     priority: int = 0,
@@ -290,7 +302,7 @@ def _submit_pooled(
     campaign = Campaign.model_validate(
         {
             "name": name,
-            "repo": str(settings.home.parent / "repo"),
+            "repo": str(repo),
             "inputs": ["In/raw"],
             "engine": {"name": "local", "workers": 2},
             "policies": {
@@ -372,10 +384,12 @@ def _submissions(settings: Settings) -> list[str]:
     return [name for (name,) in rows]
 
 
-def test_the_pool_pass_runs_many_groups_in_flight_within_the_limits(tmp_path: Path) -> None:
+def test_the_pool_pass_runs_many_groups_in_flight_within_the_limits(
+    tmp_path: Path, repo: Path
+) -> None:
     settings = load_settings(home=tmp_path / "home")
-    first = _submit_pooled(settings, "first", max_running_groups=5)
-    second = _submit_pooled(settings, "second", max_running_groups=5)
+    first = _submit_pooled(settings, repo, "first", max_running_groups=5)
+    second = _submit_pooled(settings, repo, "second", max_running_groups=5)
     manager, bookkeeping, seen = _pooled(settings, groups=12, jobs=6, max_groups=8)
     with manager:
         report = manager.run_pass()
@@ -399,11 +413,11 @@ def test_the_pool_pass_runs_many_groups_in_flight_within_the_limits(tmp_path: Pa
     assert most_per_step == 5  # each step's max_running_groups reached, never exceeded
 
 
-def test_a_higher_priority_campaigns_jobs_go_first(tmp_path: Path) -> None:
+def test_a_higher_priority_campaigns_jobs_go_first(tmp_path: Path, repo: Path) -> None:
     settings = load_settings(home=tmp_path / "home")
     # The low-priority campaign is the older one: only its priority holds it back.
-    low = _submit_pooled(settings, "low", priority=0, steps=1)
-    high = _submit_pooled(settings, "high", priority=5, steps=1)
+    low = _submit_pooled(settings, repo, "low", priority=0, steps=1)
+    high = _submit_pooled(settings, repo, "high", priority=5, steps=1)
     manager, _, _ = _pooled(settings, groups=4, jobs=8, max_groups=20)
     with manager:
         manager.run_pass()
@@ -416,10 +430,10 @@ def test_a_higher_priority_campaigns_jobs_go_first(tmp_path: Path) -> None:
     assert order[:last_high].count("low") < 4, order
 
 
-def test_campaigns_of_equal_priority_share_the_engine(tmp_path: Path) -> None:
+def test_campaigns_of_equal_priority_share_the_engine(tmp_path: Path, repo: Path) -> None:
     settings = load_settings(home=tmp_path / "home")
-    a = _submit_pooled(settings, "a", steps=1)
-    b = _submit_pooled(settings, "b", steps=1)
+    a = _submit_pooled(settings, repo, "a", steps=1)
+    b = _submit_pooled(settings, repo, "b", steps=1)
     manager, _, _ = _pooled(settings, groups=4, jobs=8, max_groups=20)
     with manager:
         manager.run_pass()

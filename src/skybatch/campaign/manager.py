@@ -723,15 +723,20 @@ def _group_counts(session: Session, campaign_id: int) -> dict[int, dict[str, int
     return out
 
 
-def _runs_of(session: Session, campaign_id: int) -> dict[str, list[str]]:
-    """Output runs of every step's groups, in group order."""
+def _runs_of(
+    session: Session, campaign_id: int, steps: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """Output runs of every step's groups (only of ``steps`` if given), in group order."""
     out: dict[str, list[str]] = {}
-    rows = session.execute(
+    query = (
         select(CampaignStepRow.name, CampaignGroupRow.run_name)
         .join(CampaignGroupRow, CampaignGroupRow.step_id == CampaignStepRow.id)
         .where(CampaignStepRow.campaign_id == campaign_id)
         .order_by(CampaignStepRow.position, CampaignGroupRow.position)
     )
+    if steps is not None:
+        query = query.where(CampaignStepRow.name.in_(list(steps)))
+    rows = session.execute(query)
     for step, run in rows:
         out.setdefault(step, []).append(run)
     return out
@@ -741,7 +746,6 @@ def _inputs(session: Session, campaign_id: int, campaign: Campaign, step_name: s
     """Input collections of a step's groups: the output runs of the steps it depends on
     (nearest first, so the campaign's own outputs win), then the campaign's inputs and
     its calibration collection."""
-    runs_of = _runs_of(session, campaign_id)
     order: list[str] = []
     todo = list(campaign.step(step_name).depends_on)
     while todo:
@@ -749,6 +753,9 @@ def _inputs(session: Session, campaign_id: int, campaign: Campaign, step_name: s
         if name not in order:
             order.append(name)
             todo.extend(campaign.step(name).depends_on)
+    # Only the steps it depends on: a group's start reads their groups, not the
+    # campaign's (thousands of groups would make starting them all quadratic).
+    runs_of = _runs_of(session, campaign_id, order) if order else {}
     collections = [run for name in order for run in runs_of.get(name, [])]
     collections += campaign.inputs
     if campaign.calibration is not None:
