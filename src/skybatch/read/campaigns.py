@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +35,9 @@ from skybatch.campaign.models import (
 )
 from skybatch.campaign.states import State
 from skybatch.engines.base import JobState
-from skybatch.job.causes import advice_for
 from skybatch.run.models import JobRow, QuantumRunRow, RunRow
 
+from .failures import failed_job
 from .models import (
     CampaignEvent,
     CampaignInfo,
@@ -44,6 +45,7 @@ from .models import (
     CampaignStatus,
     CampaignSummary,
     FailedJob,
+    Group,
     GroupReport,
     StepReport,
     StepStatus,
@@ -55,27 +57,32 @@ __all__ = [
     "campaign_history",
     "campaign_report",
     "campaign_status",
-    "first_line",
     "list_campaigns",
+    "list_groups",
 ]
 
 #: Failed jobs listed in a report (the total is always given).
 MAX_FAILURES = 50
 
 
-def first_line(text: str | None) -> str | None:
-    """The first non-blank line of an error (None for none)."""
-    stripped = (text or "").strip()
-    return stripped.splitlines()[0] if stripped else None
-
-
-def list_campaigns(session: Session) -> list[CampaignSummary]:
-    """Every campaign, oldest first, with its groups per state."""
+def list_campaigns(
+    session: Session,
+    *,
+    states: Sequence[str] | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> list[CampaignSummary]:
+    """The campaigns (in ``states`` if given), oldest first, one page at a time, with
+    their groups per state."""
+    query = select(CampaignRow).order_by(CampaignRow.id).offset(offset).limit(limit)
+    if states:
+        query = query.where(CampaignRow.state.in_(states))
+    rows = list(session.scalars(query))
     groups: dict[int, dict[str, int]] = {}
     for campaign_id, state, n in session.execute(
-        select(CampaignGroupRow.campaign_id, CampaignGroupRow.state, func.count()).group_by(
-            CampaignGroupRow.campaign_id, CampaignGroupRow.state
-        )
+        select(CampaignGroupRow.campaign_id, CampaignGroupRow.state, func.count())
+        .where(CampaignGroupRow.campaign_id.in_([r.id for r in rows]))
+        .group_by(CampaignGroupRow.campaign_id, CampaignGroupRow.state)
     ):
         groups.setdefault(campaign_id, {})[state] = n
     return [
@@ -89,7 +96,7 @@ def list_campaigns(session: Session) -> list[CampaignSummary]:
             finished=row.finished_at,
             message=row.message,
         )
-        for row in session.scalars(select(CampaignRow).order_by(CampaignRow.id))
+        for row in rows
     ]
 
 
@@ -159,6 +166,52 @@ def campaign_status(session: Session, campaign_id: int) -> CampaignStatus:
             for s in steps
         ],
     )
+
+
+def list_groups(
+    session: Session,
+    campaign_id: int,
+    *,
+    step: str | None = None,
+    states: Sequence[str] | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> list[Group]:
+    """The campaign's groups in step and group order (of ``step``, in ``states``, if
+    given), one page at a time.
+
+    Raises:
+        InputError: no campaign has this id.
+    """
+    get_campaign(session, campaign_id)
+    g = CampaignGroupRow
+    query = (
+        select(g, CampaignStepRow.name)
+        .join(CampaignStepRow, CampaignStepRow.id == g.step_id)
+        .where(g.campaign_id == campaign_id)
+        .order_by(CampaignStepRow.position, g.position)
+        .offset(offset)
+        .limit(limit)
+    )
+    if step is not None:
+        query = query.where(CampaignStepRow.name == step)
+    if states:
+        query = query.where(g.state.in_(states))
+    return [
+        Group(
+            step=step_name,
+            name=row.name,
+            state=row.state,
+            run=row.run_name,
+            query=row.data_query,
+            attempts=row.attempts,
+            created=row.created_at,
+            started=row.started_at,
+            finished=row.finished_at,
+            message=row.message,
+        )
+        for row, step_name in session.execute(query)
+    ]
 
 
 def _step_rows(session: Session, campaign_id: int) -> list[CampaignStepRow]:
@@ -365,26 +418,6 @@ def _task_counts(session: Session, campaign_id: int) -> dict[int, dict[str, _Tal
         tallies = out.setdefault(run_id, {})
         tallies.setdefault(label, _Tally()).running = int(n or 0)
     return out
-
-
-def failed_job(
-    job: JobRow, run: str, step: str | None = None, group: str | None = None
-) -> FailedJob:
-    """The read model of a held or failed job."""
-    return FailedJob(
-        step=step,
-        group=group,
-        run=run,
-        job=job.name,
-        label=job.label,
-        state=job.state,
-        attempts=job.attempts,
-        exit_code=job.exit_code,
-        failure=job.failure,
-        error=first_line(job.error),
-        advice=advice_for(job.failure),
-        memory_mb=job.memory_mb,
-    )
 
 
 def _failures(session: Session, campaign_id: int) -> tuple[list[tuple[int, FailedJob]], int]:

@@ -30,10 +30,12 @@ __all__ = [
     "EndpointList",
     "EndpointUsage",
     "FailedJob",
+    "FailureSignature",
     "FileEntry",
     "FileLocation",
     "FileLocations",
     "FileProvenance",
+    "Group",
     "GroupReport",
     "Job",
     "ReadModel",
@@ -126,6 +128,21 @@ class CampaignStatus(CampaignInfo):
     steps: list[StepStatus]
 
 
+class Group(ReadModel):
+    """A group of a campaign step (a data partition run as one skybatch run)."""
+
+    step: str
+    name: str
+    state: str
+    run: str = Field(description="the group's run, its Butler output RUN collection")
+    query: str
+    attempts: int = Field(description="how often the manager started or resumed its run")
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+    message: str | None
+
+
 class TaskCounts(ReadModel):
     """Quanta of a task (or a sum of tasks): the newest attempt of each quantum decides
     whether it succeeded or failed; CPU time of every attempt; peak memory (None: not
@@ -168,6 +185,19 @@ class FailedJob(ReadModel):
     error: str | None = Field(description="first line of the error")
     advice: str | None = Field(description="what the operator does about this failure kind")
     memory_mb: int
+
+
+class FailureSignature(ReadModel):
+    """Held and failed jobs of one failure kind and error signature: one cause, one
+    operator action (see :mod:`skybatch.read.failures`)."""
+
+    failure: str | None = Field(description="failure kind (oom, disk_full, timeout, ...)")
+    signature: str = Field(description="first error line with ids, paths and numbers masked")
+    count: int
+    tasks: list[str] = Field(description="task labels of the jobs")
+    steps: list[str] = Field(description="campaign steps of the jobs")
+    advice: str | None
+    examples: list[FailedJob] = Field(description="the first few jobs")
 
 
 class StepReport(ReadModel):

@@ -12,7 +12,7 @@ from skybatch.engines.base import JobState
 from skybatch.errors import InputError
 from skybatch.run.models import JobRow, QuantumRunRow, RunRow
 
-from .campaigns import failed_job, first_line
+from .failures import failed_job, first_line
 from .models import Job, RunReport, RunSummary, RunTaskCounts
 
 __all__ = ["get_run", "list_jobs", "list_runs", "run_report"]
