@@ -299,6 +299,21 @@ def test_cancel_reports_at_once_and_leaves_finished_jobs_alone(
     assert second.state is JobState.CANCELLED and second.message == "cancelled by skybatch"
 
 
+def test_ended_jobs_the_caller_forgets_leave_the_engine(fake: FakeSlurm, tmp_path: Path) -> None:
+    # An execution pool's engine lives as long as its manager.
+    engine = _engine(fake, tmp_path)
+    done, running = engine.submit([make_spec(tmp_path, "ok-1"), make_spec(tmp_path, "sleep-1")])
+    _exit(tmp_path, "ok-1", exit_code=0, failure="none")
+    fake.squeue_text = "1001_1|RUNNING|None\n"
+    assert [s.state for s in engine.poll([done, running])] == [
+        JobState.SUCCEEDED,
+        JobState.RUNNING,
+    ]
+    engine.forget([done, running])  # the one still running is kept
+    assert engine.jobs_held == 1
+    assert engine.poll([running])[0].state is JobState.RUNNING
+
+
 # -- pilot mode --------------------------------------------------------------------------------
 
 
@@ -387,6 +402,8 @@ def test_a_pilot_engine_forgets_ended_jobs_and_still_answers_for_them(
     engine.cancel([queued, held])
     assert [s.state for s in engine.poll([queued, held])] == [JobState.CANCELLED] * 2
     assert engine.jobs_held == 1  # the one a pilot still has to stop
+    engine.forget([queued, held])
+    assert engine.jobs_held == 0
 
 
 def test_jobs_of_a_pilot_that_died_fail_with_its_failure(fake: FakeSlurm, tmp_path: Path) -> None:

@@ -171,8 +171,8 @@ class SlurmEngine(Engine):
 
     @property
     def jobs_held(self) -> int:
-        """Jobs whose state this engine keeps in memory (pilot mode: only those not
-        seen ended; per-job mode: every job it submitted)."""
+        """Jobs whose state this engine keeps in memory: submitted and not ended, or
+        ended and not forgotten (:meth:`forget`)."""
         if self._pilots is not None:
             return self._pilots.jobs_held
         return len(self._jobs)
@@ -247,6 +247,18 @@ class SlurmEngine(Engine):
                 if _SLURM_ID.match(engine_id):
                     doomed.append(engine_id)
             self.commands.scancel(doomed)
+
+    def forget(self, engine_ids: Sequence[str]) -> None:
+        """Drop the ended jobs among ``engine_ids`` (pilot mode forgets ended jobs by
+        itself; their done files answer a later poll)."""
+        with self._lock:
+            if self._pilots is not None:
+                self._pilots.forget(engine_ids)
+                return
+            for engine_id in engine_ids:
+                job = self._jobs.get(engine_id)
+                if job is not None and job.final is not None:
+                    del self._jobs[engine_id]
 
     def close(self) -> None:
         with self._lock:

@@ -177,6 +177,12 @@ class PilotQueue:
         self._mine.difference_update(ended)
         return out
 
+    def forget(self, engine_ids: Sequence[str]) -> None:
+        """Drop what is kept of ended jobs (cancelled while a pilot held them)."""
+        for task in engine_ids:
+            self._final.pop(task, None)
+            self._mine.discard(task)
+
     @property
     def jobs_held(self) -> int:
         """Jobs this engine keeps in memory: submitted and not seen ended, or cancelled
