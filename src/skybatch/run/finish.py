@@ -16,11 +16,15 @@ files not yet).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
 from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.backbone.replication import stage_back
 from skybatch.faults import arm_before, kill_point
@@ -29,7 +33,7 @@ from skybatch.ingest.butler import OutputRef, ingest_outputs, outputs_of
 
 from .context import RunContext, RunSummary, read_reports
 
-__all__ = ["FINISH_POINTS", "finish_partial", "finish_run"]
+__all__ = ["FINISH_POINTS", "finish_partial", "finish_run", "inputs_in_use"]
 
 #: The kill points of a run's finish, in order (see :mod:`skybatch.faults`).
 FINISH_POINTS = (
@@ -70,12 +74,15 @@ def finish_run(ctx: RunContext, workflow: Workflow, summary: RunSummary) -> None
     kill_point("finish:clean")
     summary.cleaned = _clean_intermediates(ctx, outputs, cleaning)
     kill_point("finish:unpin")
-    # The inputs staged for this run no longer need to stay pinned on the site.
-    # (A pin is one expiry time per replica, not per user: an input another active
-    # run also staged loses its pin too and becomes evictable while that run still
-    # runs. Pins owned per run/campaign are the campaign manager's cleanup work.)
+    # The inputs staged for this run no longer need to stay pinned on the site, unless
+    # another run still running reads them: groups of a campaign run in flight
+    # together and share calibrations, reference catalog shards and raws, and an
+    # unpinned replica may be evicted under the jobs still reading it. (Those still
+    # pinned are unpinned by the last run that reads them, or by the campaign-end
+    # cleanup.)
     produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
     inputs = {f.dataset_id for job in workflow.jobs for f in job.inputs} - produced
+    inputs -= inputs_in_use(ctx.sessions, ctx.run)
     staged = ctx.backbone.catalog.files_by_dataset_ids(sorted(inputs))
     ctx.backbone.catalog.pin([f.id for f in staged.values()], ctx.site, None)
     kill_point("finish:done")
@@ -160,6 +167,36 @@ def _clean_intermediates(ctx: RunContext, outputs: list[OutputRef], cleaning: se
     files = ctx.backbone.catalog.files_by_dataset_ids(doomed)
     delete(ctx.backbone, list(files.values()))
     return len(doomed)
+
+
+def inputs_in_use(sessions: sessionmaker[Session], run: str) -> set[str]:
+    """Dataset ids that runs other than ``run`` still running read: the inputs in
+    their saved workflows (a run not yet that far reads nothing staged yet)."""
+    from .models import RunRow, RunState
+
+    with sessions() as session:
+        workdirs = session.scalars(
+            select(RunRow.workdir).where(RunRow.state == RunState.RUNNING.value, RunRow.name != run)
+        ).all()
+    used: set[str] = set()
+    for workdir in workdirs:
+        path = Path(workdir) / "workflow.json"
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        used |= _workflow_inputs(str(path), stat.st_mtime_ns, stat.st_size)
+    return used
+
+
+@functools.lru_cache(maxsize=256)
+def _workflow_inputs(path: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """The dataset ids a saved workflow reads from outside itself (cached per version
+    of the file: a long-lived bookkeeping process finishes many runs while the same
+    ones are in flight)."""
+    workflow = Workflow.load(Path(path))
+    produced = {o.dataset_id for job in workflow.jobs for o in job.outputs}
+    return frozenset(f.dataset_id for job in workflow.jobs for f in job.inputs) - produced
 
 
 _JOURNAL = "finish.json"
