@@ -19,10 +19,13 @@ Set-up goes through these phases, in order (:data:`SETUP_PHASES`):
 ``replicate``
     the first jobs' inputs are staged to the site (then execution goes on).
 
-A run whose set-up did not finish (no jobs) holds nothing anyone can use: the same
-``skybatch run`` command, ``skybatch run --resume`` and the campaign manager all
-discard what it left (:func:`discard`: its Butler RUN collection, its catalog files,
-its row) and set it up again under the same name. From ``jobs`` on, ``--resume``
+A run whose set-up did not finish (no jobs) holds nothing anyone can use. A set-up
+that *raised* (a missing input file, a bad template, an unreachable registry) removes
+what it wrote at once (:func:`abandon`: its Butler RUN collection, its catalog files,
+its work directory) and leaves the run ``failed`` with the cause in its message. The
+same ``skybatch run`` command, ``skybatch run --resume`` and the campaign manager all
+discard what a failed or killed set-up left (:func:`discard`: also its row) and set
+it up again under the same name. From ``jobs`` on, ``--resume``
 continues the run. A lock file in the run's work directory (:func:`claim`) keeps a
 second process from discarding a set-up that is still going on; the kernel releases
 it when its process dies, even by ``kill -9``.
@@ -38,6 +41,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,19 +122,82 @@ def claim(workdir: Path, run: str) -> Iterator[None]:
 
 
 def abandon(backbone: Any, repo: Path, run: str) -> None:
-    """A set-up that raised (bad input found by the expansion, a full disk): discard
-    what it left if its jobs do not exist yet, so the same command can be given again
-    once the cause is fixed. Never raises: the set-up's own error is what matters."""
+    """A set-up that raised (bad input found by the expansion, a missing input file, a
+    full disk, an unreachable registry), called while its exception is handled: if the
+    run's jobs do not exist yet, remove what it wrote (its Butler RUN collection, its
+    catalog files, its work directory) and leave it ``failed``, its message saying why
+    (and what could not be removed), so the same command can be given again once the
+    cause is fixed. Each part is tried on its own. Never raises: the set-up's own error
+    is what matters."""
     from .models import RunRow
 
+    error = sys.exc_info()[1]
+    why = f"its set-up failed: {_first_line(error)}" if error else "its set-up failed"
     try:
         with backbone.catalog.sessions() as session:
-            row_id = session.scalar(select(RunRow.id).where(RunRow.name == run))
-            if row_id is None or setup_finished(session, row_id):
+            row = session.scalar(select(RunRow).where(RunRow.name == run))
+            if row is None or setup_finished(session, row.id):
                 return
-        discard(backbone, repo, run, why="its set-up failed")
+            workdir = Path(row.workdir)
+        _log.warning("run %s: %s; removing what it left", run, why)
+        left = _remove_outputs(backbone, repo, run)
+        try:
+            shutil.rmtree(workdir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            left.append(f"its work directory {workdir}: {_first_line(exc)}")
+        _mark_failed(backbone, run, why, left)
     except Exception:
-        _log.exception("run %s: what its failed set-up left could not be discarded", run)
+        _log.exception("run %s: what its failed set-up left could not be removed", run)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _remove_outputs(backbone: Any, repo: Path, run: str) -> list[str]:
+    """Remove the run's Butler RUN collection and its catalog files; what could not be
+    removed, as phrases for the run's message."""
+    from lsst.daf.butler import MissingCollectionError
+
+    from skybatch.backbone.maintenance import delete as delete_files
+
+    from .caches import repository_butler
+
+    left: list[str] = []
+    try:
+        with (
+            repository_butler(repo, writeable=True) as butler,
+            contextlib.suppress(MissingCollectionError),
+        ):
+            butler.removeRuns([run])
+    except Exception as exc:
+        left.append(f"its Butler RUN collection {run}: {_first_line(exc)}")
+    try:
+        files = backbone.catalog.files(run=run)
+        if files:
+            delete_files(backbone, files)
+    except Exception as exc:
+        left.append(f"its catalog files: {_first_line(exc)}")
+    return left
+
+
+def _mark_failed(backbone: Any, run: str, why: str, left: list[str]) -> None:
+    from .models import RunRow, RunState
+    from .states import change_run_state
+
+    message = why
+    if left:
+        message += "; not removed (the same command removes them): " + "; ".join(left)
+    with backbone.catalog.sessions.begin() as session:
+        row = session.scalar(select(RunRow).where(RunRow.name == run))
+        if row is None or setup_finished(session, row.id):
+            return
+        if row.state != RunState.FAILED.value:
+            change_run_state(row, RunState.FAILED)
+        row.message = message
 
 
 def discard(
@@ -154,7 +222,7 @@ def discard(
     files = backbone.catalog.files(run=run)
     if files:
         delete_files(backbone, files)
-    with backbone.catalog.sessions.begin() as session:
+    with backbone.catalog.sessions.begin() as session:  # a failed set-up's row too
         row = session.scalar(select(RunRow).where(RunRow.name == run))
         if row is not None and not setup_finished(session, row.id):
             session.execute(delete(RunRow).where(RunRow.id == row.id))

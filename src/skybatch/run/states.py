@@ -10,6 +10,7 @@ the driver, the campaign's group execution and a campaign's cleanup change runs
 
     from       to         meaning
     pending    running    set-up archived its provenance: the run is under way
+    pending    failed     its set-up failed before its first job: what it wrote is removed
     running    running    resumed after its driver was killed
     failed     running    resumed: its held jobs get new attempts
     succeeded  running    resumed once more: nothing runs again, its finish is redone
@@ -63,6 +64,7 @@ def _t(source: str, target: str, meaning: str) -> RunTransition:
 
 TRANSITIONS: tuple[RunTransition, ...] = (
     _t("pending", "running", "set-up archived its provenance: the run is under way"),
+    _t("pending", "failed", "its set-up failed before its first job: what it wrote is removed"),
     _t("running", "running", "resumed after its driver was killed"),
     _t("failed", "running", "resumed: its held jobs get new attempts"),
     _t("succeeded", "running", "resumed once more: nothing runs again, its finish is redone"),
@@ -96,7 +98,7 @@ class RunStateError(InputError):
 def change_run_state(row: RunRow, target: RunState) -> None:
     """Move the run ``row`` (in the caller's session and transaction) to ``target``.
 
-    A run leaving ``pending`` for ``running`` gets its start time; a run ending
+    A run leaving ``pending`` gets its start time; a run ending
     (``succeeded``, ``failed``, ``cancelled``) its finish time.
 
     Raises:
@@ -111,7 +113,7 @@ def change_run_state(row: RunRow, target: RunState) -> None:
             "for the allowed changes",
         )
     row.state = target.value
-    if source is RunState.PENDING and target is RunState.RUNNING:
+    if source is RunState.PENDING:  # running, or failed during its set-up
         row.started_at = utcnow()
     if target in TERMINAL:
         row.finished_at = utcnow()
