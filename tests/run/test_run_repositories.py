@@ -54,11 +54,16 @@ def test_a_butler_yaml_outside_the_datastore_root_runs_archived_at_the_datastore
 ) -> None:
     config = _config_apart(survey, tmp_path / "etc" / "butler" / "survey.yaml")
     home = tmp_path / "home"
-    command = run_command(home, survey, "t/apart", "--workers", "2")
+    template = "{run:/}/custom/{datasetType}/{visit}/{datasetType}_{instrument}_{visit}_{detector}"
+    command = run_command(
+        home, survey, "t/apart", "--workers", "2", "--file-template", f"calexp={template}"
+    )
     command[command.index("--repo") + 1] = str(config)
     done = _run(command)
     assert done.returncode == 0, done.stderr
     _check_succeeded(home, config, survey, "t/apart")
+    calexps = list((survey.repo / "t" / "apart" / "custom" / "calexp").rglob("*.fits"))
+    assert calexps, "the run's file template named its calexps, in the datastore root"
     assert not (survey.repo / "butler.yaml").exists()  # nothing written in its place
 
 
