@@ -364,19 +364,20 @@ def test_pilots_of_an_engine_before_a_restart_count_against_the_maximum(
 ) -> None:
     beats = tmp_path / "slurm" / "pilot" / "pilots"
     beats.mkdir(parents=True)
-    # A killed manager's pilots: 1001_0 still works, 1001_1 exited, 999_0 long silent.
-    (beats / "1001_0.json").write_text(json.dumps({"pilot": "1001_0", "state": "running"}))
-    (beats / "1001_1.json").write_text(json.dumps({"pilot": "1001_1", "state": "exited"}))
-    (beats / "999_0.json").write_text(json.dumps({"pilot": "999_0", "state": "running"}))
+    # A killed manager's pilots: 900_0 still works, 900_1 exited, 899_0 long silent.
+    (beats / "900_0.json").write_text(json.dumps({"pilot": "900_0", "state": "running"}))
+    (beats / "900_1.json").write_text(json.dumps({"pilot": "900_1", "state": "exited"}))
+    (beats / "899_0.json").write_text(json.dumps({"pilot": "899_0", "state": "running"}))
     old = time.time() - 3600
-    os.utime(beats / "999_0.json", (old, old))
-    fake.squeue_text = "1001_0|RUNNING|None\n1001_1|COMPLETED|None\n999_0|RUNNING|None\n"
+    os.utime(beats / "899_0.json", (old, old))
+    fake.squeue_text = "900_0|RUNNING|None\n900_1|COMPLETED|None\n899_0|RUNNING|None\n"
     engine = _pilot_engine(fake, tmp_path)  # the restarted manager's engine, 3 at most
     engine.submit([make_spec(tmp_path, f"ok-{i}") for i in range(40)])
     [sbatch] = fake.calls_of("sbatch")
     assert "--array=0-1" in sbatch  # 2 new pilots beside the one still working
     engine.close()
-    assert (beats / "1001_0.stop").exists()  # told to drain with the new ones
+    assert (beats / "1001_0.stop").exists() and (beats / "1001_1.stop").exists()
+    assert not (beats / "900_0.stop").exists()  # not its own: it ends when idle
 
 
 def test_a_pilot_engine_forgets_ended_jobs_and_still_answers_for_them(
@@ -398,7 +399,7 @@ def test_a_pilot_engine_forgets_ended_jobs_and_still_answers_for_them(
     assert engine.jobs_held == 2
     assert engine.poll(ids[:1])[0].state is JobState.SUCCEEDED  # asked again: the same
     queued, held = ids[198:]
-    (queue / "queued" / f"{held}.json").rename(queue / "claimed" / f"{held}@1001_0.run")
+    (queue / "queued" / f"{held}.json").rename(queue / "claimed" / f"{held}@900_0.run")
     engine.cancel([queued, held])
     assert [s.state for s in engine.poll([queued, held])] == [JobState.CANCELLED] * 2
     assert engine.jobs_held == 1  # the one a pilot still has to stop

@@ -107,6 +107,7 @@ class PilotQueue:
         self._final: dict[str, JobStatus] = {}
         self._mine: set[str] = set()
         self._pilots: set[str] = set()  # Slurm ids of the pilots this engine started
+        self._adopted: set[str] = set()  # and of pilots another engine started
         self._checked_at = 0.0
         self._alive = 0  # pilots queued or running at the last check (and started since)
         self._dead: dict[str, FailureKind] = {}  # at the last check
@@ -231,14 +232,15 @@ class PilotQueue:
             return self._dead
         self._checked_at = now
         queue = self.commands.squeue()
-        self._pilots.update(self._still_beating())
+        self._adopted.update(self._still_beating())
         alive = 0
-        for pilot in list(self._pilots):
+        for pilot in list(self._pilots | self._adopted):
             record = queue.get(pilot)
             if record is not None and record.state.split(" ")[0] not in FINISHED:
                 alive += 1
             elif record is None and not self._heartbeat_fresh(pilot):
                 self._pilots.discard(pilot)
+                self._adopted.discard(pilot)
         backlog = len(self.dirs.queued_tasks())
         config = self.settings.pilot
         wanted = max(config.min_pilots, math.ceil(backlog / config.jobs_per_pilot))
@@ -267,15 +269,17 @@ class PilotQueue:
 
     def _still_beating(self) -> set[str]:
         """Pilots of this queue that another engine started and that still work: those
-        of a manager before its restart count against ``max_pilots`` (and are told to
-        stop at :meth:`close`) instead of running beside as many new ones."""
+        of a manager before its restart count against ``max_pilots`` instead of
+        running beside as many new ones (they are not told to stop at :meth:`close`:
+        they end when idle, as they would have)."""
         out: set[str] = set()
         now = time.time()
         fresh_s = 3 * self.settings.pilot.heartbeat_s + 5
         with os.scandir(self.dirs.pilots) as entries:
             for entry in entries:
                 pilot = entry.name[:-5]
-                if not entry.name.endswith(".json") or pilot in self._pilots:
+                known = pilot in self._pilots or pilot in self._adopted
+                if not entry.name.endswith(".json") or known:
                     continue
                 try:
                     if now - entry.stat().st_mtime >= fresh_s:
