@@ -123,7 +123,7 @@ def test_demo_campaign_runs_to_completion_with_coadds_of_good_seeing_visits(
     assert raws and backbone.catalog.placements([f.id for f in raws], "site:local") == []
     cleanup = report.cleanup
     assert cleanup is not None
-    assert cleanup["evicted"] > 0 and cleanup["workdirs_removed"] == 4
+    assert (cleanup.evicted or 0) > 0 and cleanup.workdirs_removed == 4
     assert len(report.provenance) == 3
 
 

@@ -76,7 +76,12 @@ def test_status_holds_the_selection_as_data(world: ReadWorld) -> None:
         f"(all rows): kept {', '.join(f'visit={v}' for v in kept)}; "
         f"dropped {', '.join(f'visit={v}' for v in dropped)}"
     )
-    assert status.cleanup is not None and len(status.provenance) == 3
+    assert len(status.provenance) == 3
+    cleanup = status.cleanup
+    assert cleanup is not None
+    assert cleanup.targets == ["site_cache", "workdirs"]
+    assert (cleanup.evicted or 0) > 0 and cleanup.workdirs_removed == 4
+    assert cleanup.intermediates_removed is None  # not a target of the demo campaign
 
 
 def test_report_of_a_failed_campaign_names_the_held_jobs_and_what_to_do(

@@ -52,7 +52,7 @@ def _header(data: CampaignInfo) -> list[str]:
     if data.message:
         lines.append(f"  {data.message}")
     if data.cleanup:
-        lines.append(f"  {format_cleanup(data.cleanup)}")
+        lines.append(f"  {format_cleanup(data.cleanup.model_dump(exclude_none=True))}")
     return lines
 
 

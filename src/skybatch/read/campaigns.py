@@ -44,6 +44,7 @@ from .models import (
     CampaignReport,
     CampaignStatus,
     CampaignSummary,
+    CleanupSummary,
     FailedJob,
     Group,
     GroupReport,
@@ -112,9 +113,18 @@ def _campaign_fields(row: CampaignRow) -> dict[str, Any]:
         started=row.started_at,
         finished=row.finished_at,
         message=row.message,
-        cleanup=row.summary.get("cleanup"),
+        cleanup=_cleanup(row.summary.get("cleanup")),
         provenance=row.summary.get("provenance", []),
     ).model_dump()
+
+
+def _cleanup(stored: Any) -> CleanupSummary | None:
+    """The stored cleanup summary as a model (keys this version does not know are
+    left out, so a summary a newer manager wrote still reads)."""
+    if not isinstance(stored, dict):
+        return None
+    known = {k: v for k, v in stored.items() if k in CleanupSummary.model_fields}
+    return CleanupSummary.model_validate(known)
 
 
 def _run_ids(campaign_id: int) -> Select[tuple[int, int]]:

@@ -26,6 +26,7 @@ __all__ = [
     "CampaignReport",
     "CampaignStatus",
     "CampaignSummary",
+    "CleanupSummary",
     "Endpoint",
     "EndpointList",
     "EndpointUsage",
@@ -89,6 +90,23 @@ class CampaignSummary(ReadModel):
     message: str | None
 
 
+class CleanupSummary(ReadModel):
+    """What the end-of-campaign cleanup freed (``None``: that target was not cleaned)."""
+
+    targets: list[str] = Field(description="what policies.cleanup_at_end listed")
+    site: str | None = Field(default=None, description="the site caches cleaned")
+    unpinned: int | None = None
+    evicted: int | None = None
+    evicted_bytes: int | None = None
+    kept_shared: int | None = Field(default=None, description="kept for other campaigns")
+    kept_last_copy: int | None = Field(default=None, description="kept as the only copy")
+    workdirs_removed: int | None = None
+    workdir_bytes: int | None = None
+    intermediates_removed: int | None = Field(
+        default=None, description="leftover intermediate datasets removed"
+    )
+
+
 class CampaignInfo(ReadModel):
     """What status and report say of the campaign itself."""
 
@@ -101,7 +119,7 @@ class CampaignInfo(ReadModel):
     started: datetime | None
     finished: datetime | None
     message: str | None
-    cleanup: dict[str, Any] | None = Field(
+    cleanup: CleanupSummary | None = Field(
         description="what the end-of-campaign cleanup freed (None: not cleaned up yet)"
     )
     provenance: list[str] = Field(description="archived submission files (backbone paths)")
