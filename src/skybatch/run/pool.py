@@ -51,7 +51,14 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -143,6 +150,9 @@ class _Entry:
     ctx: RunContext | None = None
     scheduler: Scheduler | None = None
     log: RunLogFile | None = None
+    #: Times its set-up or finish was started again after its process died.
+    requeued: int = 0
+    finish_args: tuple[Any, ...] = ()
 
     @property
     def name(self) -> str:
@@ -420,12 +430,17 @@ class ExecutionPool:
             )
             for e in entries:
                 assert e.scheduler is not None and e.log is not None
-                with e.log.current():
-                    changed |= e.scheduler.step(given.get(e.run.key, 0), flush=False)
+                try:
+                    with e.log.current():
+                        changed |= e.scheduler.step(given.get(e.run.key, 0), flush=False)
+                except Exception as exc:  # one run's fault: it fails, the others go on
+                    self._break(e, exc)
+                    changed = True
         done = [
             e
             for e in running
             if e.scheduler is not None
+            and e.run.key in self._entries
             and (e.scheduler.finished or (e.stop and not e.scheduler.n_in_flight))
         ]
         self._flush(force=bool(done))
@@ -434,6 +449,28 @@ class ExecutionPool:
             changed = True
         self._dispatch()
         return changed
+
+    def _break(self, entry: _Entry, exc: Exception) -> None:
+        """A run whose scheduler raised (its engine refused a submission, its inputs
+        could not be staged, a bug): its jobs in the engine are cancelled and what it
+        recorded so far is written, and it ends failed with the error, as a run of
+        its own would; its group can be retried (the run resumes)."""
+        name = entry.name
+        if isinstance(exc, SkybatchError):
+            message = f"run {name} could not run: {exc}"
+        else:
+            _log.error("run %s failed unexpectedly", name, exc_info=exc)
+            message = f"run {name} failed unexpectedly: {_what(exc)}"
+        scheduler = entry.scheduler
+        if scheduler is not None:
+            try:
+                scheduler.cancel(f"stopped: {message}")
+                with self.sessions.begin() as session:
+                    scheduler.flush_into(session)
+                scheduler.flushed()
+            except Exception:
+                _log.exception("run %s: its jobs could not all be stopped and recorded", name)
+        self._end(entry, "failed", message)
 
     def _flush(self, *, force: bool = False) -> None:
         dirty = [
@@ -522,6 +559,7 @@ class ExecutionPool:
             time.perf_counter() - entry.started,
         )
         entry.scheduler = None  # its memory goes with it
+        entry.finish_args = args
         self._todo.append((entry, "finish", args))
 
     # -- the bookkeeping process ----------------------------------------------------
@@ -540,6 +578,13 @@ class ExecutionPool:
             future = self._process().submit(fn, self.bookkeeping, *args)
             self._busy.append((entry, kind, future))
 
+    def _restart_bookkeeping(self) -> None:
+        """Drop a broken executor (its process died); the next task makes a new one.
+        Tasks it still held fail with BrokenExecutor and are requeued in turn."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
     def _process(self) -> Executor:
         if self._executor is None:
             self._executor = self.bookkeeping.executor()
@@ -555,7 +600,16 @@ class ExecutionPool:
     def _collected(self, entry: _Entry, kind: str, future: Future[Any]) -> None:
         try:
             result = future.result()
-        except Exception as exc:  # the bookkeeping process died: a bug, or killed
+        except BrokenExecutor as exc:  # a bookkeeping process died (the OOM killer, say)
+            self._restart_bookkeeping()
+            if entry.requeued < 2:  # set-ups and finishes are idempotent: do it again
+                entry.requeued += 1
+                _log.warning("run %s: its %s is started again: %s", entry.name, kind, exc)
+                args = (self.settings, entry.run.options) if kind == "setup" else entry.finish_args
+                self._todo.append((entry, kind, args))
+                return
+            result = _Failed(f"{kind} failed: its process died twice: {_what(exc)}", False)
+        except Exception as exc:
             result = _Failed(f"{kind} failed: {_what(exc)}", False)
         self.bookkeeping_done += 1
         if isinstance(result, _Failed):
