@@ -47,6 +47,9 @@ from .states import INITIAL, change_run_state
 
 __all__ = ["IndependentJobs", "SyntheticBookkeeping", "WorkflowMaker", "instant_engine"]
 
+#: The state database's sessions of this process, by URL.
+_SESSIONS: dict[str, sessionmaker[Session]] = {}
+
 #: ``maker(options)`` gives the workflow of run ``options.output_run`` (picklable, for
 #: bookkeeping in a process of its own: a module-level class or function).
 WorkflowMaker = Callable[[RunOptions], Workflow]
@@ -94,10 +97,6 @@ class SyntheticBookkeeping(Bookkeeping):
     #: Runs set up and finished (their names), in order (in the process that ran them).
     set_up_runs: list[str] = field(default_factory=list)
     finished_runs: list[str] = field(default_factory=list)
-    _sessions: dict[str, sessionmaker[Session]] = field(default_factory=dict, repr=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_sessions": {}}  # connections stay in their process
 
     def executor(self) -> Executor:
         if not self.process:
@@ -105,10 +104,12 @@ class SyntheticBookkeeping(Bookkeeping):
         return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
     def _db(self, settings: Settings) -> sessionmaker[Session]:
+        # Once per process: in a bookkeeping process this object is a new copy for
+        # every set-up and finish (it is pickled with each).
         url = settings.database_url()
-        if url not in self._sessions:
-            self._sessions[url] = open_state_db(settings)
-        return self._sessions[url]
+        if url not in _SESSIONS:
+            _SESSIONS[url] = open_state_db(settings)
+        return _SESSIONS[url]
 
     def set_up(self, settings: Settings, options: RunOptions) -> SetUp:
         run = options.output_run
