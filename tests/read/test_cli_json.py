@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from skybatch.backbone.models import FileRow
 from skybatch.cli.main import main
-from skybatch.read import backbone, campaigns, runs
+from skybatch.read import backbone, campaigns, failures, runs
 from skybatch.read.models import ReadModel, jsonable
 
 pytestmark = pytest.mark.slow
@@ -22,6 +22,12 @@ pytestmark = pytest.mark.slow
 
 def _oom_run(session: Session, world: ReadWorld) -> str:
     return campaigns.campaign_report(session, world.oom_id).steps[0].groups[0].run
+
+
+def _coadd(session: Session, world: ReadWorld) -> int:
+    """The id of a deepCoadd file the demo campaign wrote."""
+    query = select(FileRow.id).where(FileRow.dataset_type == "deepCoadd").order_by(FileRow.id)
+    return next(iter(session.scalars(query)))
 
 
 def _oom_files(session: Session, world: ReadWorld) -> list[int]:
@@ -66,6 +72,14 @@ COMMANDS: list[tuple[Callable[[Session, ReadWorld], list[str]], Read]] = [
         lambda s, w: ["backbone", "locate", "--run", _oom_run(s, w)],
         lambda s, w: backbone.locate(s, _oom_files(s, w)),
     ),
+    (
+        lambda s, w: ["backbone", "provenance", str(_coadd(s, w))],
+        lambda s, w: backbone.file_provenance(s, _coadd(s, w)),
+    ),
+    (
+        lambda s, w: ["campaign", "failures", str(w.oom_id)],
+        lambda s, w: failures.failure_signatures(s, w.oom_id),
+    ),
 ]
 
 
@@ -95,3 +109,25 @@ def test_text_status_shows_the_selection_once(
     out = capsys.readouterr().out
     assert out.count(selection.describe()) == 1, out
     assert "kept visit=" in out
+
+
+def test_text_of_failures_and_provenance(
+    world: ReadWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with world.session() as session:
+        coadd = backbone.file_provenance(session, _coadd(session, world))
+    capsys.readouterr()
+    assert main([*world.cli_args(), "campaign", "failures", str(world.oom_id)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 job(s), out_of_memory: job calibrate-visit<n>-det<n> reached")
+    assert "  tasks: calibrate; steps: step1\n" in out
+    assert out.count("  e.g. step1/visit_1000 calibrate-visit1000-det") == 2
+    assert main([*world.cli_args(), "campaign", "failures", str(world.demo_id)]) == 0
+    assert "no held or failed jobs" in capsys.readouterr().out
+    assert main([*world.cli_args(), "backbone", "provenance", coadd.file.path]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{coadd.file.path}: ")
+    assert "  written by quantum " in out and "(coadd)" in out
+    assert f"  from {len(coadd.inputs)} input file(s):" in out
+    assert main([*world.cli_args(), "backbone", "provenance", "no/such.fits"]) != 0
+    assert "no file 'no/such.fits' in the backbone catalog" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import click
 from skybatch.cli import backbone_files as bf
 from skybatch.cli import values
 from skybatch.cli.backbone_export import export_refcat
+from skybatch.cli.backbone_provenance import provenance_cmd
 from skybatch.cli.context import CliContext, pass_cli_context
 from skybatch.errors import InputError
 
@@ -54,6 +55,7 @@ def backbone(ctx: click.Context, workers: int) -> None:
 for _command in bf.FILE_COMMANDS:
     backbone.add_command(_command)
 backbone.add_command(export_refcat)
+backbone.add_command(provenance_cmd)
 
 
 # -- endpoints ---------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 ``validate`` and ``schema`` write nothing (``validate`` reads the campaign's Butler
 repository and loads its pipelines, which runs their ``config: python:`` blocks);
-``submit`` stores a campaign for the
-manager (``skybatch manager run``); ``list``, ``status``, ``report`` and ``history``
-read the state database; ``pause``, ``resume``, ``retry`` and ``cancel`` are the
+``submit`` stores a campaign for the manager (``skybatch manager run``); ``list``,
+``status``, ``report``, ``history`` and ``failures`` read the state database through
+:mod:`skybatch.read`; ``pause``, ``resume``, ``retry`` and ``cancel`` are the
 operator's transitions of the campaign state machine (``skybatch campaign states``
 prints it). The campaign models (pydantic, LSST middleware) are imported inside the
 commands so that ``skybatch --help`` stays light.
@@ -187,6 +187,33 @@ def history(cli: CliContext, campaign_id: int, limit: int | None, as_json: bool)
     with _sessions(cli)() as session:
         data = campaign_history(session, campaign_id, limit)
     click.echo(to_json(data) if as_json else format_history(data))
+
+
+@campaign.command()
+@click.argument("campaign_id", metavar="ID", type=values.DATABASE_ID)
+@click.option("--step", default=None, help="Only this step's failed jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli_context
+def failures(cli: CliContext, campaign_id: int, step: str | None, as_json: bool) -> None:
+    """The held and failed jobs of campaign ID grouped by cause: failure kind and error
+    signature (the first error line with ids, paths and numbers masked), most first."""
+    from skybatch.read.failures import failure_signatures
+    from skybatch.read.models import to_json
+
+    with _sessions(cli)() as session:
+        data = failure_signatures(session, campaign_id, step=step)
+    if as_json:
+        click.echo(to_json(data))
+        return
+    if not data:
+        click.echo(f"campaign {campaign_id}: no held or failed jobs")
+    for sig in data:
+        click.echo(f"{sig.count} job(s), {sig.failure or 'failed'}: {sig.signature}")
+        click.echo(f"  tasks: {', '.join(sig.tasks)}; steps: {', '.join(sig.steps)}")
+        if sig.advice:
+            click.echo(f"  what to do: {sig.advice}")
+        for job in sig.examples:
+            click.echo(f"  e.g. {job.step}/{job.group} {job.job}: {job.error}")
 
 
 @campaign.command()
