@@ -26,6 +26,7 @@ __all__ = [
     "DatabaseError",
     "ExternalToolError",
     "InputError",
+    "NotFoundError",
     "SkybatchError",
     "exit_code_for",
 ]
@@ -94,6 +95,11 @@ class InputError(SkybatchError):
     """Input given by the user (arguments, files) is invalid."""
 
     exit_code = EXIT_USAGE
+
+
+class NotFoundError(InputError):
+    """The user named something (a campaign id, a run, a token) that does not exist
+    (HTTP 404 in the service)."""
 
 
 class DatabaseError(SkybatchError):

@@ -18,6 +18,10 @@ progress check).
   start later.
 - **cancel**: the campaign, its unfinished steps and groups are cancelled; nothing
   more runs, a running group's run is stopped, and the campaign-end cleanup runs.
+
+``actor`` names who acted in the history (the service passes ``token:NAME``). Two
+operators acting at once: the second's transaction sees the first's state and raises
+:class:`~skybatch.campaign.states.StateConflict`; nothing of it is written.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from skybatch.errors import InputError
+from skybatch.errors import InputError, NotFoundError
 
 from .models import CampaignGroupRow, CampaignRow, CampaignStepRow
 from .states import Action, Kind, State, change_state, sources
@@ -71,7 +75,7 @@ def get_campaign(session: Session, campaign_id: int) -> CampaignRow:
     if row is None:
         recent = session.scalars(select(CampaignRow.id).order_by(CampaignRow.id.desc()).limit(5))
         known = ", ".join(str(i) for i in recent) or "none"
-        raise InputError(
+        raise NotFoundError(
             f"no campaign with id {campaign_id}",
             where=str(campaign_id),
             hint=f"recent campaigns: {known}; list them with `skybatch campaign list`",
@@ -101,39 +105,57 @@ def _steps(session: Session, campaign_id: int) -> list[CampaignStepRow]:
 
 
 def pause_campaign(
-    sessions: sessionmaker[Session], campaign_id: int, reason: str | None = None
+    sessions: sessionmaker[Session],
+    campaign_id: int,
+    reason: str | None = None,
+    *,
+    actor: str | None = None,
 ) -> ActionResult:
     with sessions.begin() as session:
         row = get_campaign(session, campaign_id)
-        change_state(session, row, State.PAUSED, action=Action.PAUSE, reason=reason)
+        change_state(session, row, State.PAUSED, action=Action.PAUSE, reason=reason, actor=actor)
         groups = _groups(session, campaign_id, {State.READY})
-        change_state(session, groups, State.PAUSED, action=Action.PAUSE, reason=reason)
+        change_state(session, groups, State.PAUSED, action=Action.PAUSE, reason=reason, actor=actor)
         return ActionResult(row.id, row.name, row.state, groups=len(groups))
 
 
 def resume_campaign(
-    sessions: sessionmaker[Session], campaign_id: int, reason: str | None = None
+    sessions: sessionmaker[Session],
+    campaign_id: int,
+    reason: str | None = None,
+    *,
+    actor: str | None = None,
 ) -> ActionResult:
     with sessions.begin() as session:
         row = get_campaign(session, campaign_id)
-        change_state(session, row, State.RUNNING, action=Action.RESUME, reason=reason)
+        change_state(session, row, State.RUNNING, action=Action.RESUME, reason=reason, actor=actor)
         groups = _groups(session, campaign_id, {State.PAUSED})
-        change_state(session, groups, State.READY, action=Action.RESUME, reason=reason)
+        change_state(session, groups, State.READY, action=Action.RESUME, reason=reason, actor=actor)
         return ActionResult(row.id, row.name, row.state, groups=len(groups))
 
 
 def cancel_campaign(
-    sessions: sessionmaker[Session], campaign_id: int, reason: str | None = None
+    sessions: sessionmaker[Session],
+    campaign_id: int,
+    reason: str | None = None,
+    *,
+    actor: str | None = None,
 ) -> ActionResult:
     with sessions.begin() as session:
         row = get_campaign(session, campaign_id)
-        change_state(session, row, State.CANCELLED, action=Action.CANCEL, reason=reason)
+        change_state(
+            session, row, State.CANCELLED, action=Action.CANCEL, reason=reason, actor=actor
+        )
         cancellable = sources(Kind.STEP, State.CANCELLED, Action.CANCEL)
         steps = [s for s in _steps(session, campaign_id) if s.state in cancellable]
-        change_state(session, steps, State.CANCELLED, action=Action.CANCEL, reason=reason)
+        change_state(
+            session, steps, State.CANCELLED, action=Action.CANCEL, reason=reason, actor=actor
+        )
         open_groups = set(sources(Kind.GROUP, State.CANCELLED, Action.CANCEL))
         groups = _groups(session, campaign_id, open_groups)
-        change_state(session, groups, State.CANCELLED, action=Action.CANCEL, reason=reason)
+        change_state(
+            session, groups, State.CANCELLED, action=Action.CANCEL, reason=reason, actor=actor
+        )
         return ActionResult(row.id, row.name, row.state, [s.name for s in steps], len(groups))
 
 
@@ -145,6 +167,7 @@ def retry_campaign(
     memory_mb: int | None = None,
     retries: int | None = None,
     reason: str | None = None,
+    actor: str | None = None,
 ) -> ActionResult:
     """Retry the failed work of a campaign (of one step with ``step``); see the module."""
     if memory_mb is not None and memory_mb <= 0:
@@ -176,7 +199,7 @@ def retry_campaign(
         raised = _adjust_runs(session, [g.run_name for g in groups], memory_mb, retries)
         text = reason or _retry_reason(memory_mb, retries)
         if row.state == State.FAILED:
-            change_state(session, row, State.RUNNING, action=Action.RETRY, reason=text)
+            change_state(session, row, State.RUNNING, action=Action.RETRY, reason=text, actor=actor)
         with_groups = {g.step_id for g in groups}
         expanded = set(
             session.scalars(
@@ -187,9 +210,9 @@ def retry_campaign(
         )
         again = [s for s in failed_steps if s.id in expanded or s.id in with_groups]
         fresh = [s for s in failed_steps if s not in again]
-        change_state(session, again, State.RUNNING, action=Action.RETRY, reason=text)
-        change_state(session, fresh, State.READY, action=Action.RETRY, reason=text)
-        change_state(session, groups, State.READY, action=Action.RETRY, reason=text)
+        change_state(session, again, State.RUNNING, action=Action.RETRY, reason=text, actor=actor)
+        change_state(session, fresh, State.READY, action=Action.RETRY, reason=text, actor=actor)
+        change_state(session, groups, State.READY, action=Action.RETRY, reason=text, actor=actor)
         names = sorted({chosen[i].name for i in touched})
         return ActionResult(row.id, row.name, row.state, names, len(groups), raised)
 

@@ -123,6 +123,7 @@ class CampaignEventRow(Base):
     to_state: Mapped[str] = mapped_column(String(16))
     #: The operator action (pause, resume, retry, cancel) or ``None`` for the manager's.
     action: Mapped[str | None] = mapped_column(String(16), default=None)
-    actor: Mapped[str] = mapped_column(String(16))
+    #: ``manager``, ``operator`` (the CLI) or ``token:NAME`` (the service's token NAME).
+    actor: Mapped[str] = mapped_column(String(80))
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

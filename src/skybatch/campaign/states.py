@@ -229,8 +229,12 @@ def change_state(
     *,
     action: Action | None = None,
     reason: str | None = None,
+    actor: str | None = None,
 ) -> None:
     """Move ``rows`` (all of one kind) to ``target`` and record one event per row.
+
+    ``actor`` names who acted in the history (the service's ``token:NAME``); by
+    default ``manager`` for the manager's transitions, ``operator`` for actions.
 
     Runs in the caller's transaction. The rows are updated only where they still are
     in the state they were read in; if another process changed one meanwhile, nothing
@@ -289,7 +293,7 @@ def change_state(
                     hint="read the state again (`skybatch campaign status ID`) and retry",
                 )
     names = _names(session, kind, items)
-    actor = Actor.MANAGER if action is None else Actor.OPERATOR
+    who = actor or (Actor.MANAGER if action is None else Actor.OPERATOR).value
     session.execute(
         insert(CampaignEventRow),
         [
@@ -300,7 +304,7 @@ def change_state(
                 "from_state": row.state,
                 "to_state": target.value,
                 "action": action.value if action else None,
-                "actor": actor.value,
+                "actor": who,
                 "reason": reason,
                 "created_at": now,
             }

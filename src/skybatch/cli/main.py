@@ -23,6 +23,8 @@ from skybatch.cli.demo import demo
 from skybatch.cli.manager import manager
 from skybatch.cli.pilot import pilot
 from skybatch.cli.run import report, run
+from skybatch.cli.serve import serve
+from skybatch.cli.token import token
 from skybatch.cli.workflow import workflow
 from skybatch.errors import SkybatchError, exit_code_for
 from skybatch.logging_setup import configure_logging
@@ -98,6 +100,8 @@ cli.add_command(manager)
 cli.add_command(pilot)
 cli.add_command(report)
 cli.add_command(run)
+cli.add_command(serve)
+cli.add_command(token)
 cli.add_command(workflow)
 
 

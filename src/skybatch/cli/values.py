@@ -70,6 +70,8 @@ MEMORY_FACTOR = _FiniteFloat(min=1.0, max=1e6)
 PRIORITY = _IntRange(min=-limits.MAX_DATABASE_INTEGER)
 #: Ids of rows in the state database (campaigns, jobs, requests).
 DATABASE_ID = _IntRange(min=1)
+#: TCP ports to listen on.
+PORT = click.IntRange(min=1, max=65535)
 
 
 def finite(min: float = 0.0, *, min_open: bool = False, max: float = 1e9) -> click.FloatRange:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from skybatch.engines.base import JobState
-from skybatch.errors import InputError
+from skybatch.errors import NotFoundError
 from skybatch.run.models import JobRow, QuantumRunRow, RunRow
 
 from .failures import failed_job, first_line
@@ -36,12 +36,12 @@ def get_run(session: Session, run: str) -> RunRow:
     """The run named ``run``.
 
     Raises:
-        InputError: no run has this name (the newest run names are the hint).
+        NotFoundError: no run has this name (the newest run names are the hint).
     """
     row = session.scalar(select(RunRow).where(RunRow.name == run))
     if row is None:
         recent = session.scalars(select(RunRow.name).order_by(RunRow.id.desc()).limit(5)).all()
-        raise InputError(
+        raise NotFoundError(
             f"no run named {run!r}",
             where=run,
             hint=f"recent runs: {', '.join(reversed(recent)) or 'none'}",
@@ -55,7 +55,7 @@ def run_report(session: Session, run: str) -> RunReport:
     that never ran because a job upstream of them is held (only once the run stopped).
 
     Raises:
-        InputError: no run has this name.
+        NotFoundError: no run has this name.
     """
     row = get_run(session, run)
     # The newest attempt of each quantum decides its status.
@@ -123,7 +123,7 @@ def list_jobs(
     one page (``offset``, ``limit``) at a time.
 
     Raises:
-        InputError: no run has this name.
+        NotFoundError: no run has this name.
     """
     row = get_run(session, run)
     query = select(JobRow).where(JobRow.run_id == row.id)

@@ -1,0 +1,58 @@
+"""The service's app factory (seed step 2; issue 14, item 2): :func:`create_app`
+builds a FastAPI app over the state database of ``settings``, with its routers and
+the one mapping of skybatch errors to HTTP codes (not found 404, state conflict 409,
+bad input 400, database 503). OpenAPI at ``/openapi.json``, documented at ``/docs``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+
+from skybatch import __version__
+from skybatch.campaign.states import StateConflict
+from skybatch.db.state import open_state_db
+from skybatch.errors import DatabaseError, InputError, NotFoundError, SkybatchError
+from skybatch.settings import Settings
+
+from .routers import campaigns, ops, runs, tokens
+
+__all__ = ["create_app", "http_status_for"]
+
+
+def http_status_for(exc: SkybatchError) -> int:
+    """The HTTP status of a skybatch error (the service's one mapping)."""
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, StateConflict):
+        return 409
+    if isinstance(exc, InputError):
+        return 400
+    if isinstance(exc, DatabaseError):
+        return 503
+    return 500
+
+
+async def _skybatch_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SkybatchError)
+    body = {"message": exc.message, "where": exc.where, "hint": exc.hint}
+    return JSONResponse({"detail": body}, status_code=http_status_for(exc))
+
+
+def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> FastAPI:
+    """The service over the state database of ``settings`` (created and migrated on
+    first use, as every command does), or over ``sessions`` if given."""
+    app = FastAPI(
+        title="skybatch",
+        version=__version__,
+        description="Campaigns, steps, groups, runs and jobs of a skybatch state database; "
+        "operator actions. Every /api and /metrics request needs a bearer token "
+        "(`skybatch token create`): viewer reads, operator also acts, admin also manages "
+        "tokens.",
+    )
+    app.state.settings = settings
+    app.state.sessions = sessions if sessions is not None else open_state_db(settings)
+    app.add_exception_handler(SkybatchError, _skybatch_error)
+    for module in (ops, campaigns, runs, tokens):
+        app.include_router(module.router)
+    return app

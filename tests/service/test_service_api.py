@@ -1,0 +1,412 @@
+"""The REST service against a real state database (SQLite; PostgreSQL when set): every
+endpoint's answer per role (401 without a token, 403 below its role), 404 for unknown
+ids, 409 for the loser of two operators acting at once (nothing of it written), the
+token's name in the campaign history, /metrics, and the CLI's ``--json`` equal to the
+API's JSON."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from standins import standin_campaign
+
+from skybatch.auth.models import TokenRow
+from skybatch.auth.tokens import create_token
+from skybatch.campaign.models import CampaignEventRow, CampaignGroupRow
+from skybatch.cli.main import main
+from skybatch.db.state import open_state_db
+from skybatch.service.app import create_app
+from skybatch.settings import Settings, load_settings
+
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass
+class Service:
+    settings: Settings
+    client: TestClient
+    tokens: dict[str, str]  # role -> secret (token named after its role)
+    campaign_id: int
+
+    def get(self, path: str, role: str | None = "viewer", **kw: Any) -> Any:
+        return self.client.get(path, headers=self.auth(role), **kw)
+
+    def post(self, path: str, role: str | None = "operator", **kw: Any) -> Any:
+        return self.client.post(path, headers=self.auth(role), **kw)
+
+    def auth(self, role: str | None) -> dict[str, str]:
+        return {} if role is None else {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def cli(self, *args: str) -> list[str]:
+        return ["--home", str(self.settings.home), "--db-url", self.settings.database_url(), *args]
+
+
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Service:
+    settings = load_settings(home=tmp_path / "home", db={"url": db_url})
+    campaign_id = standin_campaign(settings, "running")
+    secrets = {}
+    with open_state_db(settings).begin() as session:
+        for role in ROLES:
+            secrets[role] = create_token(session, role, role).token
+    client = TestClient(create_app(settings))
+    return Service(settings, client, secrets, campaign_id)
+
+
+# -- the auth matrix -------------------------------------------------------------------------
+#: (method, path from a fresh campaign id and the service, lowest role, campaign state)
+Path_ = Callable[[int, Service], str]
+ENDPOINTS: list[tuple[str, Path_, str, str]] = [
+    ("GET", lambda c, s: "/metrics", "viewer", "running"),
+    ("GET", lambda c, s: "/api/campaigns", "viewer", "running"),
+    ("GET", lambda c, s: "/api/campaigns?state=running&offset=0&limit=5", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/campaigns/{c}", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/campaigns/{c}/report", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/campaigns/{c}/steps", "viewer", "running"),
+    (
+        "GET",
+        lambda c, s: f"/api/campaigns/{c}/groups?step=step1&state=running",
+        "viewer",
+        "running",
+    ),
+    ("GET", lambda c, s: f"/api/campaigns/{c}/jobs?state=held&task=measure", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/campaigns/{c}/failures", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/campaigns/{c}/history", "viewer", "running"),
+    ("GET", lambda c, s: "/api/runs", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/runs/standin/{c}/step1/g0", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/runs/standin/{c}/step1/g0/jobs?failure=oom", "viewer", "running"),
+    ("POST", lambda c, s: f"/api/campaigns/{c}/pause", "operator", "running"),
+    ("POST", lambda c, s: f"/api/campaigns/{c}/resume", "operator", "paused"),
+    ("POST", lambda c, s: f"/api/campaigns/{c}/cancel", "operator", "running"),
+    ("POST", lambda c, s: f"/api/campaigns/{c}/retry", "operator", "failed"),
+    ("GET", lambda c, s: "/api/tokens", "admin", "running"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "lowest", "state"), ENDPOINTS)
+def test_every_endpoint_needs_a_token_of_its_role(
+    service: Service, method: str, path: Path_, lowest: str, state: str
+) -> None:
+    for role in (None, *ROLES):
+        campaign_id = standin_campaign(service.settings, state)  # each request its own
+        url = path(campaign_id, service)
+        answer = service.client.request(method, url, headers=service.auth(role))
+        if role is None:
+            expected = 401
+            assert answer.headers["www-authenticate"] == "Bearer"
+        elif ROLES.index(role) < ROLES.index(lowest):
+            expected = 403
+        else:
+            expected = 200
+        assert answer.status_code == expected, (role, url, answer.text)
+
+
+def test_a_wrong_revoked_or_expired_token_is_401(service: Service) -> None:
+    assert (
+        service.client.get("/api/campaigns", headers={"Authorization": "Bearer sbt_x"}).status_code
+        == 401
+    )
+    assert (
+        service.client.get("/api/campaigns", headers={"Authorization": "Basic abc"}).status_code
+        == 401
+    )
+    assert main(service.cli("token", "revoke", "viewer")) == 0
+    assert service.get("/api/campaigns", "viewer").status_code == 401
+    assert service.get("/api/campaigns", "operator").status_code == 200
+
+
+def test_healthz_needs_no_token_and_docs_list_the_endpoints(service: Service) -> None:
+    assert service.client.get("/healthz").json() == {"status": "ok"}
+    paths = service.client.get("/openapi.json").json()["paths"]
+    assert "/api/campaigns/{campaign_id}/pause" in paths
+    assert "/api/runs/{run}/jobs" in paths
+    assert service.client.get("/docs").status_code == 200
+
+
+# -- reads ---------------------------------------------------------------------------------
+def test_reads_filter_and_page(service: Service) -> None:
+    other = standin_campaign(service.settings, "failed", name="other")
+    c = service.campaign_id
+    listed = service.get("/api/campaigns").json()
+    assert [x["id"] for x in listed] == [c, other]
+    assert [x["id"] for x in service.get("/api/campaigns?state=failed").json()] == [other]
+    assert [x["id"] for x in service.get("/api/campaigns?offset=1&limit=1").json()] == [other]
+    assert listed[0]["groups"] == {"running": 1, "ready": 2}
+    steps = service.get(f"/api/campaigns/{c}/steps").json()
+    assert [(s["name"], s["state"], s["jobs"]) for s in steps] == [
+        ("step1", "running", {"succeeded": 1, "held": 2}),
+        ("step2", "waiting", {}),
+    ]
+    groups = service.get(f"/api/campaigns/{c}/groups?state=ready").json()
+    assert [g["name"] for g in groups] == ["g1", "g2"]
+    jobs = service.get(f"/api/campaigns/{other}/jobs?state=held").json()
+    assert [(j["run"], j["name"]) for j in jobs] == [
+        (f"other/{other}/step1/g{g}", n) for g in (0, 1) for n in ("a1", "b0")
+    ]
+    oom = service.get(f"/api/campaigns/{other}/jobs?failure=oom&limit=1&offset=1").json()
+    assert [(j["run"], j["name"], j["failure"]) for j in oom] == [
+        (f"other/{other}/step1/g1", "a1", "oom")
+    ]
+    assert [j["name"] for j in service.get(f"/api/campaigns/{other}/jobs?task=measure").json()] == [
+        "b0",
+        "b0",
+    ]
+    failures = service.get(f"/api/campaigns/{other}/failures").json()
+    # the numbers in the errors are masked: one signature per cause, two jobs each
+    assert sorted((f["failure"], f["count"], f["tasks"]) for f in failures) == [
+        ("error", 2, ["measure"]),
+        ("oom", 2, ["calibrate"]),
+    ]
+    run = service.get(f"/api/runs/other/{other}/step1/g1").json()
+    assert (run["run"], run["jobs"]) == (f"other/{other}/step1/g1", {"succeeded": 1, "held": 2})
+    run_jobs = service.get(f"/api/runs/other/{other}/step1/g1/jobs?state=held&task=calibrate")
+    assert [j["name"] for j in run_jobs.json()] == ["a1"]
+    assert service.get("/api/campaigns?limit=0").status_code == 422
+
+
+def test_metrics_are_prometheus_text(service: Service) -> None:
+    standin_campaign(service.settings, "failed", name="other")
+    answer = service.get("/metrics")
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = answer.text.splitlines()
+    assert "# TYPE skybatch_jobs gauge" in lines
+    assert 'skybatch_jobs{state="held"} 6' in lines
+    assert 'skybatch_jobs{state="succeeded"} 3' in lines
+    assert 'skybatch_campaigns{state="running"} 1' in lines
+    assert 'skybatch_campaigns{state="failed"} 1' in lines
+    assert 'skybatch_groups{state="ready"} 2' in lines
+    assert "skybatch_groups_in_flight 1" in lines
+
+
+UNKNOWN = [
+    ("GET", "/api/campaigns/999"),
+    ("GET", "/api/campaigns/999/report"),
+    ("GET", "/api/campaigns/999/steps"),
+    ("GET", "/api/campaigns/999/groups"),
+    ("GET", "/api/campaigns/999/jobs"),
+    ("GET", "/api/campaigns/999/failures"),
+    ("GET", "/api/campaigns/999/history"),
+    ("POST", "/api/campaigns/999/pause"),
+    ("POST", "/api/campaigns/999/resume"),
+    ("POST", "/api/campaigns/999/cancel"),
+    ("POST", "/api/campaigns/999/retry"),
+    ("GET", "/api/runs/no/such/run"),
+    ("GET", "/api/runs/no/such/run/jobs"),
+    ("DELETE", "/api/tokens/nobody"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), UNKNOWN)
+def test_unknown_ids_are_404(service: Service, method: str, path: str) -> None:
+    answer = service.client.request(method, path, headers=service.auth("admin"))
+    assert answer.status_code == 404, answer.text
+    detail = answer.json()["detail"]
+    assert detail["message"].startswith("no ")
+    assert detail["hint"]
+
+
+# -- actions -------------------------------------------------------------------------------
+def _events(settings: Settings, campaign_id: int) -> list[tuple[str, str, str, str | None]]:
+    with open_state_db(settings)() as session:
+        rows = session.execute(
+            select(
+                CampaignEventRow.kind,
+                CampaignEventRow.to_state,
+                CampaignEventRow.actor,
+                CampaignEventRow.action,
+            )
+            .where(CampaignEventRow.campaign_id == campaign_id)
+            .order_by(CampaignEventRow.id)
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def test_actions_are_recorded_with_the_tokens_name(service: Service) -> None:
+    c = service.campaign_id
+    paused = service.post(f"/api/campaigns/{c}/pause", json={"reason": "disk full"})
+    assert paused.status_code == 200
+    assert paused.json()["state"] == "paused"
+    assert paused.json()["groups"] == 2
+    assert paused.json()["actor"] == "token:operator"
+    resumed = service.post(f"/api/campaigns/{c}/resume", "admin")
+    assert resumed.json()["state"] == "running"
+    assert _events(service.settings, c) == [
+        ("campaign", "paused", "token:operator", "pause"),
+        ("group", "paused", "token:operator", "pause"),
+        ("group", "paused", "token:operator", "pause"),
+        ("campaign", "running", "token:admin", "resume"),
+        ("group", "ready", "token:admin", "resume"),
+        ("group", "ready", "token:admin", "resume"),
+    ]
+    history = service.get(f"/api/campaigns/{c}/history").json()
+    assert {e["actor"] for e in history} == {"token:operator", "token:admin"}
+    assert any(e["reason"] == "disk full" for e in history)
+
+
+def test_retry_raises_memory_and_rejects_bad_input(service: Service) -> None:
+    failed = standin_campaign(service.settings, "failed", name="other")
+    bad = service.post(f"/api/campaigns/{failed}/retry", json={"step": "nope"})
+    assert bad.status_code == 400
+    assert bad.json()["detail"]["where"] == "--step"
+    assert service.post(f"/api/campaigns/{failed}/retry", json={"memory_mb": 0}).status_code == 422
+    retried = service.post(f"/api/campaigns/{failed}/retry", json={"memory_mb": 2048})
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["state"], retried.json()["jobs_raised"]) == ("running", 2)
+    jobs = service.get(f"/api/campaigns/{failed}/jobs?state=held").json()
+    assert {(j["run"].rsplit("/", 1)[1], j["memory_mb"]) for j in jobs} == {
+        ("g0", 512),
+        ("g1", 2048),
+    }
+
+
+def test_an_action_the_state_does_not_allow_is_409_with_the_state(service: Service) -> None:
+    c = service.campaign_id
+    answer = service.post(f"/api/campaigns/{c}/resume")
+    assert answer.status_code == 409
+    assert answer.json()["detail"]["state"] == "running"
+    assert _events(service.settings, c) == []
+
+
+@pytest.mark.parametrize("action", ["pause", "cancel"])
+def test_two_operators_at_once_one_wins_the_other_gets_409(service: Service, action: str) -> None:
+    with open_state_db(service.settings).begin() as session:
+        second = create_token(session, "second", "operator").token
+    c = service.campaign_id
+    start = threading.Barrier(2)
+    answers: dict[str, Any] = {}
+
+    def act(who: str, secret: str) -> None:
+        client = TestClient(service.client.app)
+        start.wait()
+        answers[who] = client.post(
+            f"/api/campaigns/{c}/{action}", headers={"Authorization": f"Bearer {secret}"}
+        )
+
+    threads = [
+        threading.Thread(target=act, args=("operator", service.tokens["operator"])),
+        threading.Thread(target=act, args=("second", second)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    codes = sorted(a.status_code for a in answers.values())
+    assert codes == [200, 409], {k: a.text for k, a in answers.items()}
+    target = "paused" if action == "pause" else "cancelled"
+    winner = next(who for who, a in answers.items() if a.status_code == 200)
+    loser = next(a for a in answers.values() if a.status_code == 409)
+    assert loser.json()["detail"]["state"] == target
+    events = _events(service.settings, c)
+    # the winner's transitions only, each once
+    assert {actor for _, _, actor, _ in events} == {f"token:{winner}"}
+    assert [kind for kind, *_ in events].count("campaign") == 1
+    with open_state_db(service.settings)() as session:
+        states = sorted(
+            session.scalars(select(CampaignGroupRow.state).where(CampaignGroupRow.campaign_id == c))
+        )
+    if action == "pause":
+        assert states == ["paused", "paused", "running"]
+    else:
+        assert states == ["cancelled"] * 3
+
+
+# -- the CLI's --json is the API's JSON ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "path"),
+    [
+        (lambda c: ["campaign", "list"], lambda c: "/api/campaigns"),
+        (lambda c: ["campaign", "status", str(c)], lambda c: f"/api/campaigns/{c}"),
+        (lambda c: ["campaign", "report", str(c)], lambda c: f"/api/campaigns/{c}/report"),
+        (lambda c: ["campaign", "history", str(c)], lambda c: f"/api/campaigns/{c}/history"),
+        (lambda c: ["report", "--list"], lambda c: "/api/runs"),
+        (
+            lambda c: ["report", f"standin/{c}/step1/g0"],
+            lambda c: f"/api/runs/standin/{c}/step1/g0",
+        ),
+    ],
+)
+def test_cli_json_equals_the_api_json(
+    service: Service,
+    capsys: pytest.CaptureFixture[str],
+    args: Callable[[int], list[str]],
+    path: Callable[[int], str],
+) -> None:
+    c = service.campaign_id
+    assert service.post(f"/api/campaigns/{c}/pause").status_code == 200  # some history
+    capsys.readouterr()
+    assert main(service.cli(*args(c), "--json")) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == service.get(path(c)).json()
+
+
+# -- tokens ----------------------------------------------------------------------------------
+def test_tokens_are_stored_only_as_hashes_and_managed_by_admins(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert (
+        main(
+            service.cli(
+                "token", "create", "--name", "ops-bot", "--role", "operator", "--expires", "30"
+            )
+        )
+        == 0
+    )
+    secret = capsys.readouterr().out.strip()
+    assert secret.startswith("sbt_")
+    with open_state_db(service.settings)() as session:
+        stored = [
+            value
+            for row in session.scalars(select(TokenRow))
+            for value in (row.name, row.role, row.token_hash)
+        ]
+    assert secret not in stored and not any(secret in v for v in stored)
+    assert (
+        service.client.get(
+            "/api/campaigns", headers={"Authorization": f"Bearer {secret}"}
+        ).status_code
+        == 200
+    )
+    assert main(service.cli("token", "list", "--json")) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in listed] == ["viewer", "operator", "admin", "ops-bot"]
+    assert all("token" not in t for t in listed)
+    assert listed[-1]["expires"] is not None and listed[-1]["active"]
+    # the same name twice is refused, nothing written
+    assert main(service.cli("token", "create", "--name", "ops-bot", "--role", "viewer")) == 2
+    assert "a token named 'ops-bot' exists" in capsys.readouterr().err
+    # admins manage tokens through the API too
+    made = service.client.post(
+        "/api/tokens", json={"name": "eve", "role": "viewer"}, headers=service.auth("admin")
+    )
+    assert made.status_code == 201
+    assert (
+        service.client.post(
+            "/api/tokens", json={"name": "x", "role": "admin"}, headers=service.auth("operator")
+        ).status_code
+        == 403
+    )
+    eve = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert service.client.get("/api/runs", headers=eve).status_code == 200
+    assert (
+        service.client.delete("/api/tokens/eve", headers=service.auth("admin")).status_code == 200
+    )
+    assert service.client.get("/api/runs", headers=eve).status_code == 401
+
+
+def test_serve_refuses_a_public_address_without_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "serve", "--host", "0.0.0.0", "--port", "8099"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to listen on 0.0.0.0: no active token exists" in err
+    assert "--host" in err
