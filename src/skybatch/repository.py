@@ -118,7 +118,7 @@ def resolve_repository(
             where=where,
             hint=_HINT,
         )
-    config_file = config_file.resolve()
+    config_file = Path(os.path.abspath(config_file))  # symlinks kept: named as given
     key = _config_key(config_file)
     cached = _ROOTS.get(key) if key is not None else None
     if cached is not None:

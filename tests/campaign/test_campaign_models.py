@@ -29,7 +29,7 @@ def test_demo_campaign_contents(demo: Campaign, survey_dir: Path) -> None:
     assert demo.calibration.collection == "DemoCam/calib"
     assert demo.calibration.valid_at == "latest"
     assert demo.refcat is not None
-    assert demo.refcat.database == survey_dir / "refcat.sqlite"
+    assert demo.refcat.database == str(survey_dir / "refcat.sqlite")  # or a URL
     assert demo.refcat.dataset_type == "ref_cat"
     assert demo.site.name == "site:local"  # from the included site file
     assert demo.engine.name == "local"
