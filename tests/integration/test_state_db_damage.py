@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -180,3 +181,26 @@ def test_a_server_database_of_a_newer_skybatch_is_refused(
     code = main(["--db-url", postgres_url, "db", "check"])
     out, err = capsys.readouterr()
     assert code == EXIT_DATABASE and "0999 (newer than this skybatch's head" in out
+
+
+def test_a_file_another_process_is_growing_is_not_called_truncated(
+    good_db: Path, tmp_path: Path
+) -> None:
+    """A WAL checkpoint writes the header with the new page count before the pages
+    that grow the file: a new connection opened in between must not refuse the
+    database (at 1,000 groups a manager's set-up failed so); a file that stays short
+    is still refused."""
+    from skybatch.db.integrity import DamagedDatabaseError, check_sqlite_file
+
+    data = good_db.read_bytes()
+    path = tmp_path / "state.sqlite3"
+    path.write_bytes(data[: len(data) // 2])
+    grow = threading.Timer(0.1, path.write_bytes, [data])
+    grow.start()
+    try:
+        check_sqlite_file(path)  # the checkpoint ended within the look again
+    finally:
+        grow.join()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DamagedDatabaseError, match="truncated"):
+        check_sqlite_file(path)

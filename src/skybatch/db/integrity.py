@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,10 +127,23 @@ def damaged_error(where: str, problem: str) -> DamagedDatabaseError:
     )
 
 
+#: Looks again at a file that seems truncated before calling it damaged: another
+#: process's WAL checkpoint writes the header (with the new page count) before the
+#: pages that grow the file, so a look in between sees a "truncated" sound file.
+TRUNCATED_RECHECKS = 10
+TRUNCATED_RECHECK_S = 0.05
+
+
 def check_sqlite_file(path: Path) -> None:
     """Raise :class:`DamagedDatabaseError` if the existing file at ``path`` is not a
-    sound SQLite database (a missing file passes: it is a new home)."""
+    sound SQLite database (a missing file passes: it is a new home). A file that looks
+    truncated is looked at again for half a second (a checkpoint under way)."""
     problem = sqlite_file_problem(path)
+    for _ in range(TRUNCATED_RECHECKS):
+        if problem is None or not problem.startswith("the file is truncated"):
+            break
+        time.sleep(TRUNCATED_RECHECK_S)
+        problem = sqlite_file_problem(path)
     if problem is not None:
         raise damaged_error(str(path), problem)
 
