@@ -213,14 +213,18 @@ class Manager:
         while True:
             now = time.monotonic()
             advanced = False
-            if advance or now - last_advance >= ADVANCE_S:
+            # Groups become ready, or slots free, only when something happened (or an
+            # operator acted: seen every ADVANCE_S): the queries for ready groups are
+            # made then, not at every turn of the loop.
+            look = advance or now - last_advance >= ADVANCE_S
+            if look:
                 advanced = self._advance_all()
                 report.changed |= advanced
                 last_advance = now
             if now - last_control >= CONTROL_S:
                 paused = self._control()
                 last_control = now
-            started = self._start_groups()
+            started = self._start_groups(look=look)
             changed = pool.tick(paused)
             ended = pool.outcomes()
             for outcome in ended:
@@ -261,16 +265,17 @@ class Manager:
             self.pool.stop(group_id)
         return paused
 
-    def _start_groups(self) -> bool:
+    def _start_groups(self, *, look: bool = True) -> bool:
         """Hand the next groups to the pool (orphans of a killed manager first), within
-        ``max_groups`` and each step's ``max_running_groups``; returns whether any."""
+        ``max_groups`` and each step's ``max_running_groups`` (ready groups only if
+        ``look``); returns whether any."""
         orphans = sorted(self._orphans or ())
         started = False
         for group_id in orphans:
             self._orphans.discard(group_id)  # type: ignore[union-attr]
             started |= self._hand_over(group_id, orphan=True)
         room = self.max_groups - len(self._flights)
-        if room > 0:
+        if room > 0 and look:
             for group_id in self._startable(room):
                 started |= self._hand_over(group_id, orphan=False)
         return started
