@@ -87,6 +87,10 @@ ENDPOINTS: list[tuple[str, Path_, str, str]] = [
     ("POST", lambda c, s: f"/api/campaigns/{c}/resume", "operator", "paused"),
     ("POST", lambda c, s: f"/api/campaigns/{c}/cancel", "operator", "running"),
     ("POST", lambda c, s: f"/api/campaigns/{c}/retry", "operator", "failed"),
+    ("GET", lambda c, s: "/api/backbone/endpoints", "viewer", "running"),
+    ("GET", lambda c, s: "/api/backbone/usage?by=run", "viewer", "running"),
+    ("GET", lambda c, s: "/api/files?id=1", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/events?campaign={c}&after=0&wait_s=0.1", "viewer", "running"),
     ("GET", lambda c, s: "/api/tokens", "admin", "running"),
 ]
 
@@ -201,6 +205,8 @@ UNKNOWN = [
     ("GET", "/api/runs/no/such/run"),
     ("GET", "/api/runs/no/such/run/jobs"),
     ("DELETE", "/api/tokens/nobody"),
+    ("GET", "/api/files/999/provenance"),
+    ("GET", "/api/files/provenance?path=no/such/file.fits"),
 ]
 
 
@@ -326,6 +332,9 @@ def test_two_operators_at_once_one_wins_the_other_gets_409(service: Service, act
         (lambda c: ["campaign", "status", str(c)], lambda c: f"/api/campaigns/{c}"),
         (lambda c: ["campaign", "report", str(c)], lambda c: f"/api/campaigns/{c}/report"),
         (lambda c: ["campaign", "history", str(c)], lambda c: f"/api/campaigns/{c}/history"),
+        (lambda c: ["campaign", "failures", str(c)], lambda c: f"/api/campaigns/{c}/failures"),
+        (lambda c: ["backbone", "usage"], lambda c: "/api/backbone/usage"),
+        (lambda c: ["backbone", "endpoint", "list"], lambda c: "/api/backbone/endpoints"),
         (lambda c: ["report", "--list"], lambda c: "/api/runs"),
         (
             lambda c: ["report", f"standin/{c}/step1/g0"],
@@ -410,3 +419,48 @@ def test_serve_refuses_a_public_address_without_tokens(
     err = capsys.readouterr().err
     assert "refusing to listen on 0.0.0.0: no active token exists" in err
     assert "--host" in err
+
+
+# -- the event stream ------------------------------------------------------------------------
+def _sse(text: str) -> list[dict[str, Any]]:
+    """The data of the ``state`` events of a server-sent-events body."""
+    out = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if fields.get("event") == "state":
+            data = json.loads(fields["data"])
+            assert int(fields["id"]) == data["id"]
+            out.append(data)
+    return out
+
+
+def test_the_event_stream_sends_state_changes_as_they_happen(service: Service) -> None:
+    c = service.campaign_id
+    other = standin_campaign(service.settings, "running", name="other")
+    assert service.post(f"/api/campaigns/{c}/pause").status_code == 200  # before: not sent
+    timer = threading.Timer(1.0, lambda: service.post(f"/api/campaigns/{c}/resume"))
+    timer.start()
+    try:
+        with service.client.stream(
+            "GET", f"/api/events?campaign={c}&poll_s=0.1&wait_s=3", headers=service.auth("viewer")
+        ) as answer:
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            body = answer.read().decode()
+    finally:
+        timer.join()
+    changes = _sse(body)
+    assert [(e["kind"], e["to_state"], e["actor"]) for e in changes] == [
+        ("campaign", "running", "token:operator"),
+        ("group", "ready", "token:operator"),
+        ("group", "ready", "token:operator"),
+    ]
+    # resuming after an event id (Last-Event-ID) sends what came after it, of that campaign
+    first_pause = service.get(f"/api/events?campaign={c}&after=0&wait_s=0.1")
+    ids = [e["id"] for e in _sse(first_pause.text)]
+    assert len(ids) == 6
+    assert service.post(f"/api/campaigns/{other}/cancel").status_code == 200
+    resumed = service.client.get(
+        f"/api/events?campaign={c}&wait_s=0.1",
+        headers={**service.auth("viewer"), "Last-Event-ID": str(ids[2])},
+    )
+    assert [e["id"] for e in _sse(resumed.text)] == ids[3:]

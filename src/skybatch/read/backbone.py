@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from skybatch.backbone.models import Activity as ActivityRow
 from skybatch.backbone.models import EdgeRelation, EndpointRow, FileRow, ProvenanceEdge, ReplicaRow
-from skybatch.errors import InputError
+from skybatch.errors import InputError, NotFoundError
 
 from .models import (
     Activity,
@@ -166,12 +166,12 @@ def file_provenance(session: Session, file: int | str) -> FileProvenance:
     what read it, and what it was derived from.
 
     Raises:
-        InputError: the catalog has no such file.
+        NotFoundError: the catalog has no such file.
     """
     column = FileRow.id if isinstance(file, int) else FileRow.path
     row = session.scalar(select(FileRow).where(column == file))
     if row is None:
-        raise InputError(
+        raise NotFoundError(
             f"no file {file!r} in the backbone catalog",
             where=str(file),
             hint="find files with `skybatch backbone locate`",

@@ -15,7 +15,7 @@ from skybatch.db.state import open_state_db
 from skybatch.errors import DatabaseError, InputError, NotFoundError, SkybatchError
 from skybatch.settings import Settings
 
-from .routers import campaigns, ops, runs, tokens
+from .routers import backbone, campaigns, events, ops, runs, tokens
 
 __all__ = ["create_app", "http_status_for"]
 
@@ -53,6 +53,6 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     app.state.settings = settings
     app.state.sessions = sessions if sessions is not None else open_state_db(settings)
     app.add_exception_handler(SkybatchError, _skybatch_error)
-    for module in (ops, campaigns, runs, tokens):
+    for module in (ops, campaigns, runs, backbone, events, tokens):
         app.include_router(module.router)
     return app
