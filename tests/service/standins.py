@@ -16,6 +16,41 @@ PROFILES: dict[str, tuple[tuple[str, str], tuple[str, ...]]] = {
 }
 
 
+def waiting_campaign(settings: Settings) -> int:
+    """A submitted two-step campaign (valid config, nothing run yet)."""
+    from skybatch.campaign.config import Campaign
+
+    campaign = Campaign.model_validate(
+        {
+            "name": "waiting",
+            "repo": "/nowhere/repo",
+            "inputs": ["In/raw"],
+            "policies": {"cleanup_at_end": False},
+            "steps": [
+                {"name": "step1", "pipeline": "/nowhere/p.yaml#a,b"},
+                {"name": "step2", "pipeline": "/nowhere/p.yaml#a,b", "depends_on": ["step1"]},
+            ],
+        }
+    )
+    with open_state_db(settings).begin() as session:
+        row = CampaignRow(
+            name=campaign.name,
+            config=campaign.model_dump(mode="json", exclude_unset=True),
+            source_path="waiting.yaml",
+            state="waiting",
+            summary={},
+        )
+        session.add(row)
+        session.flush()
+        for position, step in enumerate(campaign.steps):
+            session.add(
+                CampaignStepRow(
+                    campaign_id=row.id, name=step.name, position=position, state="waiting"
+                )
+            )
+        return row.id
+
+
 def standin_campaign(settings: Settings, state: str = "running", name: str = "standin") -> int:
     """A two-step campaign in ``state`` whose step1 groups have runs with jobs: one
     succeeded, one held out of memory and one held with a Python error per run."""

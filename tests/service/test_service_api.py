@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from standins import standin_campaign
+from standins import standin_campaign, waiting_campaign
 
 from skybatch.auth.models import TokenRow
 from skybatch.auth.tokens import create_token
@@ -464,3 +464,35 @@ def test_the_event_stream_sends_state_changes_as_they_happen(service: Service) -
         headers={**service.auth("viewer"), "Last-Event-ID": str(ids[2])},
     )
     assert [e["id"] for e in _sse(resumed.text)] == ids[3:]
+
+
+def test_with_manager_the_service_runs_campaigns(db_url: str, tmp_path: Path) -> None:
+    from skybatch.campaign.expansion import StepExpansion
+    from skybatch.campaign.manager import Manager
+    from skybatch.service.manager import ManagerThread
+
+    settings = load_settings(home=tmp_path / "home", db={"url": db_url})
+    campaign_id = waiting_campaign(settings)
+    with open_state_db(settings).begin() as session:
+        secret = create_token(session, "v", "viewer").token
+    runner = ManagerThread(
+        settings,
+        poll_s=0.05,
+        factory=lambda s: Manager(s, expander=lambda c, step, runs: StepExpansion([])),
+    )
+    with TestClient(create_app(settings, manager=runner)) as client:
+        headers = {"Authorization": f"Bearer {secret}"}
+        for _ in range(200):
+            state = client.get(f"/api/campaigns/{campaign_id}", headers=headers).json()["state"]
+            if state == "succeeded":
+                break
+            threading.Event().wait(0.05)
+        assert state == "succeeded"
+        # the home's manager lock is held: a second manager is refused
+        assert (
+            main(["--home", str(settings.home), "--db-url", db_url, "manager", "run", "--once"])
+            == 2
+        )
+    assert runner.passes >= 1
+    history = client.get(f"/api/campaigns/{campaign_id}/history", headers=headers)
+    assert {e["actor"] for e in history.json()} == {"manager"}

@@ -31,12 +31,26 @@ def is_loopback(host: str) -> bool:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=values.PORT, default=8080, show_default=True, help="TCP port.")
+@click.option(
+    "--with-manager",
+    is_flag=True,
+    help="Also run the campaign manager in this process (else `skybatch manager run` "
+    "runs beside it).",
+)
+@click.option(
+    "--poll-s",
+    type=values.finite(0.1, max=86400.0),
+    default=10.0,
+    show_default=True,
+    help="With --with-manager: seconds between manager passes.",
+)
 @pass_cli_context
-def serve(cli: CliContext, host: str, port: int) -> None:
+def serve(cli: CliContext, host: str, port: int, with_manager: bool, poll_s: float) -> None:
     """Serve the REST API over the state database (OpenAPI docs at /docs).
 
     Every /api and /metrics request needs a bearer token (`skybatch token create`);
-    /healthz needs none. `skybatch manager run` runs the campaigns beside it.
+    /healthz needs none. `skybatch manager run` runs the campaigns beside it, or
+    --with-manager in the same process.
 
     \b
     Example:
@@ -62,6 +76,11 @@ def serve(cli: CliContext, host: str, port: int) -> None:
 
     from skybatch.service.app import create_app
 
-    app = create_app(cli.settings, sessions=sessions)
+    runner = None
+    if with_manager:
+        from skybatch.service.manager import ManagerThread
+
+        runner = ManagerThread(cli.settings, poll_s=poll_s)
+    app = create_app(cli.settings, sessions=sessions, manager=runner)
     click.echo(f"serving skybatch on http://{host}:{port} (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -5,6 +5,10 @@ bad input 400, database 503). OpenAPI at ``/openapi.json``, documented at ``/doc
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +18,9 @@ from skybatch.campaign.states import StateConflict
 from skybatch.db.state import open_state_db
 from skybatch.errors import DatabaseError, InputError, NotFoundError, SkybatchError
 from skybatch.settings import Settings
+
+if TYPE_CHECKING:
+    from .manager import ManagerThread
 
 from .routers import backbone, campaigns, events, ops, runs, tokens
 
@@ -39,10 +46,29 @@ async def _skybatch_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": body}, status_code=http_status_for(exc))
 
 
-def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    sessions: sessionmaker[Session] | None = None,
+    *,
+    manager: ManagerThread | None = None,
+) -> FastAPI:
     """The service over the state database of ``settings`` (created and migrated on
-    first use, as every command does), or over ``sessions`` if given."""
+    first use, as every command does), or over ``sessions`` if given. With ``manager``
+    the campaign manager runs in this process while the app is served
+    (``--with-manager``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manager is not None:
+            manager.start()
+        try:
+            yield
+        finally:
+            if manager is not None:
+                manager.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="skybatch",
         version=__version__,
         description="Campaigns, steps, groups, runs and jobs of a skybatch state database; "
