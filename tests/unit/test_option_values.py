@@ -24,6 +24,8 @@ def _run(home: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[in
 def run_args(tmp_path: Path) -> list[str]:
     repo = tmp_path / "repo"
     repo.mkdir()
+    # A repository's configuration: --repo is resolved (skybatch.repository) first.
+    (repo / "butler.yaml").write_text("datastore:\n  root: <butlerRoot>\n")
     return ["run", "--repo", str(repo), "--pipeline", "p.yaml", "--input", "in"]
 
 
