@@ -87,6 +87,7 @@ ENDPOINTS: list[tuple[str, Path_, str, str]] = [
     ("POST", lambda c, s: f"/api/campaigns/{c}/resume", "operator", "paused"),
     ("POST", lambda c, s: f"/api/campaigns/{c}/cancel", "operator", "running"),
     ("POST", lambda c, s: f"/api/campaigns/{c}/retry", "operator", "failed"),
+    ("GET", lambda c, s: f"/api/runs/standin/{c}/step1/g0/jobs/a1?tail=5", "viewer", "running"),
     ("GET", lambda c, s: "/api/backbone/endpoints", "viewer", "running"),
     ("GET", lambda c, s: "/api/backbone/usage?by=run", "viewer", "running"),
     ("GET", lambda c, s: "/api/files?id=1", "viewer", "running"),
@@ -176,6 +177,49 @@ def test_reads_filter_and_page(service: Service) -> None:
     assert service.get("/api/campaigns?limit=0").status_code == 422
 
 
+def test_a_jobs_attempts_and_log_tail(service: Service, tmp_path: Path) -> None:
+    from skybatch.run.models import JobAttemptRow, JobRow, RunRow
+
+    c = service.campaign_id
+    run = f"standin/{c}/step1/g0"
+    attempt_dir = tmp_path / "jobs" / "a1" / "attempt-2"
+    attempt_dir.mkdir(parents=True)
+    (attempt_dir / "job.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    with open_state_db(service.settings).begin() as session:
+        job = session.scalar(
+            select(JobRow).join(RunRow).where(RunRow.name == run, JobRow.name == "a1")
+        )
+        assert job is not None
+        for attempt, rss in ((1, 300.0), (2, 530.5)):
+            session.add(
+                JobAttemptRow(
+                    job_id=job.id,
+                    attempt=attempt,
+                    state="failed",
+                    failure="oom",
+                    exit_code=137,
+                    error="MemoryError: over 512 MB\nTraceback",
+                    memory_mb=256 * attempt,
+                    max_rss_mb=rss,
+                    report_path=str(
+                        tmp_path / "jobs" / "a1" / f"attempt-{attempt}" / "report.json"
+                    ),
+                )
+            )
+    detail = service.get(f"/api/runs/{run}/jobs/a1?tail=3").json()
+    assert detail["job"]["name"] == "a1" and detail["job"]["failure"] == "oom"
+    assert [(a["attempt"], a["memory_mb"], a["max_rss_mb"]) for a in detail["attempts"]] == [
+        (1, 256, 300.0),
+        (2, 512, 530.5),
+    ]
+    assert detail["attempts"][0]["error"] == "MemoryError: over 512 MB"
+    assert detail["log_path"] == str(attempt_dir / "job.log")
+    assert detail["log_tail"] == ["line 97", "line 98", "line 99"]
+    missing = service.get(f"/api/runs/{run}/jobs/zz")
+    assert missing.status_code == 404
+    assert "has no job 'zz'" in missing.json()["detail"]["message"]
+
+
 def test_metrics_are_prometheus_text(service: Service) -> None:
     standin_campaign(service.settings, "failed", name="other")
     answer = service.get("/metrics")
@@ -205,6 +249,7 @@ UNKNOWN = [
     ("GET", "/api/runs/no/such/run"),
     ("GET", "/api/runs/no/such/run/jobs"),
     ("DELETE", "/api/tokens/nobody"),
+    ("GET", "/api/runs/no/such/run/jobs/a0"),
     ("GET", "/api/files/999/provenance"),
     ("GET", "/api/files/provenance?path=no/such/file.fits"),
 ]

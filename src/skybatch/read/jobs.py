@@ -1,5 +1,6 @@
 """A campaign's jobs across its groups' runs (seed steps 10-11 as operators filter
-them): by state, task label, failure kind and step, one page at a time.
+them): by state, task label, failure kind and step, one page at a time; and one job
+with its attempts and the tail of its log.
 
 Takes a session and returns :class:`~skybatch.read.models.Job` read models, as the
 rest of :mod:`skybatch.read`.
@@ -7,8 +8,12 @@ rest of :mod:`skybatch.read`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,9 +22,9 @@ from skybatch.campaign.models import CampaignGroupRow, CampaignStepRow
 from skybatch.run.models import JobRow, RunRow
 
 from .failures import first_line
-from .models import Job
+from .models import Job, ReadModel
 
-__all__ = ["campaign_jobs"]
+__all__ = ["JobAttempt", "JobDetail", "campaign_jobs", "job_detail"]
 
 
 def campaign_jobs(
@@ -78,3 +83,98 @@ def campaign_jobs(
         )
         for j, run in session.execute(query)
     ]
+
+
+class JobAttempt(ReadModel):
+    """One attempt of a job: how it ended and what it used."""
+
+    attempt: int
+    state: str
+    engine_id: str | None
+    exit_code: int | None
+    failure: str | None
+    error: str | None = Field(description="first line of the error")
+    memory_mb: int
+    max_rss_mb: float | None
+    cpu_s: float | None
+    submitted: datetime
+    finished: datetime | None
+    report_path: str | None = Field(description="the attempt's report.json")
+
+
+class JobDetail(ReadModel):
+    """A job with every attempt and the tail of its newest attempt's log."""
+
+    job: Job
+    attempts: list[JobAttempt]
+    error: str | None = Field(description="the job's whole error text")
+    log_path: str | None = Field(description="the newest attempt's job.log")
+    log_tail: list[str] = Field(description="its last lines (empty: no log readable here)")
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of ``path`` (reading at most its last 256 kB)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 256 * 1024))
+            data = handle.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", errors="replace").splitlines()[-lines:] if lines else []
+
+
+def job_detail(session: Session, run: str, job: str, *, tail_lines: int = 50) -> JobDetail:
+    """The job ``job`` of ``run`` with its attempts and its newest log's tail.
+
+    Raises:
+        NotFoundError: no such run, or the run has no such job.
+    """
+    from skybatch.errors import NotFoundError
+    from skybatch.run.models import JobAttemptRow
+
+    from .runs import get_run, list_jobs
+
+    row = get_run(session, run)
+    job_row = session.scalar(select(JobRow).where(JobRow.run_id == row.id, JobRow.name == job))
+    if job_row is None:
+        raise NotFoundError(
+            f"run {run!r} has no job {job!r}",
+            where=job,
+            hint=f"its jobs: GET /api/runs/{run}/jobs (or `skybatch report {run}`)",
+        )
+    attempts = list(
+        session.scalars(
+            select(JobAttemptRow)
+            .where(JobAttemptRow.job_id == job_row.id)
+            .order_by(JobAttemptRow.attempt)
+        )
+    )
+    log_path = None
+    if attempts and attempts[-1].report_path:
+        log_path = str(Path(attempts[-1].report_path).with_name("job.log"))
+    summary = next(j for j in list_jobs(session, run) if j.name == job)
+    return JobDetail(
+        job=summary,
+        attempts=[
+            JobAttempt(
+                attempt=a.attempt,
+                state=a.state,
+                engine_id=a.engine_id,
+                exit_code=a.exit_code,
+                failure=a.failure,
+                error=first_line(a.error),
+                memory_mb=a.memory_mb,
+                max_rss_mb=a.max_rss_mb,
+                cpu_s=a.cpu_s,
+                submitted=a.submitted_at,
+                finished=a.finished_at,
+                report_path=a.report_path,
+            )
+            for a in attempts
+        ],
+        error=job_row.error,
+        log_path=log_path,
+        log_tail=_tail(Path(log_path), tail_lines) if log_path else [],
+    )

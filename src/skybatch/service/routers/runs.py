@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from skybatch.read import runs as reads
+from skybatch.read.jobs import JobDetail, job_detail
 from skybatch.read.models import Job, RunReport, RunSummary
 
 from ..deps import SessionDep, Viewer
@@ -39,6 +40,19 @@ def get_jobs(
     return reads.list_jobs(
         session, run, states=states, label=task, failure=failure, offset=offset, limit=limit
     )
+
+
+@router.get("/{run:path}/jobs/{job}", response_model=JobDetail)
+def get_job(
+    run: str,
+    job: str,
+    session: SessionDep,
+    _: Viewer,
+    tail: Annotated[int, Query(ge=0, le=5000, description="log lines")] = 50,
+) -> JobDetail:
+    """A job with every attempt (state, exit code, failure, memory, CPU) and the last
+    lines of its newest attempt's log (when the log is readable from the service)."""
+    return job_detail(session, run, job, tail_lines=tail)
 
 
 @router.get("/{run:path}", response_model=RunReport)
