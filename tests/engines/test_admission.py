@@ -155,6 +155,8 @@ def test_run_refuses_jobs_no_pilot_can_take_before_writing_anything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
+    # A repository's configuration: --repo is resolved (skybatch.repository) first.
+    (tmp_path / "butler.yaml").write_text("datastore:\n  root: <butlerRoot>\n")
     args = ["--home", str(home), "run", "--repo", str(tmp_path), "--pipeline", "p.yaml"]
     args += ["--input", "a", "--engine", "slurm", "--engine-setting", "mode=pilot"]
     code = main([*args, "--engine-setting", "pilot.walltime_s=3600"])
