@@ -232,6 +232,22 @@ def test_metrics_are_prometheus_text(service: Service) -> None:
     assert 'skybatch_campaigns{state="failed"} 1' in lines
     assert 'skybatch_groups{state="ready"} 2' in lines
     assert "skybatch_groups_in_flight 1" in lines
+    assert "skybatch_jobs_queued 0" in lines
+    assert "skybatch_job_transitions_per_second 0" in lines
+    assert "skybatch_state_changes_total 0" in lines
+    c = service.campaign_id
+    assert service.post(f"/api/campaigns/{c}/pause").status_code == 200
+    lines = service.get("/metrics").text.splitlines()
+    assert "skybatch_state_changes_total 3" in lines  # the campaign and its 2 ready groups
+    from skybatch.run.models import JobAttemptRow, JobRow
+
+    with open_state_db(service.settings).begin() as session:
+        job_id = session.scalar(select(JobRow.id).limit(1))
+        assert job_id is not None
+        session.add(JobAttemptRow(job_id=job_id, attempt=1, state="running", memory_mb=512))
+    lines = service.get("/metrics").text.splitlines()
+    assert "skybatch_job_transitions_per_second 0.0166667" in lines  # 1 in the last 60 s
+    assert 'skybatch_job_attempts_total{state="running"} 1' in lines
 
 
 UNKNOWN = [
