@@ -1,7 +1,8 @@
 """The service's app factory (seed step 2; issue 14, item 2): :func:`create_app`
 builds a FastAPI app over the state database of ``settings``, with its routers and
 the one mapping of skybatch errors to HTTP codes (not found 404, state conflict 409,
-bad input 400, database 503). OpenAPI at ``/openapi.json``, documented at ``/docs``."""
+bad input or configuration 400, database 503). OpenAPI at ``/openapi.json``,
+documented at ``/docs``."""
 
 from __future__ import annotations
 
@@ -16,13 +17,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from skybatch import __version__
 from skybatch.campaign.states import StateConflict
 from skybatch.db.state import open_state_db
-from skybatch.errors import DatabaseError, InputError, NotFoundError, SkybatchError
+from skybatch.errors import (
+    ConfigError,
+    DatabaseError,
+    InputError,
+    NotFoundError,
+    SkybatchError,
+)
 from skybatch.settings import Settings
 
 if TYPE_CHECKING:
     from .manager import ManagerThread
 
-from .routers import backbone, campaigns, events, ops, runs, tokens
+from .routers import backbone, campaigns, events, ops, runs, submissions, tokens
 
 __all__ = ["create_app", "http_status_for"]
 
@@ -33,7 +40,7 @@ def http_status_for(exc: SkybatchError) -> int:
         return 404
     if isinstance(exc, StateConflict):
         return 409
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError | ConfigError):
         return 400
     if isinstance(exc, DatabaseError):
         return 503
@@ -79,6 +86,6 @@ def create_app(
     app.state.settings = settings
     app.state.sessions = sessions if sessions is not None else open_state_db(settings)
     app.add_exception_handler(SkybatchError, _skybatch_error)
-    for module in (ops, campaigns, runs, backbone, events, tokens):
+    for module in (ops, submissions, campaigns, runs, backbone, events, tokens):
         app.include_router(module.router)
     return app
