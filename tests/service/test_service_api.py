@@ -557,3 +557,25 @@ def test_with_manager_the_service_runs_campaigns(db_url: str, tmp_path: Path) ->
     assert runner.passes >= 1
     history = client.get(f"/api/campaigns/{campaign_id}/history", headers=headers)
     assert {e["actor"] for e in history.json()} == {"manager"}
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+def test_the_dashboard_pages_fetch_only_api_paths_that_exist(service: Service) -> None:
+    import re
+
+    openapi = service.client.get("/openapi.json").json()["paths"]
+    patterns = [re.compile("^" + re.sub(r"\{[^}]+\}", "[^/?]+", p) + "$") for p in openapi]
+    for page in ("/ui", f"/ui/campaigns/{service.campaign_id}"):
+        answer = service.client.get(page)  # pages need no token: their data does
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/html")
+        called = re.findall(r"api\(`?\"?(/api/[^\"`?]*)", answer.text)
+        assert called, page
+        for path in called:
+            for action in ("pause", "resume", "retry", "cancel"):  # the buttons' actions
+                concrete = re.sub(r"\$\{[^}]+\}", "1", path.replace("${action}", action))
+                assert any(p.match(concrete) for p in patterns), (page, path)
+    page = service.client.get(f"/ui/campaigns/{service.campaign_id}").text
+    assert f"const ID = {service.campaign_id};" in page
+    assert all(f'data-action="{a}"' in page for a in ("pause", "resume", "retry", "cancel"))
+    assert service.client.get("/ui/campaigns/x").status_code == 422
