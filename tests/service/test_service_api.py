@@ -342,11 +342,13 @@ def test_an_action_the_state_does_not_allow_is_409_with_the_state(service: Servi
     assert _events(service.settings, c) == []
 
 
-@pytest.mark.parametrize("action", ["pause", "cancel"])
+@pytest.mark.parametrize("action", ["pause", "cancel", "retry"])
 def test_two_operators_at_once_one_wins_the_other_gets_409(service: Service, action: str) -> None:
     with open_state_db(service.settings).begin() as session:
         second = create_token(session, "second", "operator").token
     c = service.campaign_id
+    if action == "retry":
+        c = standin_campaign(service.settings, "failed", name="other")
     start = threading.Barrier(2)
     answers: dict[str, Any] = {}
 
@@ -367,7 +369,7 @@ def test_two_operators_at_once_one_wins_the_other_gets_409(service: Service, act
         thread.join(60)
     codes = sorted(a.status_code for a in answers.values())
     assert codes == [200, 409], {k: a.text for k, a in answers.items()}
-    target = "paused" if action == "pause" else "cancelled"
+    target = {"pause": "paused", "cancel": "cancelled", "retry": "running"}[action]
     winner = next(who for who, a in answers.items() if a.status_code == 200)
     loser = next(a for a in answers.values() if a.status_code == 409)
     assert loser.json()["detail"]["state"] == target
@@ -381,8 +383,11 @@ def test_two_operators_at_once_one_wins_the_other_gets_409(service: Service, act
         )
     if action == "pause":
         assert states == ["paused", "paused", "running"]
-    else:
+    elif action == "cancel":
         assert states == ["cancelled"] * 3
+    else:  # the failed group is ready again, once
+        assert states == ["ready", "succeeded"]
+        assert [to for kind, to, *_ in events if kind == "group"] == ["ready"]
 
 
 # -- the CLI's --json is the API's JSON ------------------------------------------------------

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from skybatch.errors import InputError, NotFoundError
 
 from .models import CampaignGroupRow, CampaignRow, CampaignStepRow
-from .states import Action, Kind, State, change_state, sources
+from .states import Action, Kind, State, StateConflict, change_state, sources
 
 __all__ = [
     "ActionResult",
@@ -188,7 +188,7 @@ def retry_campaign(
         failed_steps = [s for s in chosen.values() if s.state == State.FAILED]
         if not groups and not failed_steps:
             where = f"step {step}" if step else f"campaign {campaign_id}"
-            raise InputError(
+            raise StateConflict(  # an InputError: the CLI's exit code is unchanged
                 f"nothing to retry: {where} has no failed step or group (campaign is {row.state})",
                 where=where,
                 hint="`skybatch campaign status ID` shows the states",
