@@ -45,18 +45,23 @@ _USING = {*ACTIVE, State.PAUSED, State.FAILED}
 def cleanup_campaign(settings: Settings, campaign_id: int, campaign: Campaign) -> dict[str, Any]:
     """Clean what ``campaign`` left, per its policy; return what was freed."""
     backbone = Backbone.from_settings(settings)
-    sessions = backbone.catalog.sessions
-    targets = campaign.policies.cleanup_targets
-    summary: dict[str, Any] = {"targets": list(targets)}
-    runs = _runs(sessions, [campaign_id])
-    _settle_runs(sessions, [run.name for run in runs])
-    if "intermediates" in targets:
-        summary["intermediates_removed"] = _intermediates(backbone, campaign_id, campaign)
-    if "site_cache" in targets:
-        summary.update(_site_cache(settings, backbone, campaign_id, campaign, runs))
-    if "workdirs" in targets:
-        summary.update(_workdirs(settings, runs))
-    return summary
+    try:
+        sessions = backbone.catalog.sessions
+        targets = campaign.policies.cleanup_targets
+        summary: dict[str, Any] = {"targets": list(targets)}
+        runs = _runs(sessions, [campaign_id])
+        _settle_runs(sessions, [run.name for run in runs])
+        if "intermediates" in targets:
+            summary["intermediates_removed"] = _intermediates(backbone, campaign_id, campaign)
+        if "site_cache" in targets:
+            summary.update(_site_cache(settings, backbone, campaign_id, campaign, runs))
+        if "workdirs" in targets:
+            summary.update(_workdirs(settings, runs))
+        return summary
+    finally:
+        # Its database connections (and their SQLite page caches) go with it: a
+        # manager cleans up every campaign that ends, for as long as it runs.
+        backbone.close()
 
 
 def _settle_runs(sessions: sessionmaker[Session], names: list[str]) -> None:
