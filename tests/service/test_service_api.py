@@ -334,6 +334,52 @@ def test_retry_raises_memory_and_rejects_bad_input(service: Service) -> None:
     }
 
 
+def test_retry_of_one_failure_signature_resumes_only_its_groups(service: Service) -> None:
+    from sqlalchemy import update
+
+    from skybatch.run.models import JobRow, RunRow
+
+    failed = standin_campaign(service.settings, "failed", name="other")
+    g0 = f"other/{failed}/step1/g0"
+    with open_state_db(service.settings).begin() as session:
+        # g0 failed too, but only of the Python error: its out-of-memory job succeeded
+        session.execute(
+            update(CampaignGroupRow).where(CampaignGroupRow.run_name == g0).values(state="failed")
+        )
+        run_id = session.scalar(select(RunRow.id).where(RunRow.name == g0))
+        session.execute(
+            update(JobRow)
+            .where(JobRow.run_id == run_id, JobRow.name == "a1")
+            .values(state="succeeded", failure=None, error=None)
+        )
+    oom = next(
+        f for f in service.get(f"/api/campaigns/{failed}/failures").json() if f["failure"] == "oom"
+    )
+    answer = service.post(
+        f"/api/campaigns/{failed}/failures/retry",
+        json={"failure": "oom", "signature": oom["signature"], "memory_mb": 1024},
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["groups"], answer.json()["jobs_raised"]) == (1, 2)
+    groups = service.get(f"/api/campaigns/{failed}/groups").json()
+    assert [(g["name"], g["state"]) for g in groups] == [("g0", "failed"), ("g1", "ready")]
+    history = service.get(f"/api/campaigns/{failed}/history").json()
+    assert any(e["reason"].startswith("retry of oom: ") for e in history if e["reason"])
+    again = service.post(
+        f"/api/campaigns/{failed}/failures/retry",
+        json={"failure": "oom", "signature": "no such error"},
+    )
+    assert again.status_code == 404
+    assert (
+        service.post(
+            f"/api/campaigns/{failed}/failures/retry",
+            json={"failure": "oom", "signature": oom["signature"]},
+            role="viewer",
+        ).status_code
+        == 403
+    )
+
+
 def test_an_action_the_state_does_not_allow_is_409_with_the_state(service: Service) -> None:
     c = service.campaign_id
     answer = service.post(f"/api/campaigns/{c}/resume")

@@ -26,6 +26,7 @@ operators acting at once: the second's transaction sees the first's state and ra
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,8 +169,11 @@ def retry_campaign(
     retries: int | None = None,
     reason: str | None = None,
     actor: str | None = None,
+    runs: Collection[str] | None = None,
 ) -> ActionResult:
-    """Retry the failed work of a campaign (of one step with ``step``); see the module."""
+    """Retry the failed work of a campaign (of one step with ``step``; of the failed
+    groups whose run is in ``runs`` only, e.g. those of one failure signature, and
+    their steps); see the module."""
     if memory_mb is not None and memory_mb <= 0:
         raise InputError(f"--memory-mb must be positive, got {memory_mb}", where="--memory-mb")
     if retries is not None and retries <= 0:
@@ -186,6 +190,9 @@ def retry_campaign(
         chosen = {s.id: s for s in steps if step is None or s.name == step}
         groups = [g for g in _groups(session, campaign_id, {State.FAILED}) if g.step_id in chosen]
         failed_steps = [s for s in chosen.values() if s.state == State.FAILED]
+        if runs is not None:
+            groups = [g for g in groups if g.run_name in runs]
+            failed_steps = [s for s in failed_steps if s.id in {g.step_id for g in groups}]
         if not groups and not failed_steps:
             where = f"step {step}" if step else f"campaign {campaign_id}"
             raise StateConflict(  # an InputError: the CLI's exit code is unchanged

@@ -21,10 +21,10 @@ from skybatch.campaign.actions import get_campaign
 from skybatch.campaign.models import CampaignGroupRow, CampaignStepRow
 from skybatch.run.models import JobRow, RunRow
 
-from .failures import first_line
+from .failures import error_signature, first_line
 from .models import Job, ReadModel
 
-__all__ = ["JobAttempt", "JobDetail", "campaign_jobs", "job_detail"]
+__all__ = ["JobAttempt", "JobDetail", "campaign_jobs", "job_detail", "signature_runs"]
 
 
 def campaign_jobs(
@@ -178,3 +178,32 @@ def job_detail(session: Session, run: str, job: str, *, tail_lines: int = 50) ->
         log_path=log_path,
         log_tail=_tail(Path(log_path), tail_lines) if log_path else [],
     )
+
+
+def signature_runs(
+    session: Session, campaign_id: int, failure: str | None, signature: str
+) -> list[str]:
+    """The runs of the campaign's groups holding a held or failed job of this failure
+    kind and error signature (what a retry of that signature resumes).
+
+    Raises:
+        NotFoundError: no campaign has this id.
+    """
+    from skybatch.engines.base import JobState
+
+    get_campaign(session, campaign_id)
+    query = (
+        select(RunRow.name, JobRow.failure, JobRow.error)
+        .join(JobRow, JobRow.run_id == RunRow.id)
+        .join(CampaignGroupRow, CampaignGroupRow.run_name == RunRow.name)
+        .where(
+            CampaignGroupRow.campaign_id == campaign_id,
+            JobRow.state.in_([JobState.HELD.value, JobState.FAILED.value]),
+        )
+    )
+    if failure is None:
+        query = query.where(JobRow.failure.is_(None))
+    else:
+        query = query.where(JobRow.failure == failure)
+    found = {run for run, _, error in session.execute(query) if error_signature(error) == signature}
+    return sorted(found)

@@ -209,6 +209,49 @@ _simple("resume", "resumed")
 _simple("cancel", "cancelled")
 
 
+class SignatureRetryBody(BaseModel):
+    failure: str | None = Field(description="the signature's failure kind, as listed")
+    signature: str = Field(description="the signature, as GET .../failures lists it")
+    memory_mb: int | None = Field(None, gt=0, description="raise failed jobs' memory to this")
+    retries: int | None = Field(None, gt=0, description="attempts each failed job gets now")
+    reason: str | None = None
+
+
+@router.post("/{campaign_id}/failures/retry", response_model=ActionOutcome, responses=_RESPONSES)
+def retry_signature(
+    campaign_id: int, body: SignatureRetryBody, request: Request, token: Operator
+) -> ActionOutcome:
+    """Retry only the failed groups holding jobs of one failure signature (their held
+    jobs get new attempts, with more memory if asked); the other failures stay."""
+    from skybatch.read.jobs import signature_runs
+
+    actor = actor_of(token.name)
+    with sessions_of(request)() as session:
+        runs = signature_runs(session, campaign_id, body.failure, body.signature)
+    if not runs:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            {
+                "message": f"campaign {campaign_id} has no held or failed job of "
+                f"{body.failure or 'failed'}: {body.signature!r}",
+                "hint": f"GET /api/campaigns/{campaign_id}/failures lists the signatures",
+            },
+        )
+    try:
+        result = actions.retry_campaign(
+            sessions_of(request),
+            campaign_id,
+            memory_mb=body.memory_mb,
+            retries=body.retries,
+            reason=body.reason or f"retry of {body.failure or 'failed'}: {body.signature}",
+            actor=actor,
+            runs=runs,
+        )
+    except StateConflict as exc:
+        raise _conflict(request, campaign_id, exc) from None
+    return _outcome(result, "retried", actor)
+
+
 @router.post("/{campaign_id}/retry", response_model=ActionOutcome, responses=_RESPONSES)
 def retry_campaign(
     campaign_id: int, request: Request, token: Operator, body: RetryBody | None = None
