@@ -315,6 +315,17 @@ def test_actions_are_recorded_with_the_tokens_name(service: Service) -> None:
     ]
     history = service.get(f"/api/campaigns/{c}/history").json()
     assert {e["actor"] for e in history} == {"token:operator", "token:admin"}
+    from skybatch.db.models import Operation
+
+    with open_state_db(service.settings)() as session:
+        logged = [
+            (o.command, o.status, o.arguments["actor"], o.arguments["id"])
+            for o in session.scalars(select(Operation).order_by(Operation.id))
+        ]
+    assert logged == [
+        ("campaign pause", "succeeded", "token:operator", c),
+        ("campaign resume", "succeeded", "token:admin", c),
+    ]
     assert any(e["reason"] == "disk full" for e in history)
 
 

@@ -4,7 +4,8 @@ retry and cancel (operator; seed step 3 as operators steer it)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from contextlib import AbstractContextManager
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
@@ -157,6 +158,20 @@ def _outcome(result: actions.ActionResult, verb: str, actor: str) -> ActionOutco
     )
 
 
+def _recorded(
+    request: Request, action: str, campaign_id: int, actor: str, **arguments: Any
+) -> AbstractContextManager[Any]:
+    """The action in the operations log, as the CLI's ``campaign ACTION`` records it,
+    with the token's actor among its arguments."""
+    from skybatch.db.operations import record_operation
+
+    return record_operation(
+        sessions_of(request),
+        f"campaign {action}",
+        {"id": campaign_id, "actor": actor, "via": "api", **arguments},
+    )
+
+
 def _conflict(request: Request, campaign_id: int, exc: StateConflict) -> HTTPException:
     """409 with the campaign's state as it is now (after the other action)."""
     with sessions_of(request)() as session:
@@ -192,13 +207,11 @@ def _simple(action: str, verb: str) -> None:
         campaign_id: int, request: Request, token: Operator, body: ActionBody | None = None
     ) -> ActionOutcome:
         actor = actor_of(token.name)
+        reason = body.reason if body else None
         try:
-            result = function(
-                sessions_of(request),
-                campaign_id,
-                body.reason if body else None,
-                actor=actor,
-            )
+            with _recorded(request, action, campaign_id, actor, reason=reason) as op:
+                result = function(sessions_of(request), campaign_id, reason, actor=actor)
+                op.message = result.describe(verb)
         except StateConflict as exc:
             raise _conflict(request, campaign_id, exc) from None
         return _outcome(result, verb, actor)
@@ -238,15 +251,17 @@ def retry_signature(
             },
         )
     try:
-        result = actions.retry_campaign(
-            sessions_of(request),
-            campaign_id,
-            memory_mb=body.memory_mb,
-            retries=body.retries,
-            reason=body.reason or f"retry of {body.failure or 'failed'}: {body.signature}",
-            actor=actor,
-            runs=runs,
-        )
+        with _recorded(request, "retry", campaign_id, actor, **body.model_dump()) as op:
+            result = actions.retry_campaign(
+                sessions_of(request),
+                campaign_id,
+                memory_mb=body.memory_mb,
+                retries=body.retries,
+                reason=body.reason or f"retry of {body.failure or 'failed'}: {body.signature}",
+                actor=actor,
+                runs=runs,
+            )
+            op.message = result.describe("retried")
     except StateConflict as exc:
         raise _conflict(request, campaign_id, exc) from None
     return _outcome(result, "retried", actor)
@@ -260,15 +275,17 @@ def retry_campaign(
     actor = actor_of(token.name)
     body = body or RetryBody()
     try:
-        result = actions.retry_campaign(
-            sessions_of(request),
-            campaign_id,
-            step=body.step,
-            memory_mb=body.memory_mb,
-            retries=body.retries,
-            reason=body.reason,
-            actor=actor,
-        )
+        with _recorded(request, "retry", campaign_id, actor, **body.model_dump()) as op:
+            result = actions.retry_campaign(
+                sessions_of(request),
+                campaign_id,
+                step=body.step,
+                memory_mb=body.memory_mb,
+                retries=body.retries,
+                reason=body.reason,
+                actor=actor,
+            )
+            op.message = result.describe("retried")
     except StateConflict as exc:
         raise _conflict(request, campaign_id, exc) from None
     return _outcome(result, "retried", actor)
