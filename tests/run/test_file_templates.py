@@ -92,9 +92,12 @@ def test_a_template_that_would_make_outputs_share_a_path_stops_before_any_job(
     with Butler.from_config(str(survey.repo)) as butler:
         assert not butler.collections.query("t/*"), "no output run in the Butler"
     backbone = Backbone.from_settings(settings)
-    with backbone.catalog.sessions() as session:
-        assert session.scalar(select(RunRow).where(RunRow.name == "t/clash")) is None
+    with backbone.catalog.sessions() as session:  # failed, saying why (issue 15 item 4)
+        row = session.scalar(select(RunRow).where(RunRow.name == "t/clash"))
+        assert row is not None and row.state == "failed"
+        assert "no usable file template for calexp" in (row.message or "")
     assert not backbone.catalog.files(path_prefix="t/clash/")
+    assert not (settings.home / "runs" / "t_clash").exists()
 
 
 @pytest.mark.parametrize(
