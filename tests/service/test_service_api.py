@@ -511,6 +511,8 @@ def test_tokens_are_stored_only_as_hashes_and_managed_by_admins(
     listed = json.loads(capsys.readouterr().out)
     assert [t["name"] for t in listed] == ["viewer", "operator", "admin", "ops-bot"]
     assert all("token" not in t for t in listed)
+    assert listed[-1]["last_used"] is not None  # the request above
+    assert listed[0]["last_used"] is None  # the viewer's token was not used
     assert listed[-1]["expires"] is not None and listed[-1]["active"]
     # the same name twice is refused, nothing written
     assert main(service.cli("token", "create", "--name", "ops-bot", "--role", "viewer")) == 2

@@ -17,7 +17,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from skybatch.db.models import utcnow
@@ -33,6 +33,7 @@ __all__ = [
     "create_token",
     "has_tokens",
     "list_tokens",
+    "note_use",
     "revoke_token",
     "verify_token",
 ]
@@ -166,8 +167,7 @@ def revoke_token(session: Session, name: str) -> TokenInfo:
 
 
 def verify_token(session: Session, secret: str) -> TokenInfo | None:
-    """The active token whose secret is ``secret``, else None. Its last use is noted
-    (on the session, to be committed by the caller) at most once a minute."""
+    """The active token whose secret is ``secret``, else None (reads only)."""
     if not secret.startswith(PREFIX):
         return None
     row = session.scalar(select(TokenRow).where(TokenRow.token_hash == _hash(secret)))
@@ -176,9 +176,13 @@ def verify_token(session: Session, secret: str) -> TokenInfo | None:
         return None
     if row.expires_at is not None and row.expires_at <= now:
         return None
-    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-        row.last_used_at = now
     return _info(row, now)
+
+
+def note_use(session: Session, name: str) -> None:
+    """Record that the token ``name`` was used now (callers do it at most once a minute,
+    in a write transaction of its own)."""
+    session.execute(update(TokenRow).where(TokenRow.name == name).values(last_used_at=utcnow()))
 
 
 def has_tokens(session: Session) -> bool:
