@@ -643,3 +643,21 @@ def test_the_dashboard_pages_fetch_only_api_paths_that_exist(service: Service) -
     assert f"const ID = {service.campaign_id};" in page
     assert all(f'data-action="{a}"' in page for a in ("pause", "resume", "retry", "cancel"))
     assert service.client.get("/ui/campaigns/x").status_code == 422
+
+
+def test_every_api_route_refuses_a_request_without_a_token(service: Service) -> None:
+    """Over the app's own OpenAPI paths, so an endpoint added later is covered too."""
+    paths = service.client.get("/openapi.json").json()["paths"]
+    checked = 0
+    for template, operations in paths.items():
+        if not (template.startswith("/api") or template == "/metrics"):
+            continue
+        path = template.replace("{run}", "r/un").replace("{name}", "someone")
+        path = path.replace("{campaign_id}", str(service.campaign_id)).replace("{file_id}", "1")
+        path = path.replace("{job}", "a0")
+        assert "{" not in path, template
+        for method in operations:
+            answer = service.client.request(method.upper(), path, json={})
+            assert answer.status_code == 401, (method, path, answer.text)
+            checked += 1
+    assert checked >= 29  # every route of this version
