@@ -28,6 +28,7 @@ from .scheduler import read_report
 __all__ = [
     "DEFAULT_SITE",
     "RunContext",
+    "RunEnd",
     "RunOptions",
     "RunSummary",
     "engine_settings",
@@ -123,6 +124,22 @@ class RunSummary:
     phases: dict[str, float] = field(default_factory=dict)
     #: What the run skipped without failing (e.g. a catalog that is not a table).
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """A run whose jobs ended, handed to its finish (in another process, for an
+    execution pool): its options and work directory, whether its jobs staged out to
+    the archive, its jobs per state, its phases so far and the seconds of its wall
+    time that went before the finish."""
+
+    options: RunOptions
+    run: str
+    workdir: Path
+    via_archive: bool
+    counts: dict[str, int]
+    phases: dict[str, float]
+    elapsed_s: float
 
 
 class RunContext:

@@ -40,6 +40,7 @@ from skybatch.settings import Settings
 from . import setup
 from .context import (
     RunContext,
+    RunEnd,
     RunOptions,
     RunSummary,
     engine_settings,
@@ -561,36 +562,20 @@ def conclude_run(
     return summary
 
 
-def finish_run_in_process(
-    settings: Settings,
-    options: RunOptions,
-    run: str,
-    workdir: Path,
-    *,
-    via_archive: bool,
-    counts: dict[str, int],
-    phases: dict[str, float],
-    elapsed_s: float,
-) -> RunSummary:
-    """:func:`conclude_run` for a run an execution pool executed in another process
-    (its jobs ended with ``counts``; ``elapsed_s`` of its wall time went before)."""
-    ctx = RunContext(settings, options, run, workdir=workdir)
+def finish_run_in_process(settings: Settings, end: RunEnd) -> RunSummary:
+    """:func:`conclude_run` for a run an execution pool executed in another process."""
+    run, workdir = end.run, end.workdir
+    ctx = RunContext(settings, end.options, run, workdir=workdir)
     try:
         workflow = Workflow.load(workdir / "workflow.json")
         ctx.butler_config = workflow.butler_config
-        ctx.via_archive = via_archive
+        ctx.via_archive = end.via_archive
         with ctx.sessions() as session:
             run_id = session.scalar(select(RunRow.id).where(RunRow.name == run))
         assert run_id is not None
         with setup.claim(workdir, run), run_log(workdir):
-            return conclude_run(
-                ctx,
-                workflow,
-                run_id,
-                counts,
-                phases,
-                start=time.perf_counter() - elapsed_s,
-            )
+            start = time.perf_counter() - end.elapsed_s
+            return conclude_run(ctx, workflow, run_id, end.counts, end.phases, start=start)
     finally:
         ctx.close()
         heap.release()

@@ -72,7 +72,7 @@ from skybatch.errors import SkybatchError
 from skybatch.graph.workflow import Workflow
 from skybatch.settings import Settings
 
-from .context import RunContext, RunOptions, RunSummary, engine_settings
+from .context import RunContext, RunEnd, RunOptions, RunSummary, engine_settings
 from .models import JobRow, RunRow, RunState
 from .runlog import RunLogFile
 from .scheduler import Scheduler
@@ -178,21 +178,11 @@ class Bookkeeping(ABC):
         row per job (:func:`~skybatch.run.driver.set_up_run`)."""
 
     @abstractmethod
-    def finish(
-        self,
-        settings: Settings,
-        options: RunOptions,
-        run: str,
-        workdir: Path,
-        *,
-        via_archive: bool,
-        counts: dict[str, int],
-        phases: dict[str, float],
-        elapsed_s: float,
-    ) -> RunSummary:
-        """End run ``run`` whose jobs ended with ``counts`` (jobs per state): its
-        outputs, then its state (through :func:`~skybatch.run.states.change_run_state`)
-        and summary (:func:`~skybatch.run.driver.finish_run_in_process`)."""
+    def finish(self, settings: Settings, end: RunEnd) -> RunSummary:
+        """End run ``end.run`` whose jobs ended with ``end.counts`` (jobs per state):
+        its outputs, then its state (through
+        :func:`~skybatch.run.states.change_run_state`) and summary
+        (:func:`~skybatch.run.driver.finish_run_in_process`)."""
 
     #: Set-ups and finishes under way at once.
     workers: int = 1
@@ -219,30 +209,10 @@ class DriverBookkeeping(Bookkeeping):
 
         return set_up_run(settings, options)
 
-    def finish(
-        self,
-        settings: Settings,
-        options: RunOptions,
-        run: str,
-        workdir: Path,
-        *,
-        via_archive: bool,
-        counts: dict[str, int],
-        phases: dict[str, float],
-        elapsed_s: float,
-    ) -> RunSummary:
+    def finish(self, settings: Settings, end: RunEnd) -> RunSummary:
         from .driver import finish_run_in_process
 
-        return finish_run_in_process(
-            settings,
-            options,
-            run,
-            workdir,
-            via_archive=via_archive,
-            counts=counts,
-            phases=phases,
-            elapsed_s=elapsed_s,
-        )
+        return finish_run_in_process(settings, end)
 
     def executor(self) -> Executor:
         level = logging.getLogger().getEffectiveLevel()
@@ -548,8 +518,7 @@ class ExecutionPool:
         start = entry.phases.pop("execute_start", entry.started)
         phases = {**entry.phases, "execute": time.perf_counter() - start}
         entry.phase = "finish"
-        args = (
-            self.settings,
+        end = RunEnd(
             entry.ctx.options,
             entry.name,
             entry.ctx.workdir,
@@ -558,6 +527,7 @@ class ExecutionPool:
             phases,
             time.perf_counter() - entry.started,
         )
+        args = (self.settings, end)
         entry.scheduler = None  # its memory goes with it
         entry.finish_args = args
         self._todo.append((entry, "finish", args))
@@ -795,29 +765,11 @@ def _set_up(bookkeeping: Bookkeeping, settings: Settings, options: RunOptions) -
         return _Failed(_what(exc), False, time.perf_counter() - start)
 
 
-def _finish(
-    bookkeeping: Bookkeeping,
-    settings: Settings,
-    options: RunOptions,
-    run: str,
-    workdir: Path,
-    via_archive: bool,
-    counts: dict[str, int],
-    phases: dict[str, float],
-    elapsed_s: float,
-) -> _Done | _Failed:
+def _finish(bookkeeping: Bookkeeping, settings: Settings, end: RunEnd) -> _Done | _Failed:
+    run = end.run
     start = time.perf_counter()
     try:
-        summary = bookkeeping.finish(
-            settings,
-            options,
-            run,
-            workdir,
-            via_archive=via_archive,
-            counts=counts,
-            phases=phases,
-            elapsed_s=elapsed_s,
-        )
+        summary = bookkeeping.finish(settings, end)
         return _Done(summary, time.perf_counter() - start)
     except SkybatchError as exc:
         return _Failed(str(exc), True, time.perf_counter() - start)

@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -38,7 +37,7 @@ from skybatch.engines.testing import InstantEngine
 from skybatch.graph.workflow import JobNode, Workflow
 from skybatch.settings import Settings
 
-from .context import RunOptions, RunSummary, run_workdir
+from .context import RunEnd, RunOptions, RunSummary, run_workdir
 from .driver import SetUp
 from .models import JobRow, QuantumRunRow, RunRow, RunState
 from .pool import Bookkeeping, InlineExecutor
@@ -144,18 +143,8 @@ class SyntheticBookkeeping(Bookkeeping):
         self.set_up_runs.append(run)
         return SetUp(run, run_id, workdir, {})
 
-    def finish(
-        self,
-        settings: Settings,
-        options: RunOptions,
-        run: str,
-        workdir: Path,
-        *,
-        via_archive: bool,
-        counts: dict[str, int],
-        phases: dict[str, float],
-        elapsed_s: float,
-    ) -> RunSummary:
+    def finish(self, settings: Settings, end: RunEnd) -> RunSummary:
+        run, counts, elapsed_s = end.run, end.counts, end.elapsed_s
         if set(counts) <= {JobState.SUCCEEDED.value}:
             state = RunState.SUCCEEDED
         elif JobState.CANCELLED.value in counts:
@@ -198,13 +187,13 @@ class SyntheticBookkeeping(Bookkeeping):
                 **live.summary,
                 "jobs": counts,
                 "wall_s": elapsed_s,
-                "phases_s": {k: round(v, 3) for k, v in phases.items()},
+                "phases_s": {k: round(v, 3) for k, v in end.phases.items()},
             }
         self.finished_runs.append(run)
         return RunSummary(
             run=run,
             state=state.value,
-            workdir=workdir,
+            workdir=end.workdir,
             quanta=n_quanta,
             jobs=counts,
             expansion_s=0.0,
