@@ -36,7 +36,8 @@ def test_a_failed_set_up_is_removed_says_why_and_the_same_command_runs_again(
     original, aside = _hide_a_raw(survey, tmp_path / "raw.fits")
     command = run_command(home, survey, "t/setup-fails", "--workers", "2")
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode != 0
+    assert done.returncode == 5, done.stderr  # stored data is missing (DataError)
+    assert "is in the Butler but its file is missing" in done.stderr, done.stderr
     assert original.name in done.stderr, done.stderr
 
     settings = load_settings(home=home)

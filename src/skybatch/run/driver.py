@@ -32,7 +32,7 @@ from skybatch.backbone.replication import replicate
 from skybatch.backbone.service import Backbone
 from skybatch.engines.base import Engine, JobState
 from skybatch.engines.registry import EngineRegistry
-from skybatch.errors import InputError
+from skybatch.errors import DataError, InputError
 from skybatch.graph.workflow import JobNode, Workflow
 from skybatch.job.spec import FileSpec, JobSpec
 from skybatch.settings import Settings
@@ -374,7 +374,18 @@ def _register_inputs(ctx: RunContext, workflow: Workflow, graph: Any) -> None:
     for f in inputs.values():
         if f.dataset_id in known:
             continue
-        size, md5 = md5_file(archive.local_path(f.path))
+        path = archive.local_path(f.path)
+        try:
+            size, md5 = md5_file(path)
+        except FileNotFoundError:
+            data_id = ", ".join(f"{k}={v}" for k, v in f.data_id.items())
+            raise DataError(
+                f"input {f.dataset_type} ({data_id}; dataset {f.dataset_id}) is in the Butler "
+                f"but its file is missing: {path}",
+                where=f.path,
+                hint="put the file back (from a backup or another copy), or remove the dataset "
+                "from the Butler; then run the same command again",
+            ) from None
         node = nodes.get(uuid.UUID(f.dataset_id))
         records.append(
             FileRecord(
