@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +63,6 @@ from .submit import campaign_from_row, run_name
 
 __all__ = [
     "DEFAULT_MAX_GROUPS",
-    "GroupBars",
     "Manager",
     "PassReport",
     "PoolFactory",
@@ -79,10 +77,6 @@ ADVANCE_S = 2.0
 CONTROL_S = 0.25
 
 _log = logging.getLogger(__name__)
-
-#: ``bars(label)`` opens a progress display for one group's run and yields
-#: ``update(done, total)``.
-GroupBars = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
 
 #: ``expander(campaign, step, runs_of)`` gives a step's groups (``runs_of[step]``: the
 #: output runs of a step's groups); :func:`~skybatch.campaign.expansion.expand_step`
@@ -122,7 +116,6 @@ class Manager:
         settings: Settings,
         *,
         say: Callable[[str], None] | None = None,
-        bars: GroupBars | None = None,
         executor: GroupExecutor = run_group,
         expander: StepExpander = expand_step,
         max_groups: int = DEFAULT_MAX_GROUPS,
@@ -132,7 +125,6 @@ class Manager:
         self.settings = settings
         self.sessions = open_state_db(settings)
         self.say = say or (lambda text: _log.info("%s", text))
-        self.bars = bars
         self.executor = executor
         self.expander = expander
         self._campaigns: dict[int, Campaign] = {}
@@ -586,14 +578,9 @@ class Manager:
             return
         label, options, _ = started
         self.say(f"{label}: {'resuming' if orphan else 'starting'} run {options.output_run}")
-        with self.bars(label) if self.bars else nullcontext(None) as update:
-            outcome = self.executor(
-                self.settings,
-                options,
-                progress=update,
-                stop=lambda: self._stopped(group_id),
-                after_restart=orphan,
-            )
+        outcome = self.executor(
+            self.settings, options, stop=lambda: self._stopped(group_id), after_restart=orphan
+        )
         self._conclude(group_id, label, outcome, report)
 
     def _conclude(
