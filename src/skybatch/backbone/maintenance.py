@@ -146,6 +146,8 @@ def verify(
 
 def _stat(ep: Endpoint, path: str) -> tuple[int, int] | None:
     """``(mtime_ns, size)`` of a replica's local file, or None (no local file)."""
+    if not ep.capabilities.local_files:
+        return None
     try:
         info = os.stat(ep.local_path(path))
     except OSError:

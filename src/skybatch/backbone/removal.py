@@ -13,7 +13,9 @@ which refuse, before deleting anything, to
 
 The catalog alone cannot promise either (two replicas may name the same file on
 disk), so the checks look at the filesystem: paths are compared after resolving
-their directories (``realpath``), as the endpoint roots are.
+their directories (``realpath``), as the endpoint roots are. An object in an object
+store (an endpoint without local files) is named by its URI: it lies inside no local
+root, and is another file than any local one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from .catalog import FileInfo, Placement
 from .endpoints.base import Endpoint, FileState, TapeBackedEndpoint
+from .endpoints.objectstore import is_object_store
 from .errors import BackboneError
 from .models import ReplicaState
 from .roots import resolve_root
@@ -67,6 +70,12 @@ class _Entries:
     def __init__(self) -> None:
         self._dirs: dict[Path, Path] = {}
 
+    def of(self, ep: Endpoint, path: str) -> Path | str:
+        """The entry holding ``path`` on ``ep``: its local file, or its object's URI."""
+        if not ep.capabilities.local_files:
+            return f"{ep.location.rstrip('/')}/{path}"
+        return self(ep.local_path(path))
+
     def __call__(self, local: Path) -> Path:
         parent = local.parent
         resolved = self._dirs.get(parent)
@@ -77,11 +86,15 @@ class _Entries:
 
 def _foreign_roots(backbone: Backbone, endpoint: str) -> dict[str, Path]:
     return {
-        e.name: resolve_root(e.root) for e in backbone.catalog.endpoints() if e.name != endpoint
+        e.name: resolve_root(e.root)
+        for e in backbone.catalog.endpoints()
+        if e.name != endpoint and not is_object_store(e.root)
     }
 
 
-def _inside_other(entry: Path, roots: dict[str, Path]) -> str | None:
+def _inside_other(entry: Path | str, roots: dict[str, Path]) -> str | None:
+    if isinstance(entry, str):  # an object: inside no local root
+        return None
     for name, root in roots.items():
         if entry == root or root in entry.parents:
             return f"{entry} lies inside the root of endpoint {name!r} ({root})"
@@ -92,7 +105,7 @@ def _has_other_copy(
     backbone: Backbone,
     f: FileInfo,
     endpoint: str,
-    entry: Path,
+    entry: Path | str,
     placements: Sequence[Placement],
     entries: _Entries,
 ) -> bool:
@@ -105,7 +118,7 @@ def _has_other_copy(
         if (
             p.replica.state == ReplicaState.ONLINE
             and other.state(f.path) is FileState.ONLINE
-            and entries(other.local_path(f.path)) != entry
+            and entries.of(other, f.path) != entry
         ):
             return True
         if (
@@ -135,7 +148,7 @@ def unsafe_removals(
     reasons: dict[str, str] = {}
     entries = _Entries()
     for f in files:
-        entry = entries(ep.local_path(f.path))
+        entry = entries.of(ep, f.path)
         reason = _inside_other(entry, roots)
         if (
             reason is None
@@ -196,7 +209,7 @@ def release_replicas(backbone: Backbone, endpoint: str, files: Sequence[FileInfo
     reasons = {
         f.path: reason
         for f in files
-        if (reason := _inside_other(entries(archive.local_path(f.path)), roots)) is not None
+        if (reason := _inside_other(entries.of(archive, f.path), roots)) is not None
     }
     refuse(endpoint, reasons, len(files), "release")
     archive.release([f.path for f in files])
@@ -215,9 +228,7 @@ def remove_unregistered(backbone: Backbone, endpoint: str, paths: Sequence[str])
     roots = _foreign_roots(backbone, endpoint)
     todo = [p for p in dict.fromkeys(paths) if p not in known]
     entries = _Entries()
-    reasons = {
-        p: reason for p in todo if (reason := _inside_other(entries(ep.local_path(p)), roots))
-    }
+    reasons = {p: reason for p in todo if (reason := _inside_other(entries.of(ep, p), roots))}
     refuse(endpoint, reasons, len(todo), "delete")
     for p in todo:
         ep.remove(p)

@@ -220,7 +220,7 @@ def replicate(
 
 def _stat(endpoint: Endpoint, f: FileInfo) -> tuple[int, int, int] | None:
     """``(file id, mtime_ns, size)`` of a replica just written and verified."""
-    if not endpoint.shared_fs:
+    if not (endpoint.shared_fs and endpoint.capabilities.local_files):
         return None
     try:
         info = os.stat(endpoint.local_path(f.path))

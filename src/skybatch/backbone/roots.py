@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING
 
 from skybatch.errors import InputError
 
+from .endpoints.objectstore import is_object_store, normalize_root
+
 if TYPE_CHECKING:
     from .catalog import Catalog
 
 __all__ = [
     "NamedRoot",
     "OverlappingRootError",
+    "check_object_store_root",
     "check_root",
     "check_site_root",
     "describe_problem",
@@ -120,13 +123,40 @@ def check_root(
     return resolved
 
 
+def check_object_store_root(
+    label: str, root: str, catalog: Catalog, *, skip: Sequence[str], where: str
+) -> str:
+    """Return the object-store ``root`` normalized (``s3://bucket/prefix/``);
+    OverlappingRootError if it equals, lies inside or contains another endpoint's."""
+    normalized = normalize_root(root)
+    for e in catalog.endpoints():
+        if e.name in skip or not is_object_store(e.root):
+            continue
+        other = normalize_root(e.root)
+        if normalized.startswith(other) or other.startswith(normalized):
+            how = (
+                "is the same location as"
+                if normalized == other
+                else ("lies inside" if normalized.startswith(other) else "contains")
+            )
+            raise OverlappingRootError(
+                f"{label} {normalized} {how} the root of endpoint {e.name!r} {other}",
+                root=Path(normalized),
+                other=Path(other),
+                where=where,
+                hint=_HINT,
+            )
+    return normalized
+
+
 def describe_problem(label: str, root: Path, other: NamedRoot) -> tuple[str, str]:
     """(message, hint) of an overlap, for checks that collect problems instead of raising."""
     return _message(label, root, other), _HINT
 
 
 def endpoint_roots(catalog: Catalog, *, skip: Sequence[str] = ()) -> list[NamedRoot]:
-    """The roots of the catalog's endpoints (except those named in ``skip``)."""
+    """The local roots of the catalog's endpoints (except those named in ``skip``; an
+    object store's root is no local directory and overlaps none)."""
     return [
         NamedRoot(
             f"the root of {'the archive endpoint' if e.kind == 'archive' else 'endpoint'} "
@@ -134,7 +164,7 @@ def endpoint_roots(catalog: Catalog, *, skip: Sequence[str] = ()) -> list[NamedR
             resolve_root(e.root),
         )
         for e in catalog.endpoints()
-        if e.name not in skip
+        if e.name not in skip and not is_object_store(e.root)
     ]
 
 

@@ -93,14 +93,19 @@ class Backbone:
         """Define an endpoint (validated by its kind before anything is stored)."""
         if not name or any(c.isspace() for c in name):
             raise InputError(f"invalid endpoint name {name!r}", where="NAME", hint="no spaces")
-        from .roots import check_root, endpoint_roots
+        from .endpoints.objectstore import is_object_store
+        from .roots import check_object_store_root, check_root, endpoint_roots
 
         label = (
             f"the root of {'the archive endpoint' if kind == 'archive' else 'endpoint'} {name!r}"
         )
-        others = endpoint_roots(self.catalog, skip=[name])
-        root = str(check_root(label, root, others, where=f"root of endpoint {name!r} (--root)"))
-        endpoint = self.registry.create(name, kind, Path(root), dict(settings or {}))
+        where = f"root of endpoint {name!r} (--root)"
+        if is_object_store(root):
+            root = check_object_store_root(label, root, self.catalog, skip=[name], where=where)
+        else:
+            others = endpoint_roots(self.catalog, skip=[name])
+            root = str(check_root(label, root, others, where=where))
+        endpoint = self.registry.create(name, kind, root, dict(settings or {}))
         self.catalog.add_endpoint(name, kind, root, dict(settings or {}))
         self._endpoints[name] = endpoint
         return endpoint
@@ -199,9 +204,7 @@ class Backbone:
     def endpoint(self, name: str) -> Endpoint:
         if name not in self._endpoints:
             row = self.catalog.endpoint_row(name)
-            self._endpoints[name] = self.registry.create(
-                row.name, row.kind, Path(row.root), row.settings
-            )
+            self._endpoints[name] = self.registry.create(row.name, row.kind, row.root, row.settings)
         return self._endpoints[name]
 
     def archive_name(self) -> str:

@@ -98,13 +98,14 @@ class EndpointRegistry:
             ) from None
 
     def create(
-        self, name: str, kind: str, root: Path, settings: Mapping[str, Any] | None = None
+        self, name: str, kind: str, root: str | Path, settings: Mapping[str, Any] | None = None
     ) -> Endpoint:
-        """Build endpoint ``name`` of ``kind`` at ``root`` after validating its settings."""
+        """Build endpoint ``name`` of ``kind`` at ``root`` (a directory, or an object-store
+        URI where the kind supports one) after validating its settings."""
         cls = self.get(kind)
         raw = dict(settings or {})
         parse_settings(self._settings[kind], name, raw)
-        return cls(name, Path(root), **raw)
+        return cls.at(name, root, **raw)
 
     def settings_model(self, kind: str) -> type[BaseModel]:
         """The pydantic model of ``kind``'s settings (for help texts and validation)."""

@@ -20,17 +20,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from skybatch.backbone.endpoints import parse_settings
 from skybatch.backbone.endpoints.base import (
     Capabilities,
+    Endpoint,
     FileState,
     RecallSink,
     TapeBackedEndpoint,
     TapeLocation,
     TapeStats,
 )
+from skybatch.backbone.endpoints.objectstore import ObjectStoreEndpoint, is_object_store
 from skybatch.backbone.endpoints.posix import PosixEndpoint, fsync_dir
 from skybatch.backbone.endpoints.tape import EmulatedTapeLibrary, TapeSettings
 from skybatch.backbone.errors import BackboneError, FileMissingError, NearlineError
+from skybatch.errors import ConfigError
 
-__all__ = ["DEFAULT_TAPE_DIR", "ArchiveEndpoint", "ArchiveSettings"]
+__all__ = [
+    "DEFAULT_TAPE_DIR",
+    "ArchiveEndpoint",
+    "ArchiveSettings",
+    "ObjectStoreArchiveEndpoint",
+]
 
 DEFAULT_TAPE_DIR = ".skybatch-tape"
 _RECALL_HINT = "Recall it to the disk front first (stage it from tape), then read it again"
@@ -52,6 +60,13 @@ class ArchiveSettings(BaseModel):
         default_factory=TapeSettings,
         description="mount/seek costs, throughput and volume capacity of the tape tier",
     )
+    spool_dir: Path | None = Field(
+        default=None,
+        description=(
+            "an archive in an object store (s3://): local directory for partial copies "
+            "before their upload; unset = a directory under the system's temporary directory"
+        ),
+    )
 
 
 class ArchiveEndpoint(PosixEndpoint, TapeBackedEndpoint):
@@ -64,6 +79,12 @@ class ArchiveEndpoint(PosixEndpoint, TapeBackedEndpoint):
     def __init__(self, name: str, root: Path, **settings: Any) -> None:
         super().__init__(name, root)
         self.settings = parse_settings(ArchiveSettings, name, settings)
+        if self.settings.spool_dir is not None:
+            raise ConfigError(
+                f"the archive endpoint {name!r} is a directory ({root}): it has no spool",
+                where=f"endpoint {name!r} settings.spool_dir",
+                hint="spool_dir applies to an archive in an object store; remove it",
+            )
         tape_root = self.settings.tape_root or Path(DEFAULT_TAPE_DIR)
         self.tape_root = tape_root if tape_root.is_absolute() else self.root / tape_root
         self.tape_root.mkdir(parents=True, exist_ok=True)
@@ -80,6 +101,13 @@ class ArchiveEndpoint(PosixEndpoint, TapeBackedEndpoint):
                 )
             self.internal_dirs = (inside.as_posix(),)
         self.library = EmulatedTapeLibrary(self.tape_root, self.settings.tape)
+
+    @classmethod
+    def at(cls, name: str, root: str | Path, **settings: Any) -> Endpoint:
+        """The archive at a directory, or in an object store when ``root`` is a URI."""
+        if is_object_store(root):
+            return ObjectStoreArchiveEndpoint(name, str(root), **settings)
+        return cls(name, Path(root), **settings)
 
     # -- reading ----------------------------------------------------------------------
     def state(self, path: str) -> FileState:
@@ -209,6 +237,33 @@ class ArchiveEndpoint(PosixEndpoint, TapeBackedEndpoint):
         info["tape_root"] = str(self.tape_root)
         info["tape"] = self.settings.tape.model_dump()
         return info
+
+
+class ObjectStoreArchiveEndpoint(ObjectStoreEndpoint):
+    """The archive when the Butler datastore is in an object store (``s3://``).
+
+    Files are written once, as on the POSIX archive. There is no emulated tape tier:
+    every object is online, and an object store's own cold tier (e.g. S3 Glacier) plays
+    the tape's part outside skybatch (README, "Using your own repository").
+    """
+
+    kind: ClassVar[str] = "archive"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        shared_fs=False, local_files=False, write_once=True
+    )
+    Settings: ClassVar[type[BaseModel]] = ArchiveSettings
+
+    def __init__(self, name: str, root: str, **settings: Any) -> None:
+        parsed = parse_settings(ArchiveSettings, name, settings)
+        if parsed.tape_root is not None:
+            raise ConfigError(
+                f"the archive endpoint {name!r} is in an object store ({root}): it has no "
+                "emulated tape library",
+                where=f"endpoint {name!r} settings.tape_root",
+                hint="remove tape_root; the store's own cold tier stands for tape",
+            )
+        super().__init__(name, root, spool_dir=parsed.spool_dir)
+        self.settings = parsed
 
 
 def _checksum(path: Path) -> tuple[int, str]:

@@ -50,6 +50,9 @@ class Capabilities(BaseModel):
     """Replicas may be hard links or symlinks to a source on the same host."""
     shared_fs: bool = True
     """Files have local paths that jobs can open directly."""
+    local_files: bool = True
+    """Files are in a directory on this host (:meth:`Endpoint.local_path`); False for an
+    object store, whose files are read and written only through the endpoint."""
     write_once: bool = False
     """A file, once written, is never replaced by other content (the archive): managed
     writes commit with :meth:`Endpoint.commit_new` and refuse a different file."""
@@ -106,6 +109,18 @@ class Endpoint(ABC):
         self.root = Path(root)
         #: Whether jobs see this endpoint's files in place; a site may override it.
         self.shared_fs: bool = self.capabilities.shared_fs
+
+    @classmethod
+    def at(cls, name: str, root: str | Path, **settings: Any) -> Endpoint:
+        """Build endpoint ``name`` of this kind at ``root`` (a directory, or a URI for a
+        kind that also lives in an object store: it picks its implementation here)."""
+        return cls(name, Path(root), **settings)
+
+    @property
+    def location(self) -> str:
+        """Where the files are, for messages and the catalog: the root directory, or
+        the URI of an object-store root."""
+        return str(self.root)
 
     # -- reading ----------------------------------------------------------------
     @abstractmethod

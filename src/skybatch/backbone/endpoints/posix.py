@@ -22,7 +22,14 @@ from skybatch.backbone.endpoints.base import Capabilities, Endpoint, FileState
 from skybatch.backbone.errors import FileMissingError
 from skybatch.errors import InputError
 
-__all__ = ["LINK_MODES", "TEMP_SUFFIX", "PosixEndpoint", "PosixSettings", "fsync_dir"]
+__all__ = [
+    "LINK_MODES",
+    "TEMP_SUFFIX",
+    "PosixEndpoint",
+    "PosixSettings",
+    "fsync_dir",
+    "path_problem",
+]
 
 TEMP_SUFFIX = ".skybatch-part"
 """Partial copies are named ``.<basename>.skybatch-part`` beside their final name."""
@@ -56,7 +63,7 @@ class PosixEndpoint(Endpoint):
     # -- paths ------------------------------------------------------------------------
     def _check(self, path: str, *, what: str = "logical path") -> str:
         """Return ``path`` if it is a valid logical path here, else raise InputError."""
-        reason = _path_problem(path)
+        reason = path_problem(path)
         if reason is None:
             for internal in self.internal_dirs:
                 if path == internal or path.startswith(internal + "/"):
@@ -242,7 +249,7 @@ class PosixEndpoint(Endpoint):
         return info
 
 
-def _path_problem(path: object) -> str | None:
+def path_problem(path: object) -> str | None:
     """Why ``path`` is not a valid logical path, or None if it is."""
     if not isinstance(path, str):
         return f"it is a {type(path).__name__}, not a string"

@@ -1,0 +1,260 @@
+"""Endpoints in an object store (``s3://bucket/prefix/``), through ``lsst-resources``.
+
+A Butler datastore may live in an S3 bucket; its archive endpoint then holds each file
+as the object ``<root>/<logical path>``. The managed layer's guarantees carry over:
+
+- **Two-phase writes.** :meth:`temp_path` is a local spool file (an object store has
+  no rename); :meth:`commit` uploads it in one PUT, which an object store makes visible
+  all at once or not at all, so a partial file never has its final name. The spool
+  file is removed only after the object is checked.
+- **Verified copies.** The managed layer checksums the bytes as it writes the spool
+  file and compares them with the catalog before the commit; the commit then checks
+  what landed: its size, and its md5 where the store reports one (an S3 ETag of a
+  single-part upload is the md5 of the object).
+- **No local paths.** Jobs cannot open objects in place (``shared_fs`` is False), so
+  the managed layer streams them (:meth:`open_read`) into a site cache or job scratch.
+
+Credentials and the endpoint URL are those of ``lsst-resources`` (``S3_ENDPOINT_URL``,
+the AWS credential chain, ``LSST_RESOURCES_S3_PROFILE_<name>``), as for the Butler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, cast
+
+from skybatch.backbone.endpoints.base import Capabilities, Endpoint, FileState
+from skybatch.backbone.endpoints.posix import TEMP_SUFFIX, path_problem
+from skybatch.backbone.errors import BackboneError, ChecksumMismatchError, FileMissingError
+from skybatch.errors import InputError
+
+__all__ = ["ObjectStoreEndpoint", "is_object_store", "normalize_root"]
+
+_PATH_HINT = "Logical paths are relative POSIX paths such as 'run/calexp/file.fits'"
+
+
+def is_object_store(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` names a location outside the local filesystem (``s3://...``)."""
+    text = os.fspath(root)
+    return "://" in text and not text.startswith("file://")
+
+
+def normalize_root(root: str) -> str:
+    """The canonical form of an object-store root: its URI with one trailing slash."""
+    from lsst.resources import ResourcePath
+
+    return str(ResourcePath(root, forceDirectory=True))
+
+
+class _Reader(io.RawIOBase):
+    """A raw binary stream over a ``ResourcePath`` handle (which may lack ``readinto``),
+    closing the handle's context when it is closed."""
+
+    def __init__(self, handle: Any, stack: ExitStack) -> None:
+        super().__init__()
+        self._handle = handle
+        self._stack = stack
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._handle.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stack.close()
+        super().close()
+
+
+class ObjectStoreEndpoint(Endpoint):
+    """Files as objects under a URI root; partial copies spooled on local disk.
+
+    Args:
+        name: Endpoint name in the catalog.
+        root: The root URI (``s3://bucket/prefix/``).
+        spool_dir: Local directory for partial copies (default: a directory per
+            endpoint under the system's temporary directory).
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(shared_fs=False, local_files=False)
+
+    def __init__(self, name: str, root: str, *, spool_dir: Path | None = None) -> None:
+        from lsst.resources import ResourcePath
+
+        self.uri = ResourcePath(os.fspath(root), forceDirectory=True)
+        if self.uri.isLocal:
+            raise InputError(
+                f"{root} is a local path, not an object store",
+                where=f"endpoint {name!r}",
+                hint="give an object-store URI such as s3://bucket/prefix/",
+            )
+        if spool_dir is None:
+            key = hashlib.sha1(str(self.uri).encode(), usedforsecurity=False).hexdigest()[:12]
+            spool_dir = Path(tempfile.gettempdir()) / "skybatch-spool" / key
+        super().__init__(name, spool_dir)
+        #: The local directory of partial copies (``root`` is the spool, ``uri`` the store).
+        self.spool = self.root
+        self.spool.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def location(self) -> str:
+        return str(self.uri)
+
+    # -- paths ------------------------------------------------------------------------
+    def _check(self, path: str) -> str:
+        reason = path_problem(path)
+        if reason is not None:
+            raise InputError(
+                f"invalid logical path {path!r}: {reason}",
+                where=f"endpoint {self.name!r}",
+                hint=_PATH_HINT,
+            )
+        return path
+
+    def object_uri(self, path: str) -> Any:
+        """The ``ResourcePath`` of ``path``'s object."""
+        return self.uri.join(self._check(path))
+
+    def local_path(self, path: str) -> Path:
+        raise BackboneError(
+            f"endpoint {self.name!r} is an object store ({self.uri}): {path!r} has no local path",
+            where=f"{self.name}:{path}",
+            hint="read it with open_read, or stage it to a site cache first",
+        )
+
+    def temp_path(self, path: str) -> Path:
+        final = self.spool / self._check(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final.with_name(f".{final.name}{TEMP_SUFFIX}")
+
+    def _existing_temp(self, path: str) -> Path:
+        final = self.spool / self._check(path)
+        return final.with_name(f".{final.name}{TEMP_SUFFIX}")
+
+    # -- reading ----------------------------------------------------------------------
+    def state(self, path: str) -> FileState:
+        return FileState.ONLINE if self.object_uri(path).exists() else FileState.MISSING
+
+    def size(self, path: str) -> int:
+        try:
+            return int(self.object_uri(path).size())
+        except FileNotFoundError:
+            raise self._missing(path) from None
+
+    def open_read(self, path: str) -> BinaryIO:
+        uri = self.object_uri(path)
+        if not uri.exists():
+            raise self._missing(path)
+        stack = ExitStack()
+        try:
+            handle = stack.enter_context(uri.open("rb"))
+        except FileNotFoundError:
+            stack.close()
+            raise self._missing(path) from None
+        return cast(BinaryIO, _Reader(handle, stack))
+
+    def _missing(self, path: str) -> FileMissingError:
+        return FileMissingError(
+            f"{path!r} is not on endpoint {self.name!r}",
+            where=str(self.uri.join(path)),
+            hint="Check the catalog replica of this file and re-transfer it if it is lost",
+        )
+
+    def iter_files(self, prefix: str = "") -> Iterator[str]:
+        """Objects under ``prefix`` (a string prefix of the logical path), sorted."""
+        if prefix:
+            self._check(prefix.rstrip("/"))
+        start = prefix.rpartition("/")[0]
+        top = self.uri.join(start, forceDirectory=True) if start else self.uri
+        found: list[str] = []
+        try:
+            for here, _dirs, files in top.walk():
+                base = (here.relative_to(self.uri) or "").rstrip("/")
+                for filename in files:
+                    logical = f"{base}/{filename}" if base else filename
+                    if logical.startswith(prefix) and not filename.endswith(TEMP_SUFFIX):
+                        found.append(logical)
+        except FileNotFoundError:
+            return
+        yield from sorted(found)
+
+    # -- writing ----------------------------------------------------------------------
+    def commit(self, path: str, *, durable: bool = True) -> None:
+        """Upload the spool file of ``path`` in one PUT, check what landed, drop the spool.
+
+        An object store makes a PUT durable before it answers, so ``durable`` changes
+        nothing here.
+        """
+        from lsst.resources import ResourcePath
+
+        temp = self._existing_temp(path)
+        if not temp.is_file():
+            raise FileMissingError(
+                f"there is no partial copy of {path!r} to commit on endpoint {self.name!r}",
+                where=str(temp),
+                hint="Write the data to temp_path(path) first, then commit",
+            )
+        target = self.object_uri(path)
+        sent = temp.stat().st_size
+        target.transfer_from(ResourcePath(str(temp)), transfer="copy", overwrite=True)
+        landed = int(target.size())
+        etag = _single_part_md5(target)
+        if landed != sent or (etag is not None and etag != _md5(temp)):
+            target.remove()
+            raise ChecksumMismatchError(
+                f"the upload of {path!r} to {self.name!r} landed as {landed} bytes "
+                f"(md5 {etag or 'unknown'}), not the {sent} bytes sent",
+                path=path,
+                expected=(sent, _md5(temp)),
+                actual=(landed, etag or "?"),
+                where=str(target),
+                hint="the object store or the network corrupted the upload; transfer again",
+            )
+        temp.unlink()
+
+    def sync(self) -> None:
+        """Nothing to do: an object store's PUT is durable when it returns."""
+
+    def discard(self, path: str) -> None:
+        self._existing_temp(path).unlink(missing_ok=True)
+
+    def remove(self, path: str) -> None:
+        try:
+            self.object_uri(path).remove()
+        except FileNotFoundError:
+            return
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["root"] = str(self.uri)
+        info["spool_dir"] = str(self.spool)
+        info["capabilities"] = self.capabilities.model_dump()
+        return info
+
+
+def _md5(path: Path) -> str:
+    from skybatch.backbone.checksums import md5_file
+
+    return md5_file(path)[1]
+
+
+def _single_part_md5(uri: Any) -> str | None:
+    """The md5 an S3 store reports for an object uploaded in one part (its ETag), or
+    None (another store, or a multipart upload whose ETag is no md5)."""
+    if uri.scheme != "s3":
+        return None
+    response = uri.client.head_object(Bucket=uri.netloc, Key=uri.relativeToPathRoot)
+    etag = str(response.get("ETag", "")).strip('"')
+    if not etag or "-" in etag:
+        return None
+    return etag
