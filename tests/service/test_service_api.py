@@ -629,11 +629,19 @@ def test_the_dashboard_pages_fetch_only_api_paths_that_exist(service: Service) -
 
     openapi = service.client.get("/openapi.json").json()["paths"]
     patterns = [re.compile("^" + re.sub(r"\{[^}]+\}", "[^/?]+", p) + "$") for p in openapi]
+    service.client.post(
+        "/ui/login",
+        content=f"token={service.tokens['operator']}",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Origin": "http://testserver",
+        },
+    )  # the session cookie (tests/service/test_dashboard_session.py)
     for page in ("/ui", f"/ui/campaigns/{service.campaign_id}"):
-        answer = service.client.get(page)  # pages need no token: their data does
+        answer = service.client.get(page)
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/html")
-        called = re.findall(r"api\(`?\"?(/api/[^\"`?]*)", answer.text)
+        called = re.findall(r"(?:api|post)\(`?\"?(/api/[^\"`?]*)", answer.text)
         assert called, page
         for path in called:
             for action in ("pause", "resume", "retry", "cancel"):  # the buttons' actions

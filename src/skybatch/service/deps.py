@@ -1,6 +1,14 @@
 """Request dependencies of the service (seed step 2): a state-database session per
-request, and the bearer token with the role an endpoint needs (no token or an unknown,
-revoked or expired one: 401; a role too low: 403)."""
+request, and the token with the role an endpoint needs (no token or an unknown,
+revoked or expired one: 401; a role too low: 403).
+
+A token comes as a bearer header (scripts, the CLI) or as the dashboard's session
+cookie (:data:`COOKIE`, set by ``/ui/login``): a browser's ``EventSource`` cannot send
+a header, so the live dashboard authenticates with the cookie. The cookie is HttpOnly
+and SameSite=Strict, and a request that changes something (not GET, HEAD or OPTIONS)
+and is authenticated by the cookie must also come from the service's own origin (its
+``Origin``, else its ``Referer``, names the host it was sent to): another site's page
+cannot act with an operator's session (cross-site request forgery)."""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,11 +24,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.auth.tokens import Role, TokenInfo, note_use, verify_token
 
-__all__ = ["SessionDep", "require"]
+__all__ = ["COOKIE", "SessionDep", "cookie_token", "require", "same_origin"]
 
 _log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `skybatch token create`")
+
+#: the dashboard's session cookie: the token itself (HttpOnly, SameSite=Strict)
+COOKIE = "skybatch_token"
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def sessions_of(request: Request) -> sessionmaker[Session]:
@@ -43,15 +57,27 @@ def require(role: Role) -> Callable[..., TokenInfo]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> TokenInfo:
-        if credentials is None or credentials.scheme.lower() != "bearer":
+        secret: str | None = None
+        if credentials is not None and credentials.scheme.lower() == "bearer":
+            secret = credentials.credentials
+        elif "authorization" not in request.headers and request.cookies.get(COOKIE):
+            secret = request.cookies[COOKIE]
+            if request.method not in _SAFE_METHODS and not same_origin(request):
+                raise HTTPException(
+                    status.HTTP_403_FORBIDDEN,
+                    "a dashboard session acts only from the dashboard's own pages (this "
+                    "request's Origin or Referer is another site's, or missing); scripts "
+                    "send Authorization: Bearer TOKEN",
+                )
+        if secret is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "a bearer token is needed (Authorization: Bearer TOKEN; "
-                "`skybatch token create` makes one)",
+                "`skybatch token create` makes one), or a dashboard session (/ui/login)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         with sessions_of(request)() as session:
-            token = verify_token(session, credentials.credentials)
+            token = verify_token(session, secret)
         if token is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -67,6 +93,28 @@ def require(role: Role) -> Callable[..., TokenInfo]:
         return token
 
     return check
+
+
+def same_origin(request: Request) -> bool:
+    """Whether the request's ``Origin`` (else its ``Referer``) names the host it was
+    sent to: the browser sent it from one of the service's own pages."""
+    host = request.headers.get("host")
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not host or not source or source == "null":
+        return False
+    return urlsplit(source).netloc.lower() == host.lower()
+
+
+def cookie_token(request: Request) -> TokenInfo | None:
+    """The active token of the request's dashboard session cookie, else None."""
+    secret = request.cookies.get(COOKIE)
+    if not secret:
+        return None
+    with sessions_of(request)() as session:
+        token = verify_token(session, secret)
+    if token is not None:
+        _note_use(sessions_of(request), token)
+    return token
 
 
 def _note_use(sessions: sessionmaker[Session], token: TokenInfo) -> None:

@@ -11,14 +11,15 @@ reconnect), and a comment line every 15 s keeps proxies from closing it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from skybatch.read.events import events_after, last_event_id
+from skybatch.read.events import StateChange, events_after, last_event_id
 
 from ..deps import Viewer, sessions_of
 
@@ -29,18 +30,26 @@ router = APIRouter(prefix="/api", tags=["events"])
 _KEEPALIVE_S = 15.0
 
 
-def _stream(
+def _changes(
+    sessions: sessionmaker[Session], after: int, campaign_id: int | None
+) -> list[StateChange]:
+    with sessions() as session:
+        return events_after(session, after, campaign_id=campaign_id)
+
+
+async def _stream(
     sessions: sessionmaker[Session],
     after: int,
     campaign_id: int | None,
     poll_s: float,
     wait_s: float | None,
-) -> Iterator[str]:
+) -> AsyncIterator[str]:
+    """The stream's lines. Asynchronous so that a client's leaving cancels it at once
+    (in its sleep), instead of holding a worker thread until its next line."""
     start = last_beat = time.monotonic()
     yield "retry: 2000\n\n"
     while True:
-        with sessions() as session:
-            changes = events_after(session, after, campaign_id=campaign_id)
+        changes = await anyio.to_thread.run_sync(_changes, sessions, after, campaign_id)
         for change in changes:
             after = change.id
             yield f"id: {change.id}\nevent: state\ndata: {change.model_dump_json()}\n\n"
@@ -51,7 +60,7 @@ def _stream(
             last_beat = now
             yield ": keep-alive\n\n"
         if len(changes) < 500:
-            time.sleep(poll_s)
+            await anyio.sleep(poll_s)
 
 
 @router.get("/events", response_class=StreamingResponse)

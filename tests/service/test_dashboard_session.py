@@ -1,0 +1,103 @@
+"""The dashboard's session (issue 14, live updates): ``/ui/login`` checks a token and
+keeps it in an HttpOnly, SameSite=Strict cookie; the API accepts the cookie as it
+accepts a bearer token (so a browser's EventSource, which cannot send a header,
+follows /api/events), but an action authenticated by the cookie must come from the
+service's own origin (no cross-site request forgery)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from standins import standin_campaign
+
+from skybatch.auth.tokens import create_token
+from skybatch.db.state import open_state_db
+from skybatch.service.app import create_app
+from skybatch.settings import load_settings
+
+ORIGIN = {"Origin": "http://testserver"}
+
+
+@pytest.fixture
+def site(sqlite_url: str, tmp_path: Path) -> tuple[TestClient, dict[str, str], int]:
+    settings = load_settings(home=tmp_path / "home", db={"url": sqlite_url})
+    campaign_id = standin_campaign(settings, "running")
+    with open_state_db(settings).begin() as session:
+        tokens = {r: create_token(session, r, r).token for r in ("viewer", "operator")}
+    return TestClient(create_app(settings), follow_redirects=False), tokens, campaign_id
+
+
+def _sign_in(client: TestClient, token: str, headers: dict[str, str] = ORIGIN) -> int:
+    answer = client.post(
+        "/ui/login",
+        content=f"token={token}&next=/ui/campaigns/1",
+        headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+    )
+    return answer.status_code
+
+
+def test_pages_send_a_browser_without_session_to_the_login_page(site: tuple) -> None:
+    client, _, campaign_id = site
+    answer = client.get(f"/ui/campaigns/{campaign_id}")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/ui/login?next=/ui/campaigns/{campaign_id}"
+    assert "sign in" in client.get("/ui/login").text
+
+
+def test_login_sets_an_httponly_strict_cookie_and_the_api_accepts_it(site: tuple) -> None:
+    client, tokens, campaign_id = site
+    answer = client.post(
+        "/ui/login",
+        content=f"token={tokens['viewer']}&next=/ui/campaigns/{campaign_id}",
+        headers={"Content-Type": "application/x-www-form-urlencoded", **ORIGIN},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/ui/campaigns/{campaign_id}"
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert client.get("/api/campaigns").status_code == 200
+    page = client.get(f"/ui/campaigns/{campaign_id}")
+    assert page.status_code == 200 and "viewer" in page.text
+    assert 'data-action="pause"' not in page.text  # a viewer's page has no operator buttons
+    stream = client.get(f"/api/events?campaign={campaign_id}&after=0&wait_s=0.1")
+    assert stream.status_code == 200 and "event: state" not in stream.text
+
+
+def test_a_wrong_token_or_a_foreign_next_does_not_get_through(site: tuple) -> None:
+    client, tokens, _ = site
+    assert _sign_in(client, "sbt_wrong") == 401
+    assert client.get("/api/campaigns").status_code == 401
+    assert _sign_in(client, tokens["viewer"], {"Origin": "http://evil.example"}) == 403
+    answer = client.post(
+        "/ui/login",
+        content=f"token={tokens['viewer']}&next=//evil.example/x",
+        headers={"Content-Type": "application/x-www-form-urlencoded", **ORIGIN},
+    )
+    assert answer.headers["location"] == "/ui"
+
+
+def test_a_cookie_session_acts_only_from_its_own_origin(site: tuple) -> None:
+    client, tokens, campaign_id = site
+    assert _sign_in(client, tokens["operator"]) == 303
+    pause = f"/api/campaigns/{campaign_id}/pause"
+    assert client.post(pause, json={}).status_code == 403  # no Origin, no Referer
+    assert client.post(pause, json={}, headers={"Origin": "http://evil.example"}).status_code == 403
+    assert client.post(pause, json={}, headers={"Origin": "null"}).status_code == 403
+    answer = client.post(pause, json={}, headers={"Referer": "http://testserver/ui"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["actor"] == "token:operator"
+    # a bearer token needs no origin (scripts), and wins over the cookie
+    resume = f"/api/campaigns/{campaign_id}/resume"
+    viewer = {"Authorization": f"Bearer {tokens['viewer']}", **ORIGIN}
+    assert client.post(resume, json={}, headers=viewer).status_code == 403
+    operator = {"Authorization": f"Bearer {tokens['operator']}"}
+    assert client.post(resume, json={}, headers=operator).status_code == 200
+
+
+def test_logout_drops_the_session(site: tuple) -> None:
+    client, tokens, _ = site
+    assert _sign_in(client, tokens["viewer"]) == 303
+    assert client.post("/ui/logout", headers=ORIGIN).status_code == 303
+    assert client.get("/api/campaigns").status_code == 401
