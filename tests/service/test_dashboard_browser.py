@@ -4,7 +4,9 @@ user starts it (a uvicorn process on a free port) over a state database with sta
 campaigns. A viewer and an operator sign in with their tokens; the pages show what the
 state database holds; a viewer gets no operator buttons; the operator's pause asks for
 confirmation and the page shows the new state without a reload; a change made
-elsewhere reaches an open page over the server-sent-events stream.
+elsewhere reaches an open page over the server-sent-events stream; the campaign page
+draws its step graph, selection and figures; a run page filters jobs and shows a log
+tail; the failures page retries one signature; the backbone page shows storage.
 
 Skipped with the reason when Chromium or Playwright is missing, except under CI
 (``CI=true``; ``.ci/run`` installs Chromium with scripts/browser/install.sh), where
@@ -29,11 +31,12 @@ from typing import Any
 
 import httpx
 import pytest
-from standins import standin_campaign
+from standins import standin_backbone, standin_campaign, standin_details
 
 from skybatch.auth.tokens import create_token
 from skybatch.db.state import open_state_db
 from skybatch.read.campaigns import campaign_status, list_groups
+from skybatch.read.dashboard import backbone_storage
 from skybatch.settings import Settings, load_settings
 
 CHROMIUM_ENV = "SKYBATCH_TEST_CHROMIUM"
@@ -88,6 +91,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         name: standin_campaign(settings, "running", name)
         for name in ("survey", "pausable", "watched")
     }
+    campaigns["broken"] = standin_campaign(settings, "failed", "broken")
+    standin_details(settings, campaigns["survey"], home.parent / "logs")
+    standin_backbone(settings)
     with open_state_db(settings).begin() as session:
         tokens = {
             role: create_token(session, f"{role}1", role).token for role in ("viewer", "operator")
@@ -210,7 +216,6 @@ def test_campaign_page_shows_steps_and_groups_and_a_viewer_no_operator_buttons(
         headers={"Origin": dashboard.url},
     )
     assert answer.status == 403
-    dashboard.screenshot(page, "campaign-viewer")
     page.context.close()
 
 
@@ -262,4 +267,113 @@ def test_a_change_made_elsewhere_reaches_the_open_page_over_the_event_stream(
         newest = last_event_id(session)
     page.wait_for_function(f"document.getElementById('live').dataset.last == '{newest}'")
     assert page.locator("#live").get_attribute("class") == "on"
+    page.context.close()
+
+
+def test_campaign_page_draws_the_step_graph_selection_progress_and_resources(
+    browser: Any, dashboard: Dashboard
+) -> None:
+    campaign_id = dashboard.campaigns["survey"]
+    page = _signed_in(browser, dashboard, "viewer", f"/ui/campaigns/{campaign_id}")
+    page.wait_for_selector("#graph svg g.step")
+    page.wait_for_selector("#memory svg g.task")
+    with open_state_db(dashboard.settings)() as session:
+        status = campaign_status(session, campaign_id)
+    drawn = {
+        g.get_attribute("data-step"): g.get_attribute("data-state")
+        for g in page.locator("#graph svg g.step").all()
+    }
+    assert drawn == {s.name: s.state for s in status.steps}
+    assert page.locator("#graph svg line").count() == 1  # step1 -> step2
+    selection = page.inner_text("#steps .selection >> nth=1")
+    assert "kept 1: visit=0" in selection and "dropped 1: visit=1" in selection
+    assert page.locator("#progress svg polyline.succeeded").count() == 1
+    assert [t.get_attribute("data-task") for t in page.locator("#cpu svg g.task").all()] == [
+        "calibrate",
+        "measure",
+    ]
+    dashboard.screenshot(page, "campaign-figures")
+    page.context.close()
+
+
+def test_run_page_filters_jobs_by_state_and_shows_a_failed_jobs_log_tail(
+    browser: Any, dashboard: Dashboard
+) -> None:
+    campaign_id = dashboard.campaigns["survey"]
+    page = _signed_in(browser, dashboard, "viewer", f"/ui/campaigns/{campaign_id}")
+    page.wait_for_selector("#groups tbody tr")
+    run = f"survey/{campaign_id}/step1/g0"
+    page.click(f"#groups a:text-is('{run}')")
+    page.wait_for_selector("#jobs tbody tr.job")
+    assert page.inner_text("#summary").startswith(f"run {run}")
+    assert len(page.locator("#jobs tbody tr").all()) == 3
+    page.select_option("#state-filter", "held")
+    page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length == 2")
+    held = page.locator("#jobs tbody tr[data-job=a1]").inner_text().split("\t")
+    assert held == [
+        "a1",
+        "calibrate",
+        "held",
+        "1",
+        "oom",
+        "1",
+        "512",
+        "MemoryError: job 0 over 512 MB",
+    ]
+    page.click("#jobs tbody tr[data-job=a1]")
+    page.wait_for_selector("pre#log-tail")
+    tail = page.inner_text("pre#log-tail").splitlines()
+    assert len(tail) == 50 and tail[-1] == "MemoryError: job 0 over 512 MB"
+    dashboard.screenshot(page, "run")
+    page.context.close()
+
+
+def test_failures_page_groups_by_signature_and_the_operator_retries_one(
+    browser: Any, dashboard: Dashboard
+) -> None:
+    campaign_id = dashboard.campaigns["broken"]
+    path = f"/ui/campaigns/{campaign_id}/failures"
+    viewer = _signed_in(browser, dashboard, "viewer", path)
+    viewer.wait_for_selector(".signature")
+    kinds = [s.get_attribute("data-failure") for s in viewer.locator(".signature").all()]
+    failures = dashboard.api("GET", f"/api/campaigns/{campaign_id}/failures", "viewer").json()
+    assert kinds == [f["failure"] for f in failures] and len(kinds) == 2
+    assert viewer.locator("button.retry-signature").count() == 0
+    viewer.context.close()
+
+    page = _signed_in(browser, dashboard, "operator", path)
+    page.wait_for_selector(".signature[data-failure=oom] button.retry-signature")
+    asked: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    page.click(".signature[data-failure=oom] button.retry-signature")
+    page.wait_for_selector("#outcome:has-text('retried')")
+    assert "with 1024 MB" in asked[0]
+    assert "token:operator1" in page.inner_text("#outcome")
+    campaign = dashboard.api("GET", f"/api/campaigns/{campaign_id}", "viewer").json()
+    assert campaign["state"] != "failed"
+    dashboard.screenshot(page, "failures")
+    page.context.close()
+
+
+def test_backbone_page_shows_pinned_and_cached_bytes_and_files_waiting_on_recall(
+    browser: Any, dashboard: Dashboard
+) -> None:
+    page = _signed_in(browser, dashboard, "viewer", "/ui/backbone")
+    page.wait_for_selector("#endpoints tbody tr[data-endpoint=site]")
+    with open_state_db(dashboard.settings)() as session:
+        storage = backbone_storage(session)
+    assert storage.pinned_bytes == 1_000_000 and storage.recall_waiting_files == 2
+    assert page.inner_text("#pinned") == "1.0 MB"
+    assert page.inner_text("#cached") == "2.0 MB"
+    assert page.inner_text("#recall") == "2"
+    site = page.inner_text("#endpoints tbody tr[data-endpoint=site]").split("\t")
+    assert site[-1] == "2 · 2.0 MB"
+    archive = page.inner_text("#endpoints tbody tr[data-endpoint=archive]").split("\t")
+    assert archive[5] == "2 · 2.0 MB"  # on tape only
+    dashboard.screenshot(page, "backbone")
     page.context.close()

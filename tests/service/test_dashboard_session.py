@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from standins import standin_campaign
+from standins import standin_backbone, standin_campaign, standin_details
 
 from skybatch.auth.tokens import create_token
 from skybatch.db.state import open_state_db
@@ -21,9 +21,11 @@ ORIGIN = {"Origin": "http://testserver"}
 
 
 @pytest.fixture
-def site(sqlite_url: str, tmp_path: Path) -> tuple[TestClient, dict[str, str], int]:
-    settings = load_settings(home=tmp_path / "home", db={"url": sqlite_url})
+def site(db_url: str, tmp_path: Path) -> tuple[TestClient, dict[str, str], int]:
+    settings = load_settings(home=tmp_path / "home", db={"url": db_url})
     campaign_id = standin_campaign(settings, "running")
+    standin_details(settings, campaign_id, tmp_path / "logs")
+    standin_backbone(settings)
     with open_state_db(settings).begin() as session:
         tokens = {r: create_token(session, r, r).token for r in ("viewer", "operator")}
     return TestClient(create_app(settings), follow_redirects=False), tokens, campaign_id
@@ -101,3 +103,53 @@ def test_logout_drops_the_session(site: tuple) -> None:
     assert _sign_in(client, tokens["viewer"]) == 303
     assert client.post("/ui/logout", headers=ORIGIN).status_code == 303
     assert client.get("/api/campaigns").status_code == 401
+
+
+def test_the_figures_are_svg_for_a_session_only(site: tuple) -> None:
+    client, tokens, campaign_id = site
+    figures = [
+        f"/ui/campaigns/{campaign_id}/{f}.svg" for f in ("graph", "progress", "cpu", "memory")
+    ]
+    assert all(client.get(f).status_code == 401 for f in figures)
+    assert _sign_in(client, tokens["viewer"]) == 303
+    for figure in figures:
+        answer = client.get(figure)
+        assert answer.status_code == 200, (figure, answer.text)
+        assert answer.headers["content-type"].startswith("image/svg+xml")
+        assert answer.text.startswith("<svg") and answer.text.endswith("</svg>")
+    assert 'data-step="step2" data-state="waiting"' in client.get(figures[0]).text
+    assert "succeeded 10" in client.get(figures[1]).text  # quanta of g0's 3 jobs and g1's
+    assert 'data-task="measure"' in client.get(figures[2]).text
+    assert client.get(f"/ui/campaigns/{campaign_id}/disk.svg").status_code == 422
+    assert client.get("/ui/campaigns/999/graph.svg").status_code == 404
+
+
+def test_backbone_storage_counts_pinned_cached_and_recall_waiting_files(site: tuple) -> None:
+    client, tokens, _ = site
+    answer = client.get(
+        "/api/backbone/storage", headers={"Authorization": f"Bearer {tokens['viewer']}"}
+    )
+    assert answer.status_code == 200
+    storage = answer.json()
+    assert (storage["pinned_bytes"], storage["cached_bytes"], storage["recall_waiting_files"]) == (
+        1_000_000,
+        2_000_000,
+        2,
+    )
+    archive, site_ = storage["endpoints"]
+    assert (archive["name"], archive["nearline_files"], archive["cached_bytes"]) == (
+        "archive",
+        2,
+        0,
+    )
+    assert (site_["pinned_files"], site_["recall_waiting_bytes"]) == (1, 2_000_000)
+
+
+def test_figures_escape_what_they_draw() -> None:
+    from skybatch.read.dashboard import StepNode
+    from skybatch.service.plots import graph_svg
+
+    drawn = graph_svg(
+        [StepNode(name="<script>x</script>", state="running", depends_on=[], layer=0)]
+    )
+    assert "<script>" not in drawn and "&lt;script&gt;" in drawn

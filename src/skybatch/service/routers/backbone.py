@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from skybatch.read import backbone as reads
+from skybatch.read.dashboard import BackboneStorage, backbone_storage
 from skybatch.read.models import EndpointList, EndpointUsage, FileLocations, FileProvenance
 
 from ..deps import SessionDep, Viewer
@@ -31,6 +32,13 @@ def usage(
 ) -> EndpointUsage:
     """Files and bytes per endpoint and replica state (and run or dataset type)."""
     return reads.endpoint_usage(session, by)
+
+
+@router.get("/backbone/storage", response_model=BackboneStorage)
+def storage(session: SessionDep, _: Viewer) -> BackboneStorage:
+    """Per endpoint: online, cached, pinned, nearline and staging replicas, and the files
+    waiting on an unfinished tape recall to it."""
+    return backbone_storage(session)
 
 
 @router.get("/files", response_model=FileLocations)

@@ -1,8 +1,11 @@
 """``/ui``: the web dashboard (seed step 3 as operators watch it): a campaign overview
-(a card per campaign with its state and progress) and a campaign page (steps, failures
-by signature with a retry per signature, groups, history, the operator's buttons),
-updated live from the server-sent-events stream ``/api/events`` (polling every 5 s
-while the stream is down).
+(a card per campaign with its state and progress); a campaign page (the step graph,
+dynamic steps' selections, progress over time, per task CPU time and peak memory,
+failures by signature with a retry per signature, groups, history, the operator's
+buttons); a run page (jobs by state, a job's attempts and log tail); a failures page
+(signatures with example jobs); a backbone page (storage per endpoint). Pages update
+live from the server-sent-events stream ``/api/events`` (polling every 5 s while the
+stream is down). The figures are SVG drawn here (:mod:`..plots`) from the read layer.
 
 A browser signs in at ``/ui/login`` with a token: the service checks it and keeps it
 in the session cookie (HttpOnly, SameSite=Strict; see :mod:`..deps`), so the pages and
@@ -13,16 +16,20 @@ buttons); every figure on them is fetched from the API.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
 
 from skybatch.auth.tokens import Role, TokenInfo, verify_token
+from skybatch.read import dashboard
 
+from .. import plots
 from ..deps import COOKIE, cookie_token, same_origin, sessions_of
 
 __all__ = ["router"]
@@ -123,3 +130,53 @@ def campaigns_page(request: Request) -> Response:
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 def campaign_page(request: Request, campaign_id: int) -> Response:
     return _page(request, "campaign.html", title=f"campaign {campaign_id}", campaign_id=campaign_id)
+
+
+@router.get("/campaigns/{campaign_id}/failures", response_class=HTMLResponse)
+def failures_page(request: Request, campaign_id: int) -> Response:
+    return _page(
+        request,
+        "failures.html",
+        title=f"failures of campaign {campaign_id}",
+        campaign_id=campaign_id,
+    )
+
+
+@router.get("/backbone", response_class=HTMLResponse)
+def backbone_page(request: Request) -> Response:
+    return _page(request, "backbone.html", title="data backbone")
+
+
+@router.get("/runs/{run:path}", response_class=HTMLResponse)
+def run_page(request: Request, run: str) -> Response:
+    return _page(request, "run.html", title=f"run {run}", run=run)
+
+
+# -- figures (SVG drawn here from the read layer; the session's token must read) -------------
+def _svg(request: Request, draw: Callable[[Session], str]) -> Response:
+    if cookie_token(request) is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in at /ui/login")
+    with sessions_of(request)() as session:
+        return Response(
+            draw(session), media_type="image/svg+xml", headers={"Cache-Control": "no-store"}
+        )
+
+
+@router.get("/campaigns/{campaign_id}/graph.svg")
+def graph_figure(request: Request, campaign_id: int) -> Response:
+    """The steps as a graph of their dependencies, coloured by state."""
+    return _svg(request, lambda s: plots.graph_svg(dashboard.step_graph(s, campaign_id)))
+
+
+@router.get("/campaigns/{campaign_id}/progress.svg")
+def progress_figure(request: Request, campaign_id: int) -> Response:
+    """Succeeded and failed quanta over time."""
+    return _svg(request, lambda s: plots.progress_svg(dashboard.campaign_progress(s, campaign_id)))
+
+
+@router.get("/campaigns/{campaign_id}/{what}.svg")
+def resources_figure(
+    request: Request, campaign_id: int, what: Literal["cpu", "memory"]
+) -> Response:
+    """Per task box plots of CPU time or peak memory."""
+    return _svg(request, lambda s: plots.boxes_svg(dashboard.task_resources(s, campaign_id), what))
