@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -191,6 +191,14 @@ class Engine(ABC):
         again: the engine may drop what it keeps of them (a polled job it forgot is
         unknown, ``LOST``). An execution pool's engine lives as long as its manager and
         would otherwise grow with every job it ever ran. Optional: a no-op by default."""
+
+    def strays(self, run: str, known: Collection[str]) -> list[str]:
+        """Engine ids of run ``run``'s jobs that the engine still queues or runs and
+        that are not in ``known``: jobs a killed driver handed over without its state
+        database learning their ids. A restarted driver cancels them before it retries
+        their jobs. Only engines whose jobs outlive their driver (``reattach``) have
+        any; the default is none."""
+        return []
 
     def warm_up(self) -> None:  # noqa: B027 (optional hook, a no-op by default)
         """Get ready for jobs before the first submit (e.g. start worker processes

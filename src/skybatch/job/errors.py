@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from skybatch.errors import DataError, InputError
 
-__all__ = ["JobError", "JobSpecError", "StageInError", "StageOutError"]
+__all__ = ["JobError", "JobSpecError", "StageInError", "StageOutError", "SupersededError"]
 
 
 class JobSpecError(InputError):
@@ -26,3 +26,9 @@ class StageInError(JobError):
 
 class StageOutError(JobError):
     """An output file could not be copied to its endpoint or registered."""
+
+
+class SupersededError(StageOutError):
+    """This attempt is no longer the job's current one (its driver was killed and a
+    restart retried the job, or the job was cancelled): its outputs must not replace
+    or register over what the current attempt writes."""

@@ -75,6 +75,10 @@ class JobSpec(BaseModel):
         default_factory=lambda: ["PATH", "HOSTNAME", "SLURM_JOB_ID", "OMP_NUM_THREADS"]
     )
     engine_job_id: str | None = None
+    #: The job's id in the state database (``db_url``): stage-out writes and registers
+    #: only while ``attempt`` is that job's current attempt (see
+    #: :func:`skybatch.job.stageout.check_current_attempt`). None: no such check.
+    job_id: int | None = None
 
 
 class RuntimeStats(BaseModel):

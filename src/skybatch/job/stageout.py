@@ -35,7 +35,7 @@ from skybatch.backbone.models import EdgeRelation, EndpointRow
 from skybatch.backbone.transfer import write_verified
 
 from .cache import on_clear, process_cache_enabled
-from .errors import JobSpecError, StageOutError
+from .errors import JobSpecError, StageOutError, SupersededError
 from .execute import ExecutedQuantum
 from .spec import JobSpec, OutputFileReport
 from .stats import PhaseClock
@@ -44,7 +44,14 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-__all__ = ["StageOutResult", "catalog_reads", "catalog_transaction", "stage_out", "target_of"]
+__all__ = [
+    "StageOutResult",
+    "catalog_reads",
+    "catalog_transaction",
+    "check_current_attempt",
+    "stage_out",
+    "target_of",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +104,9 @@ def stage_out(
     """
     clock = clock or PhaseClock()
     with clock.phase("stage_out"):
+        if spec.db_url and spec.job_id is not None:
+            with catalog_reads(spec.db_url) as catalog, catalog.sessions() as session:
+                check_current_attempt(spec, session)
         result = _copy_out(spec, datastore, outputs)
     if spec.db_url:
         with clock.phase("catalog"):
@@ -167,6 +177,9 @@ def _register(
             database_errors(spec.db_url, "register job outputs in"),
             _one_transaction(spec.db_url) as catalog,
         ):
+            if spec.job_id is not None:
+                with catalog.sessions() as session:
+                    check_current_attempt(spec, session, claim=True)
             records = [_record(spec, o) for o in outputs]
             file_ids = catalog.register(records, endpoint) if records else {}
             for output in outputs:
@@ -190,6 +203,41 @@ def _register(
         endpoint,
         len(result.activities),
     )
+
+
+def check_current_attempt(spec: JobSpec, session: Session, *, claim: bool = False) -> None:
+    """Raise :class:`SupersededError` unless ``spec.attempt`` is the current attempt of
+    job ``spec.job_id`` and that job is submitted or running. The scheduler commits an
+    attempt before the engine gets it (:mod:`skybatch.run.scheduler`), so the attempt
+    running now always passes, and one that outlived its driver (retried since by a
+    restart) or whose job was cancelled does not. ``claim``: check with a conditional
+    update, in the caller's write transaction, so the check and the registration that
+    follows are one atomic step."""
+    from sqlalchemy import select, update
+
+    from skybatch.db.models import utcnow
+    from skybatch.engines.base import JobState
+    from skybatch.run.models import JobRow
+
+    live = (JobState.SUBMITTED.value, JobState.RUNNING.value)
+    where = (JobRow.id == spec.job_id, JobRow.attempts == spec.attempt, JobRow.state.in_(live))
+    if claim:
+        current = session.execute(update(JobRow).where(*where).values(updated_at=utcnow()))
+        ok = getattr(current, "rowcount", 0) == 1
+    else:
+        ok = session.scalar(select(JobRow.id).where(*where)) is not None
+    if not ok:
+        row = session.execute(
+            select(JobRow.attempts, JobRow.state).where(JobRow.id == spec.job_id)
+        ).first()
+        now = f"attempt {row[0]} is {row[1]}" if row else "the job is gone from the database"
+        raise SupersededError(
+            f"job {spec.job} attempt {spec.attempt} is no longer current ({now}): "
+            "its outputs are not staged out",
+            where=f"job {spec.job} attempt {spec.attempt}",
+            hint="nothing to do: the job's current attempt writes them "
+            "(this one outlived a killed driver, or the job was cancelled)",
+        )
 
 
 class _SessionInTransaction:

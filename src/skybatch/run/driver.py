@@ -486,6 +486,7 @@ def prepare_execution(
             cores=row.cores,
             walltime_s=row.walltime_s,
             junk_tarball=ctx.options.junk_tarball,
+            job_id=row.id,
         )
         # The engine writes the spec file the job runs with (with its engine job id).
         return spec

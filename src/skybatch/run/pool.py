@@ -45,6 +45,7 @@ import hashlib
 import heapq
 import json
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -270,7 +271,7 @@ class ExecutionPool:
         self._todo: list[tuple[_Entry, str, tuple[Any, ...]]] = []  # bookkeeping to do
         self._busy: list[tuple[_Entry, str, Future[Any]]] = []
         self._executor: Executor | None = None
-        self._last_flush = 0.0
+        self._last_flush = -math.inf
         #: Engines built since the pool started (one per engine configuration).
         self.engines_built = 0
         #: Wall seconds of set-ups and finishes in the bookkeeping process.

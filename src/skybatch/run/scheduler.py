@@ -10,11 +10,21 @@ to a cap) and the escalated value is stored, so it survives retries and restarts
 On an engine that can ``reattach`` (Slurm), a restarted driver first asks the engine
 about the jobs it had submitted: those the engine still knows are polled again, not
 submitted a second time (:meth:`Scheduler.reattach`).
+
+A submission is written ahead: the job's new attempt is committed as ``submitted``
+before the engine gets the job, so no job runs that the state database does not know
+about. A driver killed at any moment leaves every job it may have started counted (a
+restart retries it as a new attempt, never under the number the lost one had), and
+the job's stage-out registers its files only while its attempt is the job's current
+one (:func:`skybatch.job.stageout.check_current_attempt`): an attempt that outlived
+its driver (a warm worker, a Slurm job) cannot overwrite what its retry registered.
+A restarted driver also cancels such strays in the engine (:meth:`Engine.strays`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +35,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.models import utcnow
 from skybatch.engines.base import TERMINAL, Engine, FailureKind, JobState, JobStatus, transition
+from skybatch.faults import kill_point
 from skybatch.graph.workflow import JobNode, Workflow
 from skybatch.job.causes import EXIT_DISK_FULL, error_line, failure_kind
 from skybatch.job.spec import JobReport, JobSpec
 
-from .models import JobAttemptRow, JobRow, QuantumRunRow
+from .models import JobAttemptRow, JobRow, QuantumRunRow, RunRow
 
 __all__ = ["RetryPolicy", "Scheduler", "SchedulerHooks", "blocked_jobs", "create_jobs"]
 
@@ -106,7 +117,7 @@ class Scheduler:
         #: Most jobs handed to the engine at once (a campaign's ``max_running_jobs``),
         #: whatever the engine could take.
         self.max_in_flight = max_in_flight
-        self._last_flush = 0.0
+        self._last_flush = -math.inf
         self.nodes = {job.name: job for job in workflow.jobs}
         self._in_flight: dict[str, _InFlight] = {}
         #: Extra attempts given per job after preemption or node failure.
@@ -164,6 +175,7 @@ class Scheduler:
                 )
             ).all()
             rows = [row for row in rows if row.id not in adopted]
+            self._cancel_strays(session, rows)
             for row in rows:
                 row.state = transition(JobState(row.state), JobState.FAILED, job=row.name)
                 row.failure = FailureKind.LOST.value
@@ -189,6 +201,27 @@ class Scheduler:
         for name in retry:
             self.hooks.before_retry(self.nodes[name])
         return len(rows)
+
+    def _cancel_strays(self, session: Session, orphans: Sequence[JobRow]) -> None:
+        """Cancel in the engine what a killed driver may have left running there: the
+        orphans' jobs, and the run's jobs the engine has whose ids were never written
+        (:meth:`Engine.strays`). Their stage-out would be refused anyway (their attempt
+        is no longer current), but they hold slots and may still write files."""
+        if not self.engine.capabilities.reattach:
+            return  # the engine's jobs ended with the driver that started them
+        known = set(self._in_flight)
+        doomed = [row.engine_id for row in orphans if row.engine_id and row.engine_id not in known]
+        run = session.scalar(select(RunRow.name).where(RunRow.id == self.run_id))
+        if run is not None:
+            doomed += [i for i in self.engine.strays(run, known) if i not in doomed]
+        if doomed:
+            _log.warning(
+                "cancelling %d job(s) a previous driver left in the engine: %s",
+                len(doomed),
+                ", ".join(doomed[:10]) + (", ..." if len(doomed) > 10 else ""),
+            )
+            self.engine.cancel(doomed)
+            self.engine.forget(doomed)
 
     def release_held(self) -> list[str]:
         """Give every held job of the run a fresh budget of attempts (an operator's
@@ -318,7 +351,13 @@ class Scheduler:
 
     def dirty(self) -> bool:
         """Whether state changes wait to be written."""
-        return bool(self._dirty or self._new_attempts or self._attempt_updates or self._quanta)
+        return bool(
+            self._dirty
+            or self._new_attempts
+            or self._engine_ids
+            or self._attempt_updates
+            or self._quanta
+        )
 
     def _load(self) -> None:
         with self.sessions() as session:
@@ -350,6 +389,7 @@ class Scheduler:
         )
         self._dirty: set[int] = set()
         self._new_attempts: list[dict[str, Any]] = []
+        self._engine_ids: list[dict[str, Any]] = []  # of attempts written ahead
         self._attempt_updates: list[dict[str, Any]] = []
         self._quanta: list[dict[str, Any]] = []
 
@@ -403,29 +443,44 @@ class Scheduler:
         try:
             for row in rows:
                 specs.append(self.hooks.make_spec(self.nodes[row.name], row))
+            self._write_ahead(rows, specs)
             engine_ids = self.engine.submit(specs)
         except Exception as exc:
             if failure_kind(exc) is None:
                 raise
             self._not_submitted(names, exc)  # a full disk: hold, never crash the run
             return True
+        kill_point("execute:submitted")  # the engine has the jobs, the database no ids
         for name, row, spec, engine_id in zip(names, rows, specs, engine_ids, strict=True):
             del self._ready[name]
-            self._set(row, JobState.SUBMITTED)
             row.engine_id = engine_id
+            self._dirty.add(row.id)
+            self._engine_ids.append(
+                {"b_job_id": row.id, "b_attempt": row.attempts, "engine_id": engine_id}
+            )
+            self._in_flight[engine_id] = _InFlight(row.id, engine_id, spec)
+        return True
+
+    def _write_ahead(self, rows: list[JobRow], specs: list[JobSpec]) -> None:
+        """Commit the new attempts of ``rows`` as submitted (no engine id yet) before
+        the engine gets them: see the module docstring. One transaction per loop that
+        submits, with the other changes waiting to be written."""
+        now = utcnow()
+        for row, spec in zip(rows, specs, strict=True):
+            self._set(row, JobState.SUBMITTED)
+            row.engine_id = None
             self._new_attempts.append(
                 {
                     "job_id": row.id,
                     "attempt": row.attempts,
-                    "engine_id": engine_id,
+                    "engine_id": None,
                     "state": JobState.SUBMITTED.value,
                     "memory_mb": row.memory_mb,
                     "report_path": spec.report_path,
-                    "submitted_at": utcnow(),
+                    "submitted_at": now,
                 }
             )
-            self._in_flight[engine_id] = _InFlight(row.id, engine_id, spec)
-        return True
+        self._flush(force=True)
 
     def _not_submitted(self, names: list[str], exc: Exception) -> None:
         """Jobs whose spec could not be written (a full disk, :mod:`skybatch.job.causes`):
@@ -451,21 +506,22 @@ class Scheduler:
         with ``kind`` and ``error``, and hold the job (its children are blocked)."""
         now = utcnow()
         del self._ready[row.name]
-        self._set(row, JobState.SUBMITTED)
+        if row.state != JobState.SUBMITTED.value:  # else written ahead (_write_ahead)
+            self._set(row, JobState.SUBMITTED)
+            self._new_attempts.append(
+                {
+                    "job_id": row.id,
+                    "attempt": row.attempts,
+                    "engine_id": None,
+                    "state": JobState.SUBMITTED.value,
+                    "memory_mb": row.memory_mb,
+                    "report_path": None,
+                    "submitted_at": now,
+                }
+            )
         self._set(row, JobState.FAILED)
         self._set(row, JobState.HELD)
         row.engine_id, row.exit_code, row.failure, row.error = None, None, kind.value, error
-        self._new_attempts.append(
-            {
-                "job_id": row.id,
-                "attempt": row.attempts,
-                "engine_id": None,
-                "state": JobState.SUBMITTED.value,
-                "memory_mb": row.memory_mb,
-                "report_path": None,
-                "submitted_at": now,
-            }
-        )
         self._attempt_updates.append(
             {
                 "b_job_id": row.id,
@@ -621,6 +677,8 @@ class Scheduler:
         # Core statements, executemany: no ORM identity map to keep in step.
         if self._new_attempts:
             session.execute(insert(_attempts), self._new_attempts)
+        if self._engine_ids:
+            session.execute(_ATTEMPT_ENGINE_ID, self._engine_ids)
         if self._attempt_updates:
             session.execute(_FINISH_ATTEMPT, self._attempt_updates)
         if self._quanta:
@@ -630,6 +688,7 @@ class Scheduler:
         """The changes :meth:`flush_into` wrote were committed: forget them."""
         self._dirty.clear()
         self._new_attempts = []
+        self._engine_ids = []
         self._attempt_updates = []
         self._quanta = []
 
@@ -709,6 +768,15 @@ def blocked_jobs(nodes: dict[str, JobNode], states: dict[str, str]) -> set[str]:
 
 _attempts: Table = JobAttemptRow.__table__  # type: ignore[assignment]
 #: Finish one attempt (executemany over the attempts of a flush).
+_ATTEMPT_ENGINE_ID = (
+    update(_attempts)
+    .where(
+        _attempts.c.job_id == bindparam("b_job_id"),
+        _attempts.c.attempt == bindparam("b_attempt"),
+    )
+    .values(engine_id=bindparam("engine_id"))
+)
+
 _FINISH_ATTEMPT = (
     update(_attempts)
     .where(

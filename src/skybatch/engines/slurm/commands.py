@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
-#: ``squeue`` output: job id (``123`` or ``123_4`` for an array task), state, reason.
-SQUEUE_FORMAT = "%i|%T|%r"
+#: ``squeue`` output: job id (``123`` or ``123_4`` for an array task), state, reason,
+#: job name (last: a name may hold any character).
+SQUEUE_FORMAT = "%i|%T|%r|%j"
 SACCT_FIELDS = "JobID,State,ExitCode,MaxRSS"
 
 
@@ -46,6 +47,7 @@ class QueueRecord:
     job_id: str
     state: str
     reason: str
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,13 @@ def parse_scontrol(text: str) -> dict[str, str]:
 
 
 def parse_squeue(text: str) -> dict[str, QueueRecord]:
-    """Lines of ``squeue -h -r -o '%i|%T|%r'``, by job id."""
+    """Lines of ``squeue -h -r -o '%i|%T|%r|%j'`` (the name may be missing), by job id."""
     out: dict[str, QueueRecord] = {}
     for line in text.splitlines():
-        parts = line.strip().split("|")
+        parts = line.strip().split("|", 3)
         if len(parts) < 3 or not parts[0]:
             continue
-        record = QueueRecord(parts[0], parts[1], parts[2])
+        record = QueueRecord(parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else "")
         out[record.job_id] = record
     return out
 

@@ -20,6 +20,7 @@ job script writes (exit code, failure kind, peak RSS; see
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -51,13 +52,20 @@ from .states import FINISHED, translate
 from .task import read_exit_file
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from skybatch.job.spec import JobSpec
 
     from .pilot import PilotQueue
 
-__all__ = ["SlurmEngine", "format_time", "render_template", "spec_shape", "write_job_spec"]
+__all__ = [
+    "SlurmEngine",
+    "format_time",
+    "job_name",
+    "render_template",
+    "spec_shape",
+    "write_job_spec",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,12 @@ def render_template(name: str, values: dict[str, str]) -> str:
     if "{{" in text:
         raise EngineConfigError(f"template {name} has unfilled placeholders")
     return text
+
+
+def job_name(run: str) -> str:
+    """The Slurm job name of run ``run``'s arrays (how :meth:`SlurmEngine.strays`
+    finds them again)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"skybatch-{run}")[:100]
 
 
 def spec_shape(spec: JobSpec) -> tuple[int, int, int]:
@@ -146,7 +160,7 @@ class SlurmEngine(Engine):
         self._lock = threading.RLock()
         self._jobs: dict[str, _Job] = {}
         self._queue: dict[str, QueueRecord] = {}
-        self._queue_at = 0.0
+        self._queue_at = -math.inf
         self._script: Path | None = None
         self._closed = False
         self._pilots: PilotQueue | None = None
@@ -248,6 +262,26 @@ class SlurmEngine(Engine):
                     doomed.append(engine_id)
             self.commands.scancel(doomed)
 
+    def strays(self, run: str, known: Collection[str]) -> list[str]:
+        """Run ``run``'s jobs Slurm queues or runs (per-job mode: array tasks named
+        after the run; pilot mode: tasks queued or claimed for the run) not in ``known``."""
+        with self._lock:
+            if self.settings.mode == "pilot":
+                if self._pilots is None:
+                    self._pilots = self._open_pilot_queue(None)
+                return self._pilots.strays(run, known)
+            name = job_name(run)
+            self._queue = self.commands.squeue()
+            self._queue_at = time.monotonic()
+            return sorted(
+                job_id
+                for job_id, record in self._queue.items()
+                if record.name == name
+                and record.state.split(" ")[0] not in FINISHED
+                and job_id not in known
+                and _SLURM_ID.match(job_id)
+            )
+
     def forget(self, engine_ids: Sequence[str]) -> None:
         """Drop the ended jobs among ``engine_ids`` (pilot mode forgets ended jobs by
         itself; their done files answer a later poll)."""
@@ -324,7 +358,7 @@ class SlurmEngine(Engine):
         spec_list = directory / f"array-{token}.list"
         spec_list.write_text("".join(f"{p}\n" for p in spec_paths))
         memory_mb, cores, walltime_s = spec_shape(specs[0])
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"skybatch-{specs[0].run}")[:100]
+        name = job_name(specs[0].run)
         args = [
             *self.directives_for(self.settings),
             f"--job-name={name}",
@@ -344,7 +378,7 @@ class SlurmEngine(Engine):
                 engine_id, spec.job, path, spec.attempt, now, spec.memory_mb
             )
             ids.append(engine_id)
-        self._queue_at = 0.0  # the next poll asks squeue again
+        self._queue_at = -math.inf  # the next poll asks squeue again
         return ids
 
     def _refresh_from_exit_file(self, job: _Job) -> None:

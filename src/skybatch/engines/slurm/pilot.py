@@ -31,7 +31,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -108,7 +108,7 @@ class PilotQueue:
         self._mine: set[str] = set()
         self._pilots: set[str] = set()  # Slurm ids of the pilots this engine started
         self._adopted: set[str] = set()  # and of pilots another engine started
-        self._checked_at = 0.0
+        self._checked_at = -math.inf
         self._alive = 0  # pilots queued or running at the last check (and started since)
         self._dead: dict[str, FailureKind] = {}  # at the last check
         self._script: Path | None = None
@@ -131,7 +131,7 @@ class PilotQueue:
             # periodic check is enough: the many runs of a campaign manager's pool
             # submit every tick, and an squeue for each submission was most of the
             # engine's Slurm calls.
-            self._checked_at = 0.0
+            self._checked_at = -math.inf
         self.manage_pilots()
         return ids
 
@@ -189,6 +189,23 @@ class PilotQueue:
         """Jobs this engine keeps in memory: submitted and not seen ended, or cancelled
         while a pilot held them."""
         return len(self._mine) + len(self._final)
+
+    def strays(self, run: str, known: Collection[str]) -> list[str]:
+        """Tasks queued or claimed for run ``run`` (their spec says so) not in ``known``."""
+        out = []
+        for directory in (self.dirs.queued, self.dirs.claimed):
+            for path in directory.iterdir():
+                task = path.name.partition("@")[0].removesuffix(".json")
+                hidden = path.name.startswith(".")
+                if hidden or task in known or path.suffix not in (".json", ".run"):
+                    continue
+                try:
+                    spec_run = json.loads(path.read_text()).get("run")
+                except (OSError, ValueError):
+                    continue  # taken or finished meanwhile
+                if spec_run == run:
+                    out.append(task)
+        return sorted(set(out))
 
     def cancel(self, engine_ids: Sequence[str]) -> None:
         for task in engine_ids:
@@ -396,7 +413,7 @@ def run_pilot(
     started_tasks: set[str] = set()
     ran = 0
     idle_since = time.monotonic()
-    beat_at = 0.0
+    beat_at = -math.inf
 
     def beat(state: str) -> None:
         record = {"pilot": me, "host": socket.gethostname(), "pid": os.getpid(), "state": state}
