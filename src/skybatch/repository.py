@@ -16,8 +16,10 @@ backbone is rooted at the datastore root, wherever ``butler.yaml`` lives: a repo
 whose configuration sits apart from its files (``/etc/butler/main.yaml`` naming
 ``datastore.root: /data/main``) is archived at ``/data/main``.
 
-Datastores and configurations outside the local filesystem (``s3://``) are refused
-here with a clear error until the backbone supports them.
+A datastore in an object store (``datastore.root: s3://bucket/repo/``) is archived
+there: :attr:`ButlerRepository.archive_root` is then its URI (the archive endpoint
+works through ``lsst-resources``). The configuration itself must be a local file
+(its registry is named there: a local SQLite file or a PostgreSQL server).
 """
 
 from __future__ import annotations
@@ -49,14 +51,23 @@ class ButlerRepository:
         given: The name as given (a directory, a file, a URI or an index label).
         config_file: The repository's configuration file (absolute, local).
         butler_root: What ``<butlerRoot>`` stands for in the configuration.
-        datastore_root: The file datastore's root as the Butler resolves it (absolute):
-            the archive endpoint's root, and what datastore paths are relative to.
+        datastore_root: The file datastore's root as the Butler resolves it (absolute),
+            what datastore paths are relative to; None when the datastore is in an
+            object store (its URI is then :attr:`datastore_uri`).
+        datastore_uri: The datastore root's URI (``file:///...`` or ``s3://...``).
     """
 
     given: str
     config_file: Path
     butler_root: Path
-    datastore_root: Path
+    datastore_root: Path | None
+    datastore_uri: str
+
+    @property
+    def archive_root(self) -> str:
+        """The archive endpoint's root: the datastore root's directory, or its URI when
+        the datastore is in an object store."""
+        return str(self.datastore_root) if self.datastore_root is not None else self.datastore_uri
 
     @property
     def location(self) -> Path:
@@ -134,19 +145,19 @@ def resolve_repository(
         ) from None
     root = config.get("root") or config.configDir
     butler_root = Path(ResourcePath(root, forceDirectory=True).ospath).resolve()
-    datastore = _datastore_root(config, butler_root, config_file, where)
+    datastore, datastore_uri = _datastore_root(config, butler_root, config_file, where)
     if key is not None:
         if len(_ROOTS) >= _MAX_ROOTS:
             _ROOTS.clear()
-        _ROOTS[key] = (butler_root, datastore)
-    return ButlerRepository(text, config_file, butler_root, datastore)
+        _ROOTS[key] = (butler_root, datastore, datastore_uri)
+    return ButlerRepository(text, config_file, butler_root, datastore, datastore_uri)
 
 
 #: (butler root, datastore root) per version of a configuration file (its path, inode,
 #: size and modification time): a campaign manager resolves the same repository for
 #: every group it starts, and reading the roots out of a ButlerConfig takes
 #: milliseconds (building it, ~0.15 s, is cached by skybatch.run.caches).
-_ROOTS: dict[tuple[str, int, int, int], tuple[Path, Path]] = {}
+_ROOTS: dict[tuple[str, int, int, int], tuple[Path, Path | None, str]] = {}
 _MAX_ROOTS = 64
 
 
@@ -171,8 +182,11 @@ def _butler_config(config_file: Path) -> Any:
     return butler_config(config_file)
 
 
-def _datastore_root(config: Any, butler_root: Path, config_file: Path, where: str) -> Path:
-    """The one file datastore root of ``config`` (also inside a chained datastore)."""
+def _datastore_root(
+    config: Any, butler_root: Path, config_file: Path, where: str
+) -> tuple[Path | None, str]:
+    """The one file datastore root of ``config`` (also inside a chained datastore): its
+    directory (None in an object store) and its URI."""
     from lsst.daf.butler.repo_relocation import replaceRoot
     from lsst.resources import ResourcePath
 
@@ -191,10 +205,13 @@ def _datastore_root(config: Any, butler_root: Path, config_file: Path, where: st
         )
     (uri,) = roots
     if not uri.isLocal:
-        raise InputError(
-            f"the datastore of the Butler repository {config_file} is at {uri}, not on "
-            "a local filesystem; skybatch archives local and shared-filesystem datastores",
-            where=where,
-            hint="give a repository whose datastore root is a directory",
-        )
-    return Path(uri.ospath).resolve()
+        if uri.scheme != "s3":
+            raise InputError(
+                f"the datastore of the Butler repository {config_file} is at {uri}; "
+                "skybatch archives datastores in a directory or in an S3 object store",
+                where=where,
+                hint="give a repository whose datastore root is a directory or s3://...",
+            )
+        return None, str(uri)
+    local = Path(uri.ospath).resolve()
+    return local, str(ResourcePath(local, forceDirectory=True))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lsst.daf.butler import Butler
+from lsst.daf.butler import Butler, Config
 
 from skybatch.errors import InputError
 from skybatch.repository import ButlerRepository, resolve_repository
@@ -38,7 +38,7 @@ def _index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **labels: Path | str
 
 
 def test_a_directory_its_butler_yaml_and_its_uri_name_the_same_repository(repo: Path) -> None:
-    expected = ButlerRepository(str(repo), repo / "butler.yaml", repo, repo)
+    expected = ButlerRepository(str(repo), repo / "butler.yaml", repo, repo, repo.as_uri() + "/")
     assert resolve_repository(str(repo), where="--repo") == expected
     by_file = resolve_repository(str(repo / "butler.yaml"), where="--repo")
     by_uri = resolve_repository((repo / "butler.yaml").as_uri(), where="--repo")
@@ -67,6 +67,22 @@ def test_a_butler_yaml_apart_from_its_datastore_is_archived_at_the_datastore_roo
     with Butler.from_config(str(found.location)) as butler:  # what the Butler says too
         roots = [Path(r.ospath) for r in butler.get_datastore_roots().values() if r]
     assert roots == [found.datastore_root]
+
+
+def test_a_datastore_in_an_s3_bucket_is_archived_at_its_uri(repo: Path, tmp_path: Path) -> None:
+    config = Config(str(repo / "butler.yaml"))
+    config["root"] = repo.as_uri()
+    config["datastore", "root"] = "s3://bucket/survey"
+    target = tmp_path / "s3.yaml"
+    config.dumpToUri(str(target))
+    found = resolve_repository(str(target), where="--repo")
+    assert found.datastore_root is None
+    assert found.datastore_uri == found.archive_root == "s3://bucket/survey/"
+    assert resolve_repository(str(repo), where="--repo").archive_root == str(repo)
+    config["datastore", "root"] = "https://example.org/survey/"
+    config.dumpToUri(str(target))
+    with pytest.raises(InputError, match="directory or in an S3 object store"):
+        resolve_repository(str(target), where="--repo")
 
 
 def test_an_index_label_names_the_repository(

@@ -18,7 +18,6 @@ from skybatch.errors import InputError
 from skybatch.progress import ProgressFactory, no_bars
 
 from .catalog import FileRecord
-from .checksums import md5_file
 from .models import EdgeRelation
 from .service import Backbone
 
@@ -81,7 +80,7 @@ def register_refs(
     """
     name = endpoint or backbone.archive_name()
     ep = backbone.endpoint(name)
-    root = ep.root.resolve()
+    root = ep.root.resolve() if ep.capabilities.local_files else None
     report = RegisterButlerReport(datasets=len(refs))
     known = backbone.catalog.files_by_dataset_ids([str(r.id) for r in refs])
     report.already_known = len(known)
@@ -99,21 +98,21 @@ def register_refs(
         )
         artifacts += list(location.componentURIs.items())
         for component, uri in artifacts:
-            local = Path(uri.ospath).resolve()
-            try:
-                items.append((ref, component, local.relative_to(root).as_posix()))
-            except ValueError:
+            relative = _relative(uri, root, ep.location)
+            if relative is None:
+                shown = uri.ospath if uri.isLocal else str(uri)
                 raise InputError(
-                    f"{local} of dataset {ref.datasetType.name} is outside endpoint {name} "
-                    f"({root})",
-                    where=str(local),
+                    f"{shown} of dataset {ref.datasetType.name} is outside endpoint {name} "
+                    f"({root or ep.location})",
+                    where=shown,
                     hint="register the Butler datastore root as the archive endpoint",
-                ) from None
+                )
+            items.append((ref, component, relative))
     bar = progress or no_bars
 
     def measure(item: tuple[DatasetRef, str | None, str]) -> FileRecord:
         ref, component, path = item
-        size, md5 = md5_file(ep.local_path(path))
+        size, md5 = ep.checksum(path)
         data_id: dict[str, Any] = dict(ref.dataId.required)
         name = ref.datasetType.name
         return FileRecord(
@@ -140,3 +139,17 @@ def register_refs(
             EdgeRelation.WAS_GENERATED_BY, list(ids.values()), activity_id=activity_id
         )
     return report
+
+
+def _relative(uri: Any, root: Path | None, location: str) -> str | None:
+    """The logical path of a datastore artifact on an endpoint rooted at local ``root``
+    (resolved) or, for an object store (``root`` None), at the URI ``location``."""
+    if root is not None:
+        if not uri.isLocal:
+            return None
+        try:
+            return Path(uri.ospath).resolve().relative_to(root).as_posix()
+        except ValueError:
+            return None
+    text, base = str(uri), location if location.endswith("/") else location + "/"
+    return text[len(base) :] if text.startswith(base) and len(text) > len(base) else None

@@ -186,7 +186,7 @@ def repository_roots(repo: str | os.PathLike[str]) -> list[NamedRoot]:
         base = resolve_root(repo)
         return [NamedRoot("the Butler repository", base.parent if base.is_file() else base)]
     base, datastore = repository.butler_root, repository.datastore_root
-    if datastore == base:
+    if datastore is None or datastore == base:  # an object store overlaps no directory
         return [NamedRoot("the Butler repository", base)]
     roots = [NamedRoot("the Butler repository's datastore root", datastore)]
     if base in datastore.parents:

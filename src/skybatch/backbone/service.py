@@ -143,7 +143,7 @@ class Backbone:
         from skybatch.repository import resolve_repository
 
         repository = resolve_repository(repo, where=where)
-        root = repository.datastore_root
+        root = repository.archive_root
         if site is not None:
             from .roots import check_site_root
 
@@ -159,18 +159,27 @@ class Backbone:
         if not make:
             return Endpoints(archive, None)
         if archive is None:
-            self.add_endpoint("archive", "archive", str(root), {})
+            self.add_endpoint("archive", "archive", root, {})
             archive = "archive"
         if site is None or not make_site:
             return Endpoints(archive, None)
         return Endpoints(archive, self._site(site))
 
-    def archive_of(self, root: Path, *, subject: str, where: str) -> str | None:
+    def archive_of(self, root: str | Path, *, subject: str, where: str) -> str | None:
         """The archive endpoint's name (None: there is none yet); refused if it is
-        rooted elsewhere than ``root`` (a repository's resolved datastore root)."""
+        rooted elsewhere than ``root`` (a repository's resolved datastore root, or the
+        URI of a datastore in an object store)."""
+        from .endpoints.objectstore import is_object_store, normalize_root
+
+        def same(stored: str) -> bool:
+            if is_object_store(stored) or is_object_store(root):
+                remote = is_object_store(stored) and is_object_store(root)
+                return remote and normalize_root(stored) == normalize_root(str(root))
+            return Path(stored).resolve() == Path(root).resolve()
+
         for row in self.catalog.endpoints():
             if row.kind == "archive":
-                if Path(row.root).resolve() != root:
+                if not same(row.root):
                     raise InputError(
                         f"this skybatch home already archives {row.root} (endpoint "
                         f"{row.name!r}), not the datastore of {subject} ({root})",

@@ -50,6 +50,15 @@ def _survey_options(func: Any) -> Any:
             help="Schema of the registry's tables in that database (must be new). "
             "[default: the survey directory's name, e.g. demo_survey]",
         ),
+        click.option(
+            "--datastore",
+            metavar="URI",
+            default=None,
+            help="Put the Butler datastore (the survey's files) at this root instead of "
+            "DIRECTORY/repo, e.g. s3://bucket/demo (an S3 object store: endpoint and "
+            "credentials as lsst-resources reads them, S3_ENDPOINT_URL and the AWS ones). "
+            "It must hold no file.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -128,12 +137,14 @@ def init_cmd(
     seed: int,
     registry: str | None,
     registry_schema: str | None,
+    datastore: str | None,
 ) -> None:
     """Create a demo survey in DIRECTORY: a Butler repo with raws, calibrations, refcat.
 
     DIRECTORY/repo is the Butler repository (its registry in SQLite there, or in the
-    PostgreSQL database given with --registry), DIRECTORY/refcat.sqlite the reference
-    catalog database, DIRECTORY/truth.json what was injected.
+    PostgreSQL database given with --registry; its files there, or at the datastore
+    root given with --datastore), DIRECTORY/refcat.sqlite the reference catalog
+    database, DIRECTORY/truth.json what was injected.
     """
     from skybatch.demo.driver import init_survey
     from skybatch.progress import rich_bars
@@ -141,10 +152,12 @@ def init_cmd(
     params = _params(visits, detectors, size, seed)
     where = _registry(directory, registry, registry_schema)
     with _recorded(cli, "demo init", directory=directory, **params.model_dump()) as op:
-        survey = init_survey(directory, params, rich_bars(), where)
+        survey = init_survey(directory, params, rich_bars(), where, datastore)
         op.message = f"survey in {survey.root.resolve()}"
     click.echo(f"demo survey: {survey.root.resolve()}")
     click.echo(f"  Butler repository: {survey.repo.resolve()} (input collection DemoCam/defaults)")
+    if datastore is not None:
+        click.echo(f"  Butler datastore: {datastore}")
     if where is not None:
         from skybatch.db.engine import mask_url
 
@@ -197,6 +210,7 @@ def run_cmd(
     engine: str,
     registry: str | None,
     registry_schema: str | None,
+    datastore: str | None,
 ) -> None:
     """Build the demo survey in DIRECTORY (if not there yet) and run the demo campaign.
 
@@ -229,10 +243,10 @@ def run_cmd(
         "engine": engine,
     }
     with _recorded(cli, "demo run", **arguments) as op:
-        check_home(cli.settings, survey)
+        check_home(cli.settings, survey, datastore)
         if not survey.repo.joinpath("butler.yaml").exists():
             params = _params(visits, detectors, size, seed)
-            survey = init_survey(directory, params, rich_bars(), where)
+            survey = init_survey(directory, params, rich_bars(), where, datastore)
             click.echo(f"built the demo survey in {survey.root.resolve()}")
         else:
             click.echo(f"using the existing demo survey in {survey.root.resolve()}")

@@ -46,9 +46,11 @@ def init_survey(
     params: SurveyParams,
     progress: ProgressFactory | None = None,
     registry: PostgresRegistry | None = None,
+    datastore: str | None = None,
 ) -> Survey:
-    """Build the demo survey in ``directory``, its registry in SQLite or ``registry``."""
-    return build_survey(directory, params, progress, registry)
+    """Build the demo survey in ``directory``, its registry in SQLite or ``registry``,
+    its datastore there or at ``datastore`` (e.g. ``s3://bucket/demo``)."""
+    return build_survey(directory, params, progress, registry, datastore)
 
 
 def _require_survey(survey: Survey) -> None:
@@ -64,19 +66,22 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def check_home(settings: Settings, survey: Survey) -> None:
+def check_home(settings: Settings, survey: Survey, datastore: str | None = None) -> None:
     """Refuse a skybatch home whose archive endpoint is rooted at another repository.
 
     Submitting the demo campaign would refuse it too, but only after the survey is
     built. Nothing is written: the survey may not be built yet (its datastore root is
-    then its repository directory).
+    then its repository directory, or ``datastore`` when one is given).
     """
     from ..backbone.roots import resolve_root
     from ..backbone.service import Backbone
     from ..repository import resolve_repository
 
+    root: str | Path
     if survey.repo.joinpath("butler.yaml").exists():
-        root = resolve_repository(survey.repo, where=str(survey.repo)).datastore_root
+        root = resolve_repository(survey.repo, where=str(survey.repo)).archive_root
+    elif datastore is not None:
+        root = datastore
     else:
         root = resolve_root(survey.repo)
     Backbone.from_settings(settings).archive_of(

@@ -147,13 +147,15 @@ def build_survey(
     params: SurveyParams,
     progress: ProgressFactory | None = None,
     registry: PostgresRegistry | None = None,
+    datastore: str | None = None,
 ) -> Survey:
     """Create the demo survey in ``root``, which must be absent or empty, its Butler
-    registry in SQLite beside it or in ``registry``.
+    registry in SQLite beside it or in ``registry``, its datastore in ``root/repo`` or
+    at ``datastore`` (a URI such as ``s3://bucket/demo``, which must hold no file).
 
     Everything is built in a temporary sibling directory and renamed into place at
     the end, so a failed or interrupted build leaves ``root`` as it was (and drops
-    the registry schema it made).
+    the registry schema it made, and the files it wrote to ``datastore``).
     """
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(
@@ -161,17 +163,21 @@ def build_survey(
             where=str(root),
             hint="choose a new directory, or remove the old survey first",
         )
+    if datastore is not None:
+        datastore = _empty_datastore(datastore)
     if registry is not None:
         registry.prepare()
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:
-        _build(Survey(staging), params, progress or no_bars, registry)
+        _build(Survey(staging), params, progress or no_bars, registry, datastore)
         if root.exists():
             root.rmdir()
         staging.rename(root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if datastore is not None:
+            _remove_files(datastore)
         if registry is not None:
             from ..db.postgres import drop_schema
 
@@ -180,14 +186,69 @@ def build_survey(
     return Survey(root)
 
 
+def _empty_datastore(datastore: str) -> str:
+    """``datastore`` as a directory URI; InputError if it holds a file already."""
+    from lsst.resources import ResourcePath
+
+    where = "--datastore"
+    try:
+        uri = ResourcePath(datastore, forceDirectory=True)
+        held = _files_under(uri)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(
+            f"cannot list the datastore root {datastore}: {first}",
+            where=where,
+            hint="check the URI, the bucket and the credentials (for s3://: "
+            "S3_ENDPOINT_URL and the AWS credentials lsst-resources reads)",
+        ) from None
+    if held:
+        raise InputError(
+            f"the datastore root {uri} is not empty (it holds {held[0]}"
+            + (f" and {len(held) - 1} more" if len(held) > 1 else "")
+            + ")",
+            where=where,
+            hint="give a new prefix, or remove the old survey's files first",
+        )
+    return str(uri)
+
+
+def _files_under(uri: Any) -> list[Any]:
+    found: list[Any] = []
+    try:
+        for here, _dirs, files in uri.walk():
+            found.extend(here.join(name) for name in files)
+    except FileNotFoundError:
+        return []
+    return found
+
+
+def _remove_files(datastore: str) -> None:
+    """Remove what a failed build wrote under ``datastore`` (which was empty)."""
+    from lsst.resources import ResourcePath
+
+    for uri in _files_under(ResourcePath(datastore, forceDirectory=True)):
+        try:
+            uri.remove()
+        except FileNotFoundError:
+            continue
+
+
 def _build(
-    survey: Survey, params: SurveyParams, bar: ProgressFactory, registry: PostgresRegistry | None
+    survey: Survey,
+    params: SurveyParams,
+    bar: ProgressFactory,
+    registry: PostgresRegistry | None,
+    datastore: str | None = None,
 ) -> None:
     truth = plan_survey(params)
     config = Config(REPO_CONFIG)
     if registry is not None:
         config.update(registry.butler_config())
-    Butler.makeRepo(str(survey.repo), config=config)
+    if datastore is not None:
+        config["datastore", "root"] = datastore
+    # The configuration keeps a datastore root given (makeRepo would force <butlerRoot>).
+    Butler.makeRepo(str(survey.repo), config=config, forceConfigRoot=datastore is None)
     butler = Butler.from_config(str(survey.repo), writeable=True)
     try:
         regions = insert_dimensions(butler, params, truth)

@@ -132,9 +132,18 @@ def ingest_outputs(
             )
         with_path = [(o, ref) for o, ref in path_refs if ref.id not in trashed]
         if with_path:
-            root = resolve_repository(repo, where=str(repo)).datastore_root
+            repository = resolve_repository(repo, where=str(repo))
+            local = repository.datastore_root
+            paths = (  # an object's URI when the datastore is in an object store
+                [str(local / str(o.path)) for o, _ in with_path]
+                if local is not None
+                else [repository.datastore_uri + str(o.path) for o, _ in with_path]
+            )
             butler.ingest(
-                *[FileDataset(path=str(root / str(o.path)), refs=[ref]) for o, ref in with_path],
+                *[
+                    FileDataset(path=path, refs=[ref])
+                    for path, (_, ref) in zip(paths, with_path, strict=True)
+                ],
                 transfer=None,
             )
         # The rest (init outputs: no data id to expand) are found through the templates.

@@ -194,8 +194,9 @@ class RunContext:
         assert endpoints.archive is not None and endpoints.site is not None
         self.archive: str = endpoints.archive
         self.site: str = endpoints.site
-        #: The archive endpoint's root: the repository's datastore root.
-        self.archive_root = self.repository.datastore_root
+        #: The archive endpoint's root: the repository's datastore root (its URI in an
+        #: object store).
+        self.archive_root = self.repository.archive_root
         #: Jobs stage in from and out to the archive (no shared filesystem with the
         #: site cache); settled by the driver once the engine is known.
         self.via_archive = not options.shared_filesystem

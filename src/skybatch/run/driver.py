@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from skybatch import heap
 from skybatch.backbone.catalog import FileRecord
-from skybatch.backbone.checksums import md5_file
+from skybatch.backbone.errors import FileMissingError
 from skybatch.backbone.replication import replicate
 from skybatch.backbone.service import Backbone
 from skybatch.engines.base import Engine, JobState
@@ -374,10 +374,10 @@ def _register_inputs(ctx: RunContext, workflow: Workflow, graph: Any) -> None:
     for f in inputs.values():
         if f.dataset_id in known:
             continue
-        path = archive.local_path(f.path)
+        path = f"{archive.location.rstrip('/')}/{f.path}"  # a file, or an object
         try:
-            size, md5 = md5_file(path)
-        except FileNotFoundError:
+            size, md5 = archive.checksum(f.path)
+        except FileMissingError:
             data_id = ", ".join(f"{k}={v}" for k, v in f.data_id.items())
             raise DataError(
                 f"input {f.dataset_type} ({data_id}; dataset {f.dataset_id}) is in the Butler "

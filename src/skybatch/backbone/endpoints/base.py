@@ -135,6 +135,13 @@ class Endpoint(ABC):
     def open_read(self, path: str) -> BinaryIO:
         """Open for reading; FileMissingError if absent, NearlineError if only on tape."""
 
+    def checksum(self, path: str) -> tuple[int, str]:
+        """``(size, md5)`` of ``path`` from one read; FileMissingError if absent."""
+        from skybatch.backbone.checksums import md5_stream
+
+        with self.open_read(path) as stream:
+            return md5_stream(stream)
+
     @abstractmethod
     def local_path(self, path: str) -> Path:
         """The final local filesystem path of ``path`` (whether or not it exists)."""

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from skybatch.backbone.checksums import md5_file
 from skybatch.backbone.endpoints.base import Capabilities, Endpoint, FileState
 from skybatch.backbone.errors import FileMissingError
 from skybatch.errors import InputError
@@ -107,6 +108,12 @@ class PosixEndpoint(Endpoint):
         final = self.local_path(path)
         try:
             return open(final, "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise self._missing(path) from None
+
+    def checksum(self, path: str) -> tuple[int, str]:
+        try:
+            return md5_file(self.local_path(path))
         except (FileNotFoundError, IsADirectoryError):
             raise self._missing(path) from None
 
