@@ -13,15 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -134,84 +128,39 @@ class S3Server:
     client: Any
 
 
-#: What lsst-resources and boto3 read to reach the local server, with test credentials.
-def _s3_environment(endpoint_url: str, home: Path) -> dict[str, str]:
-    return {
-        "S3_ENDPOINT_URL": endpoint_url,
-        "AWS_ACCESS_KEY_ID": "skybatch-test",
-        "AWS_SECRET_ACCESS_KEY": "skybatch-test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(home / "aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
-    }
-
-
 def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"the local S3 server is needed under CI: {reason}")
     pytest.skip(f"no local S3 server: {reason}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """moto's S3 server on a free 127.0.0.1 port for the session, with S3_ENDPOINT_URL
     and test credentials in the environment (jobs started by a run inherit them)."""
+    from skybatch.testing.s3 import S3ServerError, local_s3_server, s3_environment
+
     try:
         import boto3
     except ImportError:
         _unavailable("boto3 is not installed (pip install -e '.[test]')")
-    binary = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which(
-        "moto_server"
-    )
-    if binary is None:
-        _unavailable("moto_server is not installed (pip install -e '.[test]')")
     home = tmp_path_factory.mktemp("s3-server")
-    port = _free_port()
-    endpoint_url = f"http://127.0.0.1:{port}"
-    log = open(home / "moto.log", "wb")  # noqa: SIM115 (closed at the end of the session)
-    process = subprocess.Popen(
-        [binary, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=1).close()
-                break
-            except OSError as exc:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    text = (home / "moto.log").read_text(errors="replace").strip()[-500:]
-                    _unavailable(f"moto_server did not answer on {endpoint_url} ({exc}): {text}")
-                time.sleep(0.1)
-        saved = {name: os.environ.get(name) for name in _s3_environment(endpoint_url, home)}
-        os.environ.update(_s3_environment(endpoint_url, home))
+    with ExitStack() as stack:
         try:
-            client = boto3.client("s3", endpoint_url=endpoint_url)
-            yield S3Server(endpoint_url, client)
+            endpoint_url = stack.enter_context(local_s3_server(home))
+        except S3ServerError as exc:
+            _unavailable(str(exc))
+        environment = s3_environment(endpoint_url, home)
+        saved = {name: os.environ.get(name) for name in environment}
+        os.environ.update(environment)
+        try:
+            yield S3Server(endpoint_url, boto3.client("s3", endpoint_url=endpoint_url))
         finally:
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.fixture

@@ -22,11 +22,18 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from .checksums import copy_file_then_md5, copy_with_md5, md5_stream
+from .checksums import copy_file_then_md5, copy_with_md5, md5_file, md5_stream
 from .endpoints.base import Endpoint, FileState, TapeBackedEndpoint
 from .errors import ChecksumMismatchError, FileOverwriteError
 
-__all__ = ["TransferMode", "TransferResult", "commit", "transfer_file", "write_verified"]
+__all__ = [
+    "Download",
+    "TransferMode",
+    "TransferResult",
+    "commit",
+    "transfer_file",
+    "write_verified",
+]
 
 
 class TransferMode(enum.StrEnum):
@@ -37,6 +44,15 @@ class TransferMode(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Download:
+    """A source read by downloading ``path`` from ``endpoint`` into the temp file (an
+    object store's parallel download), then checksumming the local copy."""
+
+    endpoint: Endpoint
+    path: str
+
+
+@dataclass(frozen=True)
 class TransferResult:
     path: str
     size_bytes: int
@@ -44,7 +60,7 @@ class TransferResult:
 
 
 def write_verified(
-    opener: Callable[[], AbstractContextManager[BinaryIO]] | BinaryIO | Path,
+    opener: Callable[[], AbstractContextManager[BinaryIO]] | BinaryIO | Path | Download,
     target: Endpoint,
     path: str,
     expected: tuple[int, str] | None,
@@ -61,7 +77,10 @@ def write_verified(
     """
     temp = target.temp_path(path)
     try:
-        if isinstance(opener, Path):
+        if isinstance(opener, Download):
+            opener.endpoint.download(opener.path, temp)
+            got = md5_file(temp)  # the copy that landed, read back
+        elif isinstance(opener, Path):
             try:
                 got = copy_file_then_md5(opener, temp)
             except OSError:
@@ -184,9 +203,11 @@ def transfer_file(
             if mode is not TransferMode.AUTO:
                 raise
     # Same host and an online source: copy in the kernel and checksum the copy.
-    opener: Callable[[], AbstractContextManager[BinaryIO]] | Path
+    opener: Callable[[], AbstractContextManager[BinaryIO]] | Path | Download
     if source.shared_fs and target.shared_fs and source.state(path) is FileState.ONLINE:
         opener = source.local_path(path)
+    elif not source.capabilities.local_files:
+        opener = Download(source, path)  # from an object store: its client's download
     else:
         opener = partial(source.open_read, path)
     size, _ = write_verified(opener, target, path, expected, durable=durable, write_once=write_once)

@@ -142,6 +142,15 @@ class Endpoint(ABC):
         with self.open_read(path) as stream:
             return md5_stream(stream)
 
+    def download(self, path: str, local: Path) -> None:
+        """Copy the bytes of ``path`` into the new local file ``local`` (no checks: the
+        managed layer checksums the copy). An object store overrides this with its
+        client's parallel download; the base streams :meth:`open_read`."""
+        import shutil
+
+        with self.open_read(path) as stream, open(local, "wb") as out:
+            shutil.copyfileobj(stream, out, 4 << 20)
+
     @abstractmethod
     def local_path(self, path: str) -> Path:
         """The final local filesystem path of ``path`` (whether or not it exists)."""

@@ -163,6 +163,20 @@ class ObjectStoreEndpoint(Endpoint):
             raise self._missing(path) from None
         return cast(BinaryIO, _Reader(handle, stack))
 
+    def download(self, path: str, local: Path) -> None:
+        """The object into ``local`` with the S3 client's (multipart, threaded)
+        download, as ``aws s3 cp`` does; other stores stream it."""
+        uri = self.object_uri(path)
+        if uri.scheme != "s3":
+            super().download(path, local)
+            return
+        try:
+            uri.client.download_file(uri.netloc, uri.relativeToPathRoot, str(local))
+        except Exception as exc:
+            if _status(exc) == 404:
+                raise self._missing(path) from None
+            raise
+
     def _missing(self, path: str) -> FileMissingError:
         return FileMissingError(
             f"{path!r} is not on endpoint {self.name!r}",
@@ -207,8 +221,7 @@ class ObjectStoreEndpoint(Endpoint):
         target = self.object_uri(path)
         sent = temp.stat().st_size
         target.transfer_from(ResourcePath(str(temp)), transfer="copy", overwrite=True)
-        landed = int(target.size())
-        etag = _single_part_md5(target)
+        landed, etag = _landed(target)
         if landed != sent or (etag is not None and etag != _md5(temp)):
             target.remove()
             raise ChecksumMismatchError(
@@ -248,13 +261,21 @@ def _md5(path: Path) -> str:
     return md5_file(path)[1]
 
 
-def _single_part_md5(uri: Any) -> str | None:
-    """The md5 an S3 store reports for an object uploaded in one part (its ETag), or
-    None (another store, or a multipart upload whose ETag is no md5)."""
+def _landed(uri: Any) -> tuple[int, str | None]:
+    """Size of an object just written and the md5 an S3 store reports for it when it
+    was uploaded in one part (its ETag; None for another store, or a multipart upload
+    whose ETag is no md5), from one request."""
     if uri.scheme != "s3":
-        return None
+        return int(uri.size()), None
     response = uri.client.head_object(Bucket=uri.netloc, Key=uri.relativeToPathRoot)
     etag = str(response.get("ETag", "")).strip('"')
-    if not etag or "-" in etag:
-        return None
-    return etag
+    return int(response["ContentLength"]), etag if etag and "-" not in etag else None
+
+
+def _status(exc: Exception) -> int | None:
+    """The HTTP status of a botocore ClientError, or None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status is not None else None
+    return None
