@@ -117,3 +117,14 @@ def test_a_survey_is_not_built_over_the_files_of_another_datastore(
         )
     assert caught.value.where == "--datastore"
     assert not (tmp_path / "again").exists()
+
+
+def test_jobs_without_a_shared_filesystem_are_refused_on_an_s3_datastore(
+    s3_server: Any, s3_survey: tuple[Survey, str], tmp_path: Path
+) -> None:
+    survey, bucket = s3_survey
+    command = run_command(tmp_path / "home", survey, "t/noshared", "--no-shared-filesystem")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "--no-shared-filesystem" in done.stderr and "object store" in done.stderr
+    assert _objects(s3_server.client, bucket, "demo/t/noshared") == {}
