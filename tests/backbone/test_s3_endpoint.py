@@ -17,6 +17,7 @@ import pytest
 
 from skybatch.backbone.endpoints.archive import ObjectStoreArchiveEndpoint
 from skybatch.backbone.endpoints.base import FileState
+from skybatch.backbone.endpoints.objectstore import SINGLE_PUT_BYTES
 from skybatch.backbone.errors import FileOverwriteError
 from skybatch.backbone.maintenance import delete, register_paths, verify
 from skybatch.backbone.models import ReplicaState
@@ -57,7 +58,8 @@ def test_copies_between_a_site_cache_and_an_s3_archive_are_verified_and_catalogu
     assert isinstance(archive, ObjectStoreArchiveEndpoint)
     assert archive.location == f"s3://{s3_bucket}/repo/"
     site = backbone.add_endpoint("site:local", "site", str(tmp_path / "site"), {})
-    data = {f"run/out/file_{i}.fits": os.urandom(10_000 + i) for i in range(3)}
+    data = {f"run/out/file_{i}.fits": os.urandom(10_000 + i) for i in range(2)}
+    data["run/out/large.fits"] = os.urandom(SINGLE_PUT_BYTES + 1)  # a multipart upload
     for path, payload in data.items():
         (site.temp_path(path)).write_bytes(payload)
         site.commit(path)
@@ -102,6 +104,14 @@ def test_a_partial_copy_is_never_an_object_and_the_archive_is_written_once(
         write_verified(_stream(b"second"), archive, path, None)
     assert _objects(s3_server, s3_bucket) == {f"repo/{path}": b"first"}
     assert not archive.temp_path(path).exists()
+    # Another writer got there first: the conditional commit refuses, nothing replaced.
+    other = "run/raw/raw_2.fits"
+    archive.temp_path(other).write_bytes(b"mine")
+    s3_server.client.put_object(Bucket=s3_bucket, Key=f"repo/{other}", Body=b"theirs")
+    with pytest.raises(FileExistsError):
+        archive.commit_new(other)
+    assert _objects(s3_server, s3_bucket)[f"repo/{other}"] == b"theirs"
+    assert archive.temp_path(other).read_bytes() == b"mine"  # kept for the caller
 
 
 def test_verify_finds_an_object_overwritten_in_the_bucket_and_repairs_it(
@@ -141,3 +151,21 @@ def test_overlapping_object_store_roots_and_a_tape_library_in_a_bucket_are_refus
 
 def _stream(data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
+
+
+def test_the_cli_adds_an_archive_in_a_bucket_and_refuses_a_site_cache_there(
+    s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skybatch.cli.main import main
+
+    home = ["--home", str(tmp_path / "home"), "backbone", "endpoint"]
+    root = f"s3://{s3_bucket}/repo"
+    assert main([*home, "add", "archive", "--kind", "archive", "--root", root]) == 0
+    assert f"endpoint archive: archive at {root}/" in capsys.readouterr().out
+    code = main([*home, "add", "site:x", "--kind", "site", "--root", f"s3://{s3_bucket}/c"])
+    assert code != 0
+    assert "cannot be rooted in an object store" in capsys.readouterr().err
+    assert main([*home, "list", "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert root + "/" in listed and "site:x" not in listed
+    assert not (Path.cwd() / "s3:").exists()

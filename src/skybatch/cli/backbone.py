@@ -45,6 +45,7 @@ def backbone(ctx: click.Context, workers: int) -> None:
     \b
     Typical session:
       skybatch backbone endpoint add archive --kind archive --root /data/repo
+      skybatch backbone endpoint add archive --kind archive --root s3://survey/repo
       skybatch backbone endpoint add site:ncsa --kind site --root /scratch/cache --quota 10TiB
       skybatch backbone register-butler /data/repo --collections DemoCam/raw/all
       skybatch backbone replicate --to site:ncsa --run DemoCam/raw/all
@@ -72,8 +73,9 @@ def endpoint_group() -> None:
 @click.option(
     "--root",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Root directory (created); the archive's is the Butler datastore root.",
+    metavar="DIR|URI",
+    help="Root directory (created); the archive's is the Butler datastore root, which "
+    "may be in an S3 bucket (s3://bucket/prefix).",
 )
 @click.option("--quota", type=bf.ByteSize(), help="site: cache size, e.g. 10GiB. [default: none]")
 @click.option(
@@ -97,7 +99,7 @@ def endpoint_add(
     cli: CliContext,
     name: str,
     kind: str,
-    root: Path,
+    root: str,
     quota: int | None,
     shared_fs: bool | None,
     tape_mount_time_s: float | None,
@@ -111,6 +113,7 @@ def endpoint_add(
     \b
     Examples:
       skybatch backbone endpoint add archive --kind archive --root /data/repo
+      skybatch backbone endpoint add archive --kind archive --root s3://survey/repo
       skybatch backbone endpoint add site:ncsa --kind site --root /scratch/cache --quota 10TiB
     """
     # option → (settings field, value) per kind (SiteSettings, ArchiveSettings.tape)
@@ -131,9 +134,13 @@ def endpoint_add(
                 )
     given = {field: value for field, value in by_kind[kind].values() if value is not None}
     settings = given if kind == "site" else ({"tape": given} if given else {})
-    ep = bf.open_backbone(cli).add_endpoint(name, kind, str(root.expanduser().resolve()), settings)
+    from skybatch.backbone.endpoints.objectstore import is_object_store
+
+    if not is_object_store(root):
+        root = str(Path(root).expanduser().resolve())
+    ep = bf.open_backbone(cli).add_endpoint(name, kind, root, settings)
     text = _settings_text(settings)
-    click.echo(f"endpoint {name}: {kind} at {ep.root}" + (f" ({text})" if text else ""))
+    click.echo(f"endpoint {name}: {kind} at {ep.location}" + (f" ({text})" if text else ""))
 
 
 def _settings_text(settings: Mapping[str, Any], prefix: str = "") -> str:

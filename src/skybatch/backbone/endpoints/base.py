@@ -114,6 +114,17 @@ class Endpoint(ABC):
     def at(cls, name: str, root: str | Path, **settings: Any) -> Endpoint:
         """Build endpoint ``name`` of this kind at ``root`` (a directory, or a URI for a
         kind that also lives in an object store: it picks its implementation here)."""
+        from skybatch.errors import ConfigError
+
+        from .objectstore import is_object_store
+
+        if is_object_store(root):
+            raise ConfigError(
+                f"endpoint {name!r} of kind {cls.kind!r} cannot be rooted in an object "
+                f"store ({root})",
+                where=f"root of endpoint {name!r}",
+                hint="give a directory; only the archive may be in an object store (s3://)",
+            )
         return cls(name, Path(root), **settings)
 
     @property

@@ -8,9 +8,12 @@ as the object ``<root>/<logical path>``. The managed layer's guarantees carry ov
   all at once or not at all, so a partial file never has its final name. The spool
   file is removed only after the object is checked.
 - **Verified copies.** The managed layer checksums the bytes as it writes the spool
-  file and compares them with the catalog before the commit; the commit then checks
-  what landed: its size, and its md5 where the store reports one (an S3 ETag of a
-  single-part upload is the md5 of the object).
+  file and compares them with the catalog before the commit; the commit then makes
+  the store check what it received: a file sent in one PUT carries its md5
+  (``Content-MD5``, refused by the store if the bytes differ), a larger one sent in
+  parts has its size checked after the upload.
+- **Write once.** :meth:`commit_new` is a conditional PUT (``If-None-Match: *``) on
+  S3, so two writers of one path cannot both succeed.
 - **No local paths.** Jobs cannot open objects in place (``shared_fs`` is False), so
   the managed layer streams them (:meth:`open_read`) into a site cache or job scratch.
 
@@ -37,6 +40,10 @@ from skybatch.errors import InputError
 __all__ = ["ObjectStoreEndpoint", "is_object_store", "normalize_root"]
 
 _PATH_HINT = "Logical paths are relative POSIX paths such as 'run/calexp/file.fits'"
+
+#: Files up to this size go to S3 in one PUT with their md5 (checked by the store);
+#: larger ones through the client's multipart upload (boto3's default threshold).
+SINGLE_PUT_BYTES = 8 * 1024 * 1024
 
 
 def is_object_store(root: str | os.PathLike[str]) -> bool:
@@ -204,11 +211,23 @@ class ObjectStoreEndpoint(Endpoint):
 
     # -- writing ----------------------------------------------------------------------
     def commit(self, path: str, *, durable: bool = True) -> None:
-        """Upload the spool file of ``path`` in one PUT, check what landed, drop the spool.
+        """Upload the spool file of ``path``, check what landed, drop the spool file.
 
         An object store makes a PUT durable before it answers, so ``durable`` changes
         nothing here.
         """
+        self._upload(path, only_new=False)
+
+    def commit_new(self, path: str, *, durable: bool = True) -> None:
+        """Commit only if no object has the name: atomically on S3 (a conditional PUT,
+        ``If-None-Match: *``) for a file sent in one part, else checked first.
+        FileExistsError (the spool file kept) if there is one."""
+        self._upload(path, only_new=True)
+
+    def _upload(self, path: str, *, only_new: bool) -> None:
+        """The one upload path: a file up to :data:`SINGLE_PUT_BYTES` goes to S3 in one
+        PUT carrying its md5 (``Content-MD5``: the store refuses bytes that differ), a
+        larger one through the client's multipart upload, then its size is checked."""
         from lsst.resources import ResourcePath
 
         temp = self._existing_temp(path)
@@ -220,16 +239,22 @@ class ObjectStoreEndpoint(Endpoint):
             )
         target = self.object_uri(path)
         sent = temp.stat().st_size
+        if target.scheme == "s3" and sent <= SINGLE_PUT_BYTES:
+            _put_with_md5(target, temp, path, only_new=only_new)
+            temp.unlink()
+            return
+        if only_new and target.exists():
+            raise FileExistsError(path)
         target.transfer_from(ResourcePath(str(temp)), transfer="copy", overwrite=True)
-        landed, etag = _landed(target)
-        if landed != sent or (etag is not None and etag != _md5(temp)):
+        landed = int(target.size())
+        if landed != sent:
             target.remove()
             raise ChecksumMismatchError(
-                f"the upload of {path!r} to {self.name!r} landed as {landed} bytes "
-                f"(md5 {etag or 'unknown'}), not the {sent} bytes sent",
+                f"the upload of {path!r} to {self.name!r} landed as {landed} bytes, not the "
+                f"{sent} bytes sent",
                 path=path,
-                expected=(sent, _md5(temp)),
-                actual=(landed, etag or "?"),
+                expected=(sent, "?"),
+                actual=(landed, "?"),
                 where=str(target),
                 hint="the object store or the network corrupted the upload; transfer again",
             )
@@ -255,21 +280,48 @@ class ObjectStoreEndpoint(Endpoint):
         return info
 
 
-def _md5(path: Path) -> str:
+def _put_with_md5(uri: Any, temp: Path, path: str, *, only_new: bool) -> None:
+    """PUT ``temp`` as the S3 object ``uri`` with its md5 for the store to check;
+    FileExistsError when ``only_new`` and the object exists; ChecksumMismatchError
+    when the store received other bytes (BadDigest)."""
+    import base64
+
     from skybatch.backbone.checksums import md5_file
 
-    return md5_file(path)[1]
+    size, md5 = md5_file(temp)
+    extra = {"IfNoneMatch": "*"} if only_new else {}
+    with open(temp, "rb") as body:
+        try:
+            uri.client.put_object(
+                Bucket=uri.netloc,
+                Key=uri.relativeToPathRoot,
+                Body=body,
+                ContentLength=size,
+                ContentMD5=base64.b64encode(bytes.fromhex(md5)).decode(),
+                **extra,
+            )
+        except Exception as exc:
+            status, code = _status(exc), _error_code(exc)
+            if only_new and status in (409, 412):
+                raise FileExistsError(path) from None
+            if code in ("BadDigest", "InvalidDigest"):
+                raise ChecksumMismatchError(
+                    f"the object store received other bytes than the {size} sent for {path!r}",
+                    path=path,
+                    expected=(size, md5),
+                    actual=(-1, "?"),
+                    where=str(uri),
+                    hint="the network corrupted the upload; transfer again",
+                ) from None
+            raise
 
 
-def _landed(uri: Any) -> tuple[int, str | None]:
-    """Size of an object just written and the md5 an S3 store reports for it when it
-    was uploaded in one part (its ETag; None for another store, or a multipart upload
-    whose ETag is no md5), from one request."""
-    if uri.scheme != "s3":
-        return int(uri.size()), None
-    response = uri.client.head_object(Bucket=uri.netloc, Key=uri.relativeToPathRoot)
-    etag = str(response.get("ETag", "")).strip('"')
-    return int(response["ContentLength"]), etag if etag and "-" not in etag else None
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
 
 
 def _status(exc: Exception) -> int | None:
