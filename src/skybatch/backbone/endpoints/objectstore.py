@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, cast
 
 from skybatch.backbone.endpoints.base import Capabilities, Endpoint, FileState
-from skybatch.backbone.endpoints.posix import TEMP_SUFFIX, path_problem
+from skybatch.backbone.endpoints.posix import TEMP_SUFFIX, PosixEndpoint, path_problem
 from skybatch.backbone.errors import BackboneError, ChecksumMismatchError, FileMissingError
 from skybatch.errors import InputError
 
@@ -111,7 +111,8 @@ class ObjectStoreEndpoint(Endpoint):
         super().__init__(name, spool_dir)
         #: The local directory of partial copies (``root`` is the spool, ``uri`` the store).
         self.spool = self.root
-        self.spool.mkdir(parents=True, exist_ok=True)
+        #: Partial copies live in a plain directory tree (temp names, sweeping).
+        self._spool = PosixEndpoint(f"{name} (spool)", self.spool)
 
     @property
     def location(self) -> str:
@@ -140,13 +141,11 @@ class ObjectStoreEndpoint(Endpoint):
         )
 
     def temp_path(self, path: str) -> Path:
-        final = self.spool / self._check(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        return final.with_name(f".{final.name}{TEMP_SUFFIX}")
+        return self._spool.temp_path(self._check(path))
 
-    def _existing_temp(self, path: str) -> Path:
-        final = self.spool / self._check(path)
-        return final.with_name(f".{final.name}{TEMP_SUFFIX}")
+    def sweep_temp_files(self, prefix: str = "", *, min_age_s: float = 0.0) -> list[str]:
+        """Delete the partial copies a crash left in the spool (see PosixEndpoint's)."""
+        return self._spool.sweep_temp_files(prefix, min_age_s=min_age_s)
 
     # -- reading ----------------------------------------------------------------------
     def state(self, path: str) -> FileState:
@@ -230,11 +229,11 @@ class ObjectStoreEndpoint(Endpoint):
         larger one through the client's multipart upload, then its size is checked."""
         from lsst.resources import ResourcePath
 
-        temp = self._existing_temp(path)
-        if not temp.is_file():
+        temp = self._spool.existing_temp_path(self._check(path))
+        if temp is None or not temp.is_file():
             raise FileMissingError(
                 f"there is no partial copy of {path!r} to commit on endpoint {self.name!r}",
-                where=str(temp),
+                where=f"{self.spool}/{path}",
                 hint="Write the data to temp_path(path) first, then commit",
             )
         target = self.object_uri(path)
@@ -264,7 +263,7 @@ class ObjectStoreEndpoint(Endpoint):
         """Nothing to do: an object store's PUT is durable when it returns."""
 
     def discard(self, path: str) -> None:
-        self._existing_temp(path).unlink(missing_ok=True)
+        self._spool.discard(self._check(path))
 
     def remove(self, path: str) -> None:
         try:
