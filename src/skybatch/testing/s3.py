@@ -28,7 +28,12 @@ class S3ServerError(RuntimeError):
 def s3_environment(endpoint_url: str, home: Path) -> dict[str, str]:
     """What lsst-resources and boto3 read to reach ``endpoint_url`` with test
     credentials (no AWS configuration of the user's is read: ``home`` has none)."""
+    no_proxy = ",".join(
+        part for part in (os.environ.get("NO_PROXY"), "127.0.0.1", "localhost") if part
+    )
     return {
+        "NO_PROXY": no_proxy,  # the server is on loopback, whatever proxy is configured
+        "no_proxy": no_proxy,
         "S3_ENDPOINT_URL": endpoint_url,
         "AWS_ACCESS_KEY_ID": "skybatch-test",
         "AWS_SECRET_ACCESS_KEY": "skybatch-test",
@@ -67,11 +72,12 @@ def local_s3_server(home: Path, *, timeout_s: float = 30.0) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
-                    urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                    direct.open(f"{url}/moto-api/", timeout=1).close()
                     break
                 except OSError as exc:
                     if process.poll() is not None or time.monotonic() > deadline:
