@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    Table,
     Text,
     any_,
     bindparam,
@@ -56,6 +57,13 @@ CHUNK = 5000
 def data_id_key(data_id: Mapping[str, Any]) -> str:
     """A canonical text form of a data id (``band=g,visit=12``) for indexed equality."""
     return ",".join(f"{k}={data_id[k]}" for k in sorted(data_id))
+
+
+#: The tables the hot paths write with Core statements (no ORM bulk layer).
+_FILES: Table = FileRow.__table__  # type: ignore[assignment]
+_REPLICAS: Table = ReplicaRow.__table__  # type: ignore[assignment]
+_ACTIVITIES: Table = Activity.__table__  # type: ignore[assignment]
+_EDGES: Table = ProvenanceEdge.__table__  # type: ignore[assignment]
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -225,6 +233,7 @@ class Catalog:
         state: ReplicaState = ReplicaState.ONLINE,
         on_tape: bool = False,
         *,
+        verified: Mapping[str, tuple[int, int]] | None = None,
         session: Session | None = None,
     ) -> dict[str, int]:
         """Register files with a replica on ``endpoint``; returns path → file id.
@@ -232,6 +241,8 @@ class Catalog:
         Idempotent: a path already registered with the same size and md5 keeps its row
         (its replica on ``endpoint`` is set to ``state``); with a different size or md5
         the whole batch is refused (ChecksumMismatchError) and nothing is written.
+        ``verified``: path → ``(mtime_ns, size)`` of replicas whose md5 the caller has
+        just checked (as :meth:`set_verified` records, in the same statements).
         """
         endpoint_id = self.endpoint_row(endpoint, session=session).id
         now = utcnow()
@@ -252,9 +263,14 @@ class Catalog:
                         hint="a file never changes once registered: write a new path",
                     )
             new = [r for r in records if r.path not in existing]
+            ids = {path: info.id for path, info in existing.items()}
             for chunk in _chunks(new):
-                session.execute(
-                    insert(FileRow),
+                # RETURNING (SQLite >= 3.35, PostgreSQL): the new ids without a
+                # second look-up, in the executemany's one round trip.
+                inserted = session.execute(
+                    insert(FileRow).returning(
+                        FileRow.path, FileRow.id, sort_by_parameter_order=True
+                    ),
                     [
                         {
                             "path": r.path,
@@ -271,14 +287,19 @@ class Catalog:
                         for r in chunk
                     ],
                 )
-            ids = {
-                path: row.id
-                for path, row in self._by_column(
-                    session, FileRow.path, [r.path for r in records]
-                ).items()
-            }
-            self._upsert_replicas(session, list(ids.values()), endpoint_id, state, on_tape, now)
-        return ids
+                ids.update((path, file_id) for path, file_id in inserted)
+            by_id = {ids[path]: stat for path, stat in (verified or {}).items() if path in ids}
+            self._upsert_replicas(
+                session,
+                list(ids.values()),
+                endpoint_id,
+                state,
+                on_tape,
+                now,
+                new={ids[r.path] for r in new},
+                verified=by_id,
+            )
+        return {r.path: ids[r.path] for r in records}
 
     def _upsert_replicas(
         self,
@@ -288,9 +309,16 @@ class Catalog:
         state: ReplicaState,
         on_tape: bool | None,
         now: datetime,
+        *,
+        new: set[int] | frozenset[int] = frozenset(),
+        verified: Mapping[int, tuple[int, int]] | None = None,
     ) -> None:
+        """Replicas of ``file_ids`` on the endpoint set to ``state`` (created when
+        missing). ``new``: files registered in this transaction (they have no replica
+        yet: not looked up). ``verified``: file id → ``(mtime_ns, size)`` just checked."""
+        verified = verified or {}
         have: set[int] = set()
-        for chunk in _chunks(file_ids):
+        for chunk in _chunks([i for i in file_ids if i not in new]):
             have.update(
                 session.scalars(
                     select(ReplicaRow.file_id).where(
@@ -314,10 +342,16 @@ class Catalog:
                 .where(ReplicaRow.endpoint_id == endpoint_id, ReplicaRow.file_id.in_(chunk))
                 .values(**values)
             )
+        if verified.keys() & have:
+            self.set_verified_ids(
+                endpoint_id,
+                [(i, *verified[i]) for i in file_ids if i in have and i in verified],
+                session=session,
+            )
         missing = [i for i in file_ids if i not in have]
         for chunk in _chunks(missing):
-            session.execute(
-                insert(ReplicaRow),
+            session.connection().execute(
+                insert(_REPLICAS),
                 [
                     {
                         "file_id": i,
@@ -327,6 +361,8 @@ class Catalog:
                         "last_access": now,
                         "created_at": now,
                         "verified_at": now if state is ReplicaState.ONLINE else None,
+                        "verified_mtime_ns": verified[i][0] if i in verified else None,
+                        "verified_size": verified[i][1] if i in verified else None,
                     }
                     for i in chunk
                 ],
@@ -361,6 +397,16 @@ class Catalog:
         if not checked:
             return
         endpoint_id = self.endpoint_row(endpoint, session=session).id
+        self.set_verified_ids(endpoint_id, checked, session=session)
+
+    def set_verified_ids(
+        self,
+        endpoint_id: int,
+        checked: Sequence[tuple[int, int, int]],
+        *,
+        session: Session | None = None,
+    ) -> None:
+        """:meth:`set_verified` by endpoint id."""
         statement = (
             update(ReplicaRow)
             .where(
@@ -420,6 +466,20 @@ class Catalog:
     ) -> dict[str, FileInfo]:
         with self._read(session) as session:
             return self._by_column(session, FileRow.dataset_id, [str(d) for d in dataset_ids])
+
+    def file_ids_by_dataset_ids(
+        self, dataset_ids: Sequence[str], *, session: Session | None = None
+    ) -> dict[str, int]:
+        """dataset id → file id of the registered ones among ``dataset_ids`` (only the
+        ids: the provenance edges of a job need no more)."""
+        out: dict[str, int] = {}
+        with self._read(session) as session:
+            for chunk in _chunks(list(dict.fromkeys(str(d) for d in dataset_ids))):
+                rows = session.execute(
+                    select(FileRow.dataset_id, FileRow.id).where(FileRow.dataset_id.in_(chunk))
+                )
+                out.update((str(d), int(i)) for d, i in rows)
+        return out
 
     def files_by_paths(
         self, paths: Sequence[str], *, session: Session | None = None
@@ -562,13 +622,17 @@ class Catalog:
         name: str,
         info: Mapping[str, Any] | None = None,
         *,
+        finished: bool = False,
         session: Session | None = None,
     ) -> int:
+        """A new activity; ``finished``: it is over already (its end is now)."""
+        now = utcnow()
         with self._write(session) as session:
-            row = Activity(kind=kind, name=name, info=dict(info or {}))
-            session.add(row)
-            session.flush()
-            return row.id
+            statement = insert(_ACTIVITIES).returning(_ACTIVITIES.c.id)
+            values = {"kind": kind, "name": name, "info": dict(info or {}), "started_at": now}
+            if finished:
+                values["finished_at"] = now
+            return int(session.connection().execute(statement, values).scalar_one())
 
     def finish_activity(
         self,
@@ -597,8 +661,8 @@ class Catalog:
         now = utcnow()
         with self._write(session) as session:
             for chunk in _chunks(file_ids):
-                session.execute(
-                    insert(ProvenanceEdge),
+                session.connection().execute(
+                    insert(_EDGES),
                     [
                         {
                             "relation": relation.value,

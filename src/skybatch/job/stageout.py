@@ -150,15 +150,13 @@ def _copy_out(spec: JobSpec, datastore: Path, outputs: list[OutputFileReport]) -
     return result
 
 
-def _stat(root: Path, output: OutputFileReport) -> tuple[int, int, int] | None:
-    """``(file id, mtime_ns, size)`` of a registered output's staged file."""
-    if output.file_id is None:
-        return None
+def _stat(root: Path, output: OutputFileReport) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of an output's staged file."""
     try:
         info = os.stat(root / output.path)
     except OSError:
         return None
-    return output.file_id, info.st_mtime_ns, info.st_size
+    return info.st_mtime_ns, info.st_size
 
 
 def _register(
@@ -181,11 +179,11 @@ def _register(
                 with catalog.sessions() as session:
                     check_current_attempt(spec, session, claim=True)
             records = [_record(spec, o) for o in outputs]
-            file_ids = catalog.register(records, endpoint) if records else {}
+            # Written and md5-checked just now: readers trust them while unchanged.
+            verified = {o.path: v for o in outputs if (v := _stat(root, o))}
+            file_ids = catalog.register(records, endpoint, verified=verified) if records else {}
             for output in outputs:
                 output.file_id = file_ids.get(output.path)
-            # Written and md5-checked just now: readers trust them while unchanged.
-            catalog.set_verified(endpoint, [v for o in outputs if (v := _stat(root, o))])
             activities: dict[str, int] = {}
             for item in executed:
                 if item.report.status != "skipped":
@@ -386,7 +384,7 @@ def _quantum_provenance(
     }
     if report.error:
         info["error"] = report.error
-    activity = catalog.add_activity("quantum", str(item.quantum_id), info)
+    activity = catalog.add_activity("quantum", str(item.quantum_id), info, finished=True)
     generated = [
         o.file_id for o in outputs if o.generated_by == report.quantum_id and o.file_id is not None
     ]
@@ -397,8 +395,7 @@ def _quantum_provenance(
         used_ids = set(item.provenance.actual_inputs)
     else:
         used_ids = {ref.id for refs in item.quantum.inputs.values() for ref in refs}
-    known = catalog.files_by_dataset_ids([str(i) for i in sorted(used_ids)])
+    known = catalog.file_ids_by_dataset_ids([str(i) for i in sorted(used_ids)])
     if known:
-        catalog.add_edges(EdgeRelation.USED, [f.id for f in known.values()], activity_id=activity)
-    catalog.finish_activity(activity)
+        catalog.add_edges(EdgeRelation.USED, list(known.values()), activity_id=activity)
     return activity
