@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from standins import standin_backbone, standin_campaign, standin_details
 
 from skybatch.auth.tokens import create_token
+from skybatch.db.models import utcnow
 from skybatch.db.state import open_state_db
 from skybatch.service.app import create_app
 from skybatch.settings import load_settings
@@ -153,3 +154,59 @@ def test_figures_escape_what_they_draw() -> None:
         [StepNode(name="<script>x</script>", state="running", depends_on=[], layer=0)]
     )
     assert "<script>" not in drawn and "&lt;script&gt;" in drawn
+
+
+def test_figures_follow_new_quanta_and_quartiles_match_the_sample(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The figures a page redraws are kept only while the campaign's quanta are the
+    same; the box plots' quartiles are those of the sample within a 500th of its range."""
+    import random
+    import statistics
+
+    from sqlalchemy import select
+
+    from skybatch.read.dashboard import task_resources
+    from skybatch.run.models import JobRow, QuantumRunRow
+
+    settings = load_settings(home=tmp_path / "home", db={"url": db_url})
+    campaign_id = standin_campaign(settings, "running")
+    standin_details(settings, campaign_id, tmp_path / "logs")
+    with open_state_db(settings).begin() as session:
+        token = create_token(session, "v", "viewer").token
+    client = TestClient(create_app(settings), follow_redirects=False)
+    assert _sign_in(client, token) == 303
+    figure = f"/ui/campaigns/{campaign_id}/progress.svg"
+    assert "succeeded 10" in client.get(figure).text
+    rng = random.Random(7)
+    cpu = [rng.lognormvariate(3, 1) for _ in range(2000)]
+    with open_state_db(settings).begin() as session:
+        job = session.scalars(select(JobRow).where(JobRow.label == "calibrate")).first()
+        assert job is not None
+        before = session.scalars(
+            select(QuantumRunRow.cpu_s).where(QuantumRunRow.task_label == "calibrate")
+        ).all()
+        for i, value in enumerate(cpu):
+            session.add(
+                QuantumRunRow(
+                    run_id=job.run_id,
+                    job_id=job.id,
+                    attempt=2,
+                    quantum_id=f"extra-{i}",
+                    task_label="calibrate",
+                    status="succeeded",
+                    end=utcnow(),
+                    cpu_s=value,
+                )
+            )
+    assert "succeeded 2,010" in client.get(figure).text
+    sample = [*cpu, *[v for v in before if v is not None]]
+    with open_state_db(settings)() as session:
+        calibrate = next(t for t in task_resources(session, campaign_id) if t.task == "calibrate")
+    d = calibrate.cpu_s
+    assert (d.count, d.min, d.max) == (len(sample), min(sample), max(sample))
+    exact = statistics.quantiles(sample, n=4, method="inclusive")
+    tolerance = (max(sample) - min(sample)) / 500 * 2
+    for got, want in zip((d.q1, d.median, d.q3), exact, strict=True):
+        assert got is not None and abs(got - want) <= tolerance, (got, want)
+    assert calibrate.peak_memory_mb.count == len(before)

@@ -10,12 +10,11 @@ binned and the distributions reduced to quantiles here, not in the browser.
 
 from __future__ import annotations
 
-import statistics
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Integer, Select, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from skybatch.backbone.models import (
@@ -43,6 +42,7 @@ __all__ = [
     "TaskResources",
     "backbone_storage",
     "campaign_progress",
+    "quanta_version",
     "step_graph",
     "task_resources",
 ]
@@ -111,44 +111,77 @@ def _campaign_runs(campaign_id: int) -> Select[tuple[int]]:
     )
 
 
+def _epoch_s(session: Session, column: Any) -> Any:
+    """SQL for the seconds since 1970 of a timestamp column."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(column) - 2440587.5) * 86400.0
+    return func.extract("epoch", column)
+
+
+def _bin(session: Session, value: Any, low: float, width: float, bins: int) -> Any:
+    """SQL for the bin (0 to ``bins - 1``) of ``value`` in bins of ``width`` from ``low``."""
+    scaled = (value - low) / width
+    whole = (
+        cast(scaled, Integer) if session.get_bind().dialect.name == "sqlite" else func.floor(scaled)
+    )
+    return case((whole >= bins, bins - 1), else_=whole)
+
+
+def quanta_version(session: Session, campaign_id: int) -> tuple[int, int]:
+    """The newest quantum run's id and the campaign's quantum runs: the figures of the
+    campaign change only when this does (quantum runs are only added or deleted)."""
+    q = QuantumRunRow
+    newest = session.scalar(select(func.max(q.id)))
+    count = session.scalar(
+        select(func.count()).select_from(q).where(q.run_id.in_(_campaign_runs(campaign_id)))
+    )
+    return int(newest or 0), int(count or 0)
+
+
 def campaign_progress(session: Session, campaign_id: int, bins: int = PROGRESS_BINS) -> Progress:
     """Succeeded and failed quantum attempts of the campaign's runs, cumulative over
-    time, in at most ``bins`` points.
+    time, in ``bins`` equal time bins (counted by the database: two aggregate queries).
 
     Raises:
         NotFoundError: no campaign has this id.
     """
     get_campaign(session, campaign_id)
     q = QuantumRunRow
-    rows = session.execute(
-        select(q.end, q.status)
-        .where(q.run_id.in_(_campaign_runs(campaign_id)), q.end.is_not(None))
-        .order_by(q.end)
-    ).all()
-    if not rows:
+    ended = (q.run_id.in_(_campaign_runs(campaign_id)), q.end.is_not(None))
+    seconds = _epoch_s(session, q.end)
+    first, last, low, high = session.execute(
+        select(func.min(q.end), func.max(q.end), func.min(seconds), func.max(seconds)).where(*ended)
+    ).one()
+    if first is None:
         return Progress(times=[], succeeded=[], failed=[])
-    first, last = rows[0][0], rows[-1][0]
-    span = (last - first).total_seconds()
-    n = max(1, min(bins, len(rows)))
+    span = max(float(high) - float(low), 1e-6)
+    width = span / bins
+    which = _bin(session, seconds, float(low), width, bins).label("bin")
+    counted = {
+        int(b): (int(ok or 0), int(n))
+        for b, ok, n in session.execute(
+            select(which, func.sum(case((q.status == "succeeded", 1), else_=0)), func.count())
+            .where(*ended)
+            .group_by(which)
+        )
+    }
     times, succeeded, failed = [], [], []
     done = bad = 0
-    index = 0
-    for b in range(1, n + 1):
-        edge = first + (last - first) * (b / n) if span > 0 else last
-        while index < len(rows) and (rows[index][0] <= edge or b == n):
-            if rows[index][1] == "succeeded":
-                done += 1
-            else:
-                bad += 1
-            index += 1
-        times.append(edge)
+    for b in range(bins):
+        ok, n = counted.get(b, (0, 0))
+        done += ok
+        bad += n - ok
+        times.append(last if b == bins - 1 else first + timedelta(seconds=width * (b + 1)))
         succeeded.append(done)
         failed.append(bad)
     return Progress(times=times, succeeded=succeeded, failed=failed)
 
 
 class Distribution(ReadModel):
-    """Quantiles of a sample (None when it is empty)."""
+    """A sample's count, minimum, quartiles and maximum (None when it is empty). The
+    minimum, maximum and count are exact; the quartiles are read off a histogram of
+    :data:`HISTOGRAM_BINS` bins over the range of every task (within a 500th of it:
+    finer than the figure's pixels, whose axis spans the same range)."""
 
     count: int
     min: float | None = None
@@ -158,17 +191,26 @@ class Distribution(ReadModel):
     max: float | None = None
 
 
-def _distribution(values: list[float]) -> Distribution:
-    if not values:
-        return Distribution(count=0)
-    values.sort()
-    if len(values) == 1:
-        q1 = median = q3 = values[0]
-    else:
-        q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return Distribution(
-        count=len(values), min=values[0], q1=q1, median=median, q3=q3, max=values[-1]
-    )
+#: Bins of the histograms the quartiles are read from.
+HISTOGRAM_BINS = 500
+
+
+def _quartiles(low: float, width: float, counts: dict[int, int], total: int) -> list[float]:
+    """The quartiles of a histogram whose bin ``b`` spans ``low + b * width`` to the next,
+    interpolated within the bin that holds each."""
+    out = []
+    for fraction in (0.25, 0.5, 0.75):
+        wanted = fraction * total
+        seen = 0
+        for b in sorted(counts):
+            n = counts[b]
+            if seen + n >= wanted:
+                out.append(low + width * (b + (wanted - seen) / n))
+                break
+            seen += n
+        else:
+            out.append(low + width * HISTOGRAM_BINS)
+    return out
 
 
 class TaskResources(ReadModel):
@@ -182,29 +224,66 @@ class TaskResources(ReadModel):
 
 def task_resources(session: Session, campaign_id: int) -> list[TaskResources]:
     """Per task label (sorted), the distribution of CPU time and peak memory over the
-    quantum attempts of the campaign's runs.
+    quantum attempts of the campaign's runs (counted by the database: one query for
+    the ranges, one histogram query per measure).
 
     Raises:
         NotFoundError: no campaign has this id.
     """
     get_campaign(session, campaign_id)
     q = QuantumRunRow
-    cpu: dict[str, list[float]] = {}
-    memory: dict[str, list[float]] = {}
-    for label, cpu_s, rss in session.execute(
-        select(q.task_label, q.cpu_s, q.max_rss_mb).where(q.run_id.in_(_campaign_runs(campaign_id)))
+    ours = q.run_id.in_(_campaign_runs(campaign_id))
+    # the range of each measure over every task (one pass, no grouping) ...
+    cpu_lo, cpu_hi, rss_lo, rss_hi = session.execute(
+        select(
+            func.min(q.cpu_s), func.max(q.cpu_s), func.min(q.max_rss_mb), func.max(q.max_rss_mb)
+        ).where(ours)
+    ).one()
+    labels: set[str] = set()
+    found: dict[str, dict[str, Distribution]] = {}
+    for measure, column, low, high in (
+        ("cpu", q.cpu_s, cpu_lo, cpu_hi),
+        ("rss", q.max_rss_mb, rss_lo, rss_hi),
     ):
-        cpu.setdefault(label, [])
-        memory.setdefault(label, [])
-        if cpu_s is not None:
-            cpu[label].append(float(cpu_s))
-        if rss is not None:
-            memory[label].append(float(rss))
+        # ... then per task a histogram over it, with each bin's exact extremes
+        bins: dict[str, list[tuple[int, int, float, float]]] = {}
+        if low is not None and high is not None:
+            low, high = float(low), float(high)
+            width = max(high - low, 1e-9) / HISTOGRAM_BINS
+            which = _bin(session, column, low, width, HISTOGRAM_BINS).label("bin")
+            for label, b, n, lo, hi in session.execute(
+                select(q.task_label, which, func.count(), func.min(column), func.max(column))
+                .where(ours, column.is_not(None))
+                .group_by(q.task_label, which)
+            ):
+                bins.setdefault(label, []).append((int(b), int(n), float(lo), float(hi)))
+        else:
+            low, width = 0.0, 1.0
+        labels.update(bins)
+        for label, histogram in bins.items():
+            n = sum(h[1] for h in histogram)
+            lo, hi = min(h[2] for h in histogram), max(h[3] for h in histogram)
+            q1, median, q3 = _quartiles(low, width, {h[0]: h[1] for h in histogram}, n)
+            found.setdefault(label, {})[measure] = Distribution(
+                count=n,
+                min=lo,
+                q1=min(max(q1, lo), hi),
+                median=min(max(median, lo), hi),
+                q3=min(max(q3, lo), hi),
+                max=hi,
+            )
+    if not labels:  # tasks that measured nothing are still listed
+        labels.update(
+            session.scalars(select(q.task_label).where(ours).group_by(q.task_label)).all()
+        )
+    empty = Distribution(count=0)
     return [
         TaskResources(
-            task=label, cpu_s=_distribution(cpu[label]), peak_memory_mb=_distribution(memory[label])
+            task=label,
+            cpu_s=found.get(label, {}).get("cpu", empty),
+            peak_memory_mb=found.get(label, {}).get("rss", empty),
         )
-        for label in sorted(cpu)
+        for label in sorted(labels)
     ]
 
 
