@@ -83,8 +83,8 @@ def graph_svg(nodes: Sequence[StepNode]) -> str:
     return _svg(width, height, body, "the campaign's steps and their dependencies")
 
 
-def _time_label(t: datetime) -> str:
-    return t.strftime("%m-%d %H:%M")
+def _time_label(t: datetime, span_s: float) -> str:
+    return t.strftime("%H:%M:%S" if span_s < 3600 else "%m-%d %H:%M")
 
 
 def progress_svg(progress: Progress, width: int = 640, height: int = 220) -> str:
@@ -106,8 +106,8 @@ def progress_svg(progress: Progress, width: int = 640, height: int = 220) -> str
         'stroke="#ccc"/>',
         _text(left - 6, top + 10, f"{peak:,}", "end"),
         _text(left - 6, top + plot_h, "0", "end"),
-        _text(left, height - 10, _time_label(start)),
-        _text(left + plot_w, height - 10, _time_label(end), "end"),
+        _text(left, height - 10, _time_label(start, span)),
+        _text(left + plot_w, height - 10, _time_label(end, span), "end"),
     ]
     for name, values, colour in (
         ("succeeded", progress.succeeded, "#4a4"),
@@ -139,7 +139,7 @@ def boxes_svg(resources: Sequence[TaskResources], what: str, width: int = 640) -
     rows = [(task, d) for task, d in rows if d.count]
     if not rows:
         return _empty(width, f"no {unit} measured yet")
-    left, right, top, row_h = 150, 70, 22, 26
+    left, right, top, row_h = 150, 130, 22, 26
     plot_w = width - left - right
     height = top + row_h * len(rows) + 20
     high = max(d.max or 0 for _, d in rows) or 1.0
