@@ -76,7 +76,7 @@ from skybatch.settings import Settings
 from .context import RunContext, RunEnd, RunOptions, RunSummary, engine_settings
 from .models import JobRow, RunRow, RunState
 from .runlog import RunLogFile
-from .scheduler import Scheduler
+from .scheduler import Scheduler, flush_all
 from .states import change_run_state
 
 if TYPE_CHECKING:
@@ -399,12 +399,28 @@ class ExecutionPool:
                 [e for e in entries if e.run.share not in paused and not e.stop],
                 share_jobs,
             )
+            # Every run's submissions are written ahead in one transaction, then
+            # handed to the engine (Scheduler.step in two halves).
+            planned = []
             for e in entries:
                 assert e.scheduler is not None and e.log is not None
                 try:
                     with e.log.current():
-                        changed |= e.scheduler.step(given.get(e.run.key, 0), flush=False)
+                        changed |= e.scheduler.plan(given.get(e.run.key, 0))
+                    planned.append(e)
                 except Exception as exc:  # one run's fault: it fails, the others go on
+                    self._break(e, exc)
+                    changed = True
+            if any(e.scheduler is not None and e.scheduler.staged for e in planned):
+                self._flush(force=True)
+            for e in planned:
+                assert e.scheduler is not None and e.log is not None
+                if e.run.key not in self._entries:
+                    continue  # ended meanwhile
+                try:
+                    with e.log.current():
+                        changed |= e.scheduler.launch()
+                except Exception as exc:
                     self._break(e, exc)
                     changed = True
         done = [
@@ -453,8 +469,7 @@ class ExecutionPool:
             return
         self._last_flush = time.monotonic()
         with self.sessions.begin() as session:
-            for scheduler in dirty:
-                scheduler.flush_into(session)
+            flush_all(session, dirty)
         for scheduler in dirty:
             scheduler.flushed()
 

@@ -42,7 +42,14 @@ from skybatch.job.spec import JobReport, JobSpec
 
 from .models import JobAttemptRow, JobRow, QuantumRunRow, RunRow
 
-__all__ = ["RetryPolicy", "Scheduler", "SchedulerHooks", "blocked_jobs", "create_jobs"]
+__all__ = [
+    "RetryPolicy",
+    "Scheduler",
+    "SchedulerHooks",
+    "blocked_jobs",
+    "create_jobs",
+    "flush_all",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -278,16 +285,34 @@ class Scheduler:
 
     def step(self, room: int, *, flush: bool = True) -> bool:
         """One turn of the loop: release jobs whose dependencies succeeded, submit at
-        most ``room`` ready jobs, poll those in the engine; ``flush``: write the state
-        changes when due (an execution pool writes every run's in one transaction,
-        :meth:`flush_into`). Returns whether anything changed."""
+        most ``room`` ready jobs (written ahead, see the module docstring), poll those
+        in the engine; ``flush``: write the state changes when due. Returns whether
+        anything changed. An execution pool runs the same turn in two halves over all
+        its runs, :meth:`plan` then :meth:`launch`, with one transaction between them
+        that writes every run's submissions ahead (and each run's other changes)."""
+        changed = self.plan(room)
+        if self._staged is not None:
+            self._flush(force=True)
+        changed |= self.launch()
+        if flush:
+            self._flush()
+        return changed
+
+    def plan(self, room: int) -> bool:
+        """The first half of :meth:`step`: release ready jobs and stage at most
+        ``room`` submissions: their new attempts are recorded as submitted, in memory,
+        to be written before :meth:`launch` hands them to the engine."""
         if self.max_in_flight is not None:
             room = min(room, self.max_in_flight - len(self._in_flight))
         changed = self._release_ready()
-        changed |= self._submit(room)
+        changed |= self._stage(room)
+        return changed
+
+    def launch(self) -> bool:
+        """The second half of :meth:`step`, once the staged submissions are written:
+        hand them to the engine, poll the jobs in it."""
+        changed = self._submit_staged()
         changed |= self._poll()
-        if flush:
-            self._flush()
         self.hooks.progress(self._n_succeeded, len(self.nodes))
         return changed
 
@@ -295,6 +320,12 @@ class Scheduler:
     def finished(self) -> bool:
         """Nothing in the engine, nothing ready, no pending job that can still run."""
         return not self._in_flight and not self._ready and not self._runnable_pending()
+
+    @property
+    def staged(self) -> bool:
+        """Whether :meth:`plan` staged submissions that :meth:`launch` has not handed
+        to the engine yet (they must be written first)."""
+        return self._staged is not None
 
     @property
     def n_in_flight(self) -> int:
@@ -389,6 +420,8 @@ class Scheduler:
         )
         self._dirty: set[int] = set()
         self._new_attempts: list[dict[str, Any]] = []
+        #: Submissions recorded and not yet handed to the engine (:meth:`plan`).
+        self._staged: tuple[list[str], list[JobRow], list[JobSpec]] | None = None
         self._engine_ids: list[dict[str, Any]] = []  # of attempts written ahead
         self._attempt_updates: list[dict[str, Any]] = []
         self._quanta: list[dict[str, Any]] = []
@@ -424,7 +457,7 @@ class Scheduler:
             self._ready[name] = None
         return True
 
-    def _submit(self, room: int) -> bool:
+    def _stage(self, room: int) -> bool:
         if room <= 0 or not self._ready:
             return False
         names = list(self._ready)[:room]
@@ -443,7 +476,36 @@ class Scheduler:
         try:
             for row in rows:
                 specs.append(self.hooks.make_spec(self.nodes[row.name], row))
-            self._write_ahead(rows, specs)
+        except Exception as exc:
+            if failure_kind(exc) is None:
+                raise
+            self._not_submitted(names, exc)  # a full disk: hold, never crash the run
+            return True
+        now = utcnow()
+        for row, spec in zip(rows, specs, strict=True):
+            self._set(row, JobState.SUBMITTED)
+            row.engine_id = None
+            self._new_attempts.append(
+                {
+                    "job_id": row.id,
+                    "attempt": row.attempts,
+                    "engine_id": None,
+                    "state": JobState.SUBMITTED.value,
+                    "memory_mb": row.memory_mb,
+                    "report_path": spec.report_path,
+                    "submitted_at": now,
+                }
+            )
+        self._staged = (names, rows, specs)
+        return True
+
+    def _submit_staged(self) -> bool:
+        """Hand the staged jobs to the engine: their attempts must be written by now."""
+        if self._staged is None:
+            return False
+        names, rows, specs = self._staged
+        self._staged = None
+        try:
             engine_ids = self.engine.submit(specs)
         except Exception as exc:
             if failure_kind(exc) is None:
@@ -460,27 +522,6 @@ class Scheduler:
             )
             self._in_flight[engine_id] = _InFlight(row.id, engine_id, spec)
         return True
-
-    def _write_ahead(self, rows: list[JobRow], specs: list[JobSpec]) -> None:
-        """Commit the new attempts of ``rows`` as submitted (no engine id yet) before
-        the engine gets them: see the module docstring. One transaction per loop that
-        submits, with the other changes waiting to be written."""
-        now = utcnow()
-        for row, spec in zip(rows, specs, strict=True):
-            self._set(row, JobState.SUBMITTED)
-            row.engine_id = None
-            self._new_attempts.append(
-                {
-                    "job_id": row.id,
-                    "attempt": row.attempts,
-                    "engine_id": None,
-                    "state": JobState.SUBMITTED.value,
-                    "memory_mb": row.memory_mb,
-                    "report_path": spec.report_path,
-                    "submitted_at": now,
-                }
-            )
-        self._flush(force=True)
 
     def _not_submitted(self, names: list[str], exc: Exception) -> None:
         """Jobs whose spec could not be written (a full disk, :mod:`skybatch.job.causes`):
@@ -506,7 +547,7 @@ class Scheduler:
         with ``kind`` and ``error``, and hold the job (its children are blocked)."""
         now = utcnow()
         del self._ready[row.name]
-        if row.state != JobState.SUBMITTED.value:  # else written ahead (_write_ahead)
+        if row.state != JobState.SUBMITTED.value:  # else staged and written ahead
             self._set(row, JobState.SUBMITTED)
             self._new_attempts.append(
                 {
@@ -653,36 +694,8 @@ class Scheduler:
     def flush_into(self, session: Session) -> None:
         """Write the pending state changes in the caller's transaction; call
         :meth:`flushed` once it committed (an execution pool writes the changes of
-        all its runs in one transaction)."""
-        now = utcnow()
-        if self._dirty:
-            session.execute(
-                update(JobRow),
-                [
-                    {
-                        "id": row.id,
-                        "state": row.state,
-                        "attempts": row.attempts,
-                        "attempt_limit": row.attempt_limit,
-                        "memory_mb": row.memory_mb,
-                        "engine_id": row.engine_id,
-                        "exit_code": row.exit_code,
-                        "failure": row.failure,
-                        "error": row.error,
-                        "updated_at": now,
-                    }
-                    for row in (self._by_id[i] for i in self._dirty)
-                ],
-            )
-        # Core statements, executemany: no ORM identity map to keep in step.
-        if self._new_attempts:
-            session.execute(insert(_attempts), self._new_attempts)
-        if self._engine_ids:
-            session.execute(_ATTEMPT_ENGINE_ID, self._engine_ids)
-        if self._attempt_updates:
-            session.execute(_FINISH_ATTEMPT, self._attempt_updates)
-        if self._quanta:
-            session.execute(insert(QuantumRunRow), self._quanta)
+        all its runs at once: :func:`flush_all`)."""
+        flush_all(session, [self])
 
     def flushed(self) -> None:
         """The changes :meth:`flush_into` wrote were committed: forget them."""
@@ -691,6 +704,50 @@ class Scheduler:
         self._engine_ids = []
         self._attempt_updates = []
         self._quanta = []
+
+
+def flush_all(session: Session, schedulers: Sequence[Scheduler]) -> None:
+    """Write the pending state changes of ``schedulers`` in the caller's transaction,
+    one executemany per kind of change for all of them (Core statements: no ORM
+    identity map to keep in step, no ORM bulk layer); call each one's
+    :meth:`Scheduler.flushed` once it committed."""
+    now = utcnow()
+    jobs: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []
+    engine_ids: list[dict[str, Any]] = []
+    ended: list[dict[str, Any]] = []
+    quanta: list[dict[str, Any]] = []
+    for scheduler in schedulers:
+        jobs.extend(
+            {
+                "b_id": row.id,
+                "state": row.state,
+                "attempts": row.attempts,
+                "attempt_limit": row.attempt_limit,
+                "memory_mb": row.memory_mb,
+                "engine_id": row.engine_id,
+                "exit_code": row.exit_code,
+                "failure": row.failure,
+                "error": row.error,
+                "updated_at": now,
+            }
+            for row in (scheduler._by_id[i] for i in scheduler._dirty)
+        )
+        new.extend(scheduler._new_attempts)
+        engine_ids.extend(scheduler._engine_ids)
+        ended.extend(scheduler._attempt_updates)
+        quanta.extend(scheduler._quanta)
+    connection = session.connection()
+    if jobs:
+        connection.execute(_UPDATE_JOB, jobs)
+    if new:  # before their engine ids and ends: the same flush may carry all three
+        connection.execute(insert(_attempts), new)
+    if engine_ids:
+        connection.execute(_ATTEMPT_ENGINE_ID, engine_ids)
+    if ended:
+        connection.execute(_FINISH_ATTEMPT, ended)
+    if quanta:
+        connection.execute(insert(_quantum_runs), quanta)
 
 
 def create_jobs(sessions: sessionmaker[Session], run_id: int, workflow: Workflow) -> int:
@@ -768,6 +825,25 @@ def blocked_jobs(nodes: dict[str, JobNode], states: dict[str, str]) -> set[str]:
 
 _attempts: Table = JobAttemptRow.__table__  # type: ignore[assignment]
 #: Finish one attempt (executemany over the attempts of a flush).
+_jobs: Table = JobRow.__table__  # type: ignore[assignment]
+_quantum_runs: Table = QuantumRunRow.__table__  # type: ignore[assignment]
+
+_UPDATE_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("state"),
+        attempts=bindparam("attempts"),
+        attempt_limit=bindparam("attempt_limit"),
+        memory_mb=bindparam("memory_mb"),
+        engine_id=bindparam("engine_id"),
+        exit_code=bindparam("exit_code"),
+        failure=bindparam("failure"),
+        error=bindparam("error"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
 _ATTEMPT_ENGINE_ID = (
     update(_attempts)
     .where(
