@@ -25,17 +25,21 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+from sqlalchemy import insert
+
 from skybatch.backbone.catalog import FileRecord
 from skybatch.backbone.service import Backbone
+from skybatch.db.state import open_state_db
 from skybatch.job import stageout
 from skybatch.job.cache import enable_process_cache
 from skybatch.job.spec import JobSpec, OutputFileReport, QuantumReport, RuntimeStats
+from skybatch.run.models import JobRow, RunRow
 from skybatch.settings import load_settings
 
 OUTPUTS = ("postISRCCD", "isr_metadata", "isr_log")
 
 
-def _world(root: Path, n_inputs: int) -> tuple[str, list[FileRecord]]:
+def _world(root: Path, n_inputs: int, n_jobs: int) -> tuple[str, list[FileRecord]]:
     settings = load_settings(home=root / "home")
     backbone = Backbone.from_settings(settings)
     for name, kind in (("archive", "archive"), ("site:x", "site")):
@@ -55,6 +59,21 @@ def _world(root: Path, n_inputs: int) -> tuple[str, list[FileRecord]]:
         for i in range(n_inputs)
     ]
     backbone.catalog.register(inputs, "archive")
+    # The jobs' rows, each running its first attempt: the transaction claims it.
+    with open_state_db(settings).begin() as session:
+        run = RunRow(name="r", repo="repo", pipeline="p", workdir="w")
+        session.add(run)
+        session.flush()
+        session.execute(
+            insert(JobRow),
+            [
+                {
+                    "run_id": run.id, "name": f"isr_{j}", "label": "isr", "state": "running",
+                    "attempts": 1, "memory_mb": 1, "walltime_s": 60,
+                }
+                for j in range(n_jobs)
+            ],
+        )  # fmt: skip
     return settings.database_url(), inputs
 
 
@@ -71,6 +90,7 @@ def _job(root: Path, db_url: str, inputs: list[FileRecord], j: int) -> tuple[Any
         db_url=db_url,
         site_endpoint="site:x",
         site_root=str(root / "site:x"),
+        job_id=j + 1,
     )
     outputs = [
         OutputFileReport(
@@ -109,7 +129,7 @@ def _job(root: Path, db_url: str, inputs: list[FileRecord], j: int) -> tuple[Any
 
 
 def skybatch_ms(root: Path, jobs: int) -> float:
-    db_url, inputs = _world(root, 2000)
+    db_url, inputs = _world(root, 2000, jobs)
     enable_process_cache()
     walls = []
     for j in range(jobs):
@@ -125,7 +145,7 @@ def skybatch_ms(root: Path, jobs: int) -> float:
 
 def sqlite3_floor_ms(root: Path, jobs: int) -> float:
     """The same rows (files, replicas, activity, edges) with the sqlite3 module alone."""
-    db_url, inputs = _world(root, 2000)
+    db_url, inputs = _world(root, 2000, jobs)
     db = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -135,6 +155,12 @@ def sqlite3_floor_ms(root: Path, jobs: int) -> float:
         now = datetime.now(UTC).isoformat()
         start = time.process_time()
         db.execute("BEGIN IMMEDIATE")
+        claimed = db.execute(
+            "UPDATE jobs SET updated_at = ? WHERE id = ? AND attempts = 1"
+            " AND state IN ('submitted', 'running')",
+            (now, spec.job_id),
+        )
+        assert claimed.rowcount == 1
         ids = [
             db.execute(
                 "INSERT INTO bb_file (path, size_bytes, md5, dataset_id, dataset_type, data_id,"

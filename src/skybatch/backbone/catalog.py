@@ -21,7 +21,6 @@ from sqlalchemy import (
     Text,
     any_,
     bindparam,
-    cast,
     delete,
     func,
     insert,
@@ -64,6 +63,27 @@ _FILES: Table = FileRow.__table__  # type: ignore[assignment]
 _REPLICAS: Table = ReplicaRow.__table__  # type: ignore[assignment]
 _ACTIVITIES: Table = Activity.__table__  # type: ignore[assignment]
 _EDGES: Table = ProvenanceEdge.__table__  # type: ignore[assignment]
+
+
+_FILES_WHERE_IN: dict[tuple[str, bool], Any] = {}
+
+
+def _files_where_in(column: Any, postgres: bool) -> Any:
+    """``SELECT`` the file columns ``WHERE column IN :values``, built once per column
+    (a statement built per call cost more than the query, for a job's few files).
+    PostgreSQL takes the values as one array parameter (``= ANY(...)``), far cheaper
+    than thousands of bound values; SQLite gets an expanding ``IN`` list."""
+    key = (column.key, postgres)
+    statement = _FILES_WHERE_IN.get(key)
+    if statement is None:
+        values = (
+            any_(bindparam("values", type_=ARRAY(column.type)))
+            if postgres
+            else bindparam("values", expanding=True)
+        )
+        condition = column == values if postgres else column.in_(values)
+        statement = _FILES_WHERE_IN[key] = select(*_FILE_COLUMNS).where(condition)
+    return statement
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -447,15 +467,9 @@ class Catalog:
         key = column.key
         connection = session.connection()
         postgres = connection.dialect.name == "postgresql"
+        statement = _files_where_in(column, postgres)
         for chunk in _chunks(unique, 50_000 if postgres else CHUNK):
-            # PostgreSQL takes the whole chunk as one array parameter (= ANY(...)), far
-            # cheaper than thousands of bound values; SQLite gets a plain IN list.
-            condition = (
-                column == any_(cast(list(chunk), ARRAY(column.type)))
-                if postgres
-                else column.in_(chunk)
-            )
-            rows = connection.execute(select(*_FILE_COLUMNS).where(condition))
+            rows = connection.execute(statement, {"values": list(chunk)})
             for row in rows:
                 info = FileInfo(*row)
                 out[getattr(info, key)] = info

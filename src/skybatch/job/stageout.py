@@ -211,19 +211,19 @@ def check_current_attempt(spec: JobSpec, session: Session, *, claim: bool = Fals
     restart) or whose job was cancelled does not. ``claim``: check with a conditional
     update, in the caller's write transaction, so the check and the registration that
     follows are one atomic step."""
-    from sqlalchemy import select, update
+    from sqlalchemy import select
 
     from skybatch.db.models import utcnow
-    from skybatch.engines.base import JobState
     from skybatch.run.models import JobRow
 
-    live = (JobState.SUBMITTED.value, JobState.RUNNING.value)
-    where = (JobRow.id == spec.job_id, JobRow.attempts == spec.attempt, JobRow.state.in_(live))
+    check, claim_it = _attempt_statements()
+    values = {"b_id": spec.job_id, "b_attempt": spec.attempt}
+    connection = session.connection()
     if claim:
-        current = session.execute(update(JobRow).where(*where).values(updated_at=utcnow()))
+        current = connection.execute(claim_it, {**values, "now": utcnow()})
         ok = getattr(current, "rowcount", 0) == 1
     else:
-        ok = session.scalar(select(JobRow.id).where(*where)) is not None
+        ok = connection.execute(check, values).first() is not None
     if not ok:
         row = session.execute(
             select(JobRow.attempts, JobRow.state).where(JobRow.id == spec.job_id)
@@ -236,6 +236,29 @@ def check_current_attempt(spec: JobSpec, session: Session, *, claim: bool = Fals
             hint="nothing to do: the job's current attempt writes them "
             "(this one outlived a killed driver, or the job was cancelled)",
         )
+
+
+_ATTEMPT_STATEMENTS: list[Any] = []
+
+
+def _attempt_statements() -> tuple[Any, Any]:
+    """The current-attempt check (a select) and claim (an update), built once."""
+    if not _ATTEMPT_STATEMENTS:
+        from sqlalchemy import Table, bindparam, select, update
+
+        from skybatch.engines.base import JobState
+        from skybatch.run.models import JobRow
+
+        jobs = cast(Table, JobRow.__table__)
+        live = [JobState.SUBMITTED.value, JobState.RUNNING.value]
+        where = (
+            jobs.c.id == bindparam("b_id"),
+            jobs.c.attempts == bindparam("b_attempt"),
+            jobs.c.state.in_(live),
+        )
+        _ATTEMPT_STATEMENTS.append(select(jobs.c.id).where(*where))
+        _ATTEMPT_STATEMENTS.append(update(jobs).where(*where).values(updated_at=bindparam("now")))
+    return _ATTEMPT_STATEMENTS[0], _ATTEMPT_STATEMENTS[1]
 
 
 class _SessionInTransaction:
