@@ -119,12 +119,60 @@ def test_a_survey_is_not_built_over_the_files_of_another_datastore(
     assert not (tmp_path / "again").exists()
 
 
-def test_jobs_without_a_shared_filesystem_are_refused_on_an_s3_datastore(
+def test_jobs_without_a_shared_filesystem_stage_from_and_to_the_bucket_themselves(
     s3_server: Any, s3_survey: tuple[Survey, str], tmp_path: Path
 ) -> None:
     survey, bucket = s3_survey
-    command = run_command(tmp_path / "home", survey, "t/noshared", "--no-shared-filesystem")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stderr
-    assert "--no-shared-filesystem" in done.stderr and "object store" in done.stderr
-    assert _objects(s3_server.client, bucket, "demo/t/noshared") == {}
+    home = tmp_path / "home"
+    command = run_command(home, survey, "t/noshared", "--workers", "2", "--no-shared-filesystem")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+    objects = _objects(s3_server.client, bucket, "demo/")
+    backbone = Backbone.from_settings(load_settings(home=home))
+    files = backbone.catalog.files(run="t/noshared")
+    assert {f.dataset_type for f in files} >= {"calexp", "deepCoadd"}
+    for f in files:  # each job's outputs went straight into the bucket, verified
+        data = objects[f"demo/{f.path}"]
+        assert (len(data), hashlib.md5(data).hexdigest()) == (f.size_bytes, f.md5)
+    assert [p for p in (home / "site-cache").rglob("*") if p.is_file()] == []  # no site copies
+
+
+def test_a_corrupt_site_replica_is_replaced_by_the_bucket_copy_in_the_job(
+    s3_survey: tuple[Survey, str], tmp_path: Path
+) -> None:
+    from skybatch.demo.driver import pipeline_path
+    from skybatch.demo.survey import DEFAULTS
+    from skybatch.run.driver import RunOptions, read_reports, submit_run
+
+    survey, _ = s3_survey
+    settings = load_settings(home=tmp_path / "home")
+
+    def options(run: str) -> RunOptions:
+        return RunOptions(
+            repo=survey.repo,
+            pipeline=str(pipeline_path()) + "#step1",
+            inputs=[DEFAULTS],
+            workers=2,
+            output_run=run,
+            query="visit = 1000 AND detector = 0",
+        )
+
+    assert submit_run(settings, options("t/flip-a")).state == "succeeded"
+    backbone = Backbone.from_settings(settings)
+    raws = backbone.catalog.files(dataset_type="raw")
+    cached = backbone.catalog.placements([f.id for f in raws], "site:local")
+    assert cached
+    site = backbone.endpoint("site:local")
+    for p in cached:  # one byte flipped in the middle, same size
+        local = site.local_path(p.file.path)
+        data = bytearray(local.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        local.write_bytes(bytes(data))
+
+    again = submit_run(settings, options("t/flip-b"))
+    assert again.state == "succeeded"
+    replaced = {p for r in read_reports(Path(again.workdir)) for p in r.inputs_replaced}
+    assert replaced and replaced <= {p.file.path for p in cached}
+    after = backbone.catalog.placements([p.file.id for p in cached], "site:local")
+    assert any(p.replica.state == ReplicaState.CORRUPT for p in after)

@@ -61,7 +61,6 @@ def recall(
 ) -> RecallReport:
     """Bring nearline files of the archive back online, one mount per tape volume."""
     name = endpoint or backbone.archive_name()
-    archive = backbone.tape_endpoint(name)
     catalog = backbone.catalog
     report = RecallReport()
     placements = {p.file.id: p for p in catalog.placements([f.id for f in files], name)}
@@ -70,6 +69,10 @@ def recall(
         for f in files
         if f.id in placements and placements[f.id].replica.state in ("nearline", "staging")
     ]
+    if not wanted:  # nothing on tape only (always so on an archive without a tape tier)
+        report.already_online = len(files)
+        return report
+    archive = backbone.tape_endpoint(name)
     # A crashed recall may have committed files the catalog does not know yet.
     leftovers = [f for f in wanted if archive.state(f.path) is FileState.ONLINE]
     done_ids = _accept_leftovers(backbone, name, leftovers) if leftovers else set()

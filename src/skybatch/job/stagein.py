@@ -7,7 +7,8 @@ to the staged files once the job's butler config points its root there.
 - ``symlink``: the site cache is on a shared filesystem; link to it (no bytes move).
 - ``copy``: copy from the site cache to local disk (better where the shared
   filesystem is slow for random reads), verified.
-- ``archive``: no shared filesystem; fetch from the central archive, verified.
+- ``archive``: no shared filesystem; fetch from the central archive, verified (by
+  path, or, for an archive in an object store, by its client's download).
 
 The expected size and md5 come from the catalog (:mod:`.replicas`), or the spec. A
 site replica is read only once verified: trusted unread when the catalog recorded an
@@ -27,17 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skybatch.backbone.checksums import md5_file
+from skybatch.backbone.endpoints.base import FileState
+from skybatch.backbone.endpoints.objectstore import ObjectStoreEndpoint, is_object_store
 from skybatch.backbone.endpoints.posix import PosixEndpoint
 from skybatch.backbone.errors import BackboneError, ChecksumMismatchError
 from skybatch.backbone.models import ReplicaState
-from skybatch.backbone.transfer import write_verified
+from skybatch.backbone.transfer import Download, write_verified
 from skybatch.errors import InputError
 
 from .errors import JobSpecError, StageInError
 from .replicas import KnownInput, known_inputs, record_checks
 from .spec import FileSpec, JobSpec
 
-__all__ = ["StageInResult", "source_root", "stage_in"]
+__all__ = ["StageInResult", "object_store_archive", "source_root", "stage_in"]
 
 _log = logging.getLogger(__name__)
 
@@ -97,7 +100,9 @@ def stage_in(spec: JobSpec, datastore: Path) -> StageInResult:
         JobSpecError: the spec lacks the root the mode needs, or a path is not logical.
         StageInError: an input is missing, has the wrong size, or its copy the wrong md5.
     """
-    root = source_root(spec)
+    store = object_store_archive(spec, datastore.parent / "spool")
+    from_store = store if spec.stage_in == "archive" else None
+    root: Path | str = from_store.location if from_store is not None else source_root(spec)
     scratch = PosixEndpoint(SCRATCH, datastore)
     staged: list[str] = []
     seen: set[str] = set()
@@ -116,8 +121,13 @@ def stage_in(spec: JobSpec, datastore: Path) -> StageInResult:
                 where=f"inputs[{item.path!r}]",
                 hint=exc.hint,
             ) from None
-        source = root / item.path
-        if not source.is_file():
+        source = Path(root) / item.path if from_store is None else f"{root}{item.path}"
+        present = (
+            from_store.state(item.path) is FileState.ONLINE
+            if from_store is not None
+            else Path(source).is_file()
+        )
+        if not present:
             raise StageInError(
                 f"input {item.path} ({item.dataset_type}, dataset {item.dataset_id}) "
                 f"is missing from {root}",
@@ -126,10 +136,12 @@ def stage_in(spec: JobSpec, datastore: Path) -> StageInResult:
             )
         expected = _expected(item, known.get(item.path))
         try:
-            if spec.stage_in == "archive":
-                total += _copy(scratch, source, item, expected)
+            if from_store is not None:
+                total += _download(scratch, from_store, item, expected)
+            elif spec.stage_in == "archive":
+                total += _copy(scratch, Path(source), item, expected)
             else:
-                total += _from_site(spec, scratch, source, item, expected, known, checks)
+                total += _from_site(spec, scratch, Path(source), item, expected, known, checks)
         except ChecksumMismatchError as exc:
             raise StageInError(
                 f"input {item.path} ({item.dataset_type}) in {root} is corrupt: (size, md5) "
@@ -269,6 +281,9 @@ def _from_archive(
     why: str,
 ) -> int:
     """A verified copy of the archive's file instead of a bad site replica."""
+    store = object_store_archive(spec, scratch.root.parent / "spool")
+    if store is not None:
+        return _from_store_archive(store, scratch, item, expected, checks, why)
     archive = Path(spec.archive_root) / item.path if spec.archive_root else None
     if archive is None or not archive.is_file():
         raise StageInError(
@@ -291,6 +306,58 @@ def _from_archive(
             f"{spec.archive_endpoint}` (it repairs from tape), then resubmit the job",
         ) from exc
     checks.replaced.append(item.path)
+    return size
+
+
+def _from_store_archive(
+    store: ObjectStoreEndpoint,
+    scratch: PosixEndpoint,
+    item: FileSpec,
+    expected: tuple[int, str] | None,
+    checks: _Checks,
+    why: str,
+) -> int:
+    """:func:`_from_archive` for an archive in an object store: its object, downloaded."""
+    where = f"{store.location}{item.path}"
+    if store.state(item.path) is not FileState.ONLINE:
+        raise StageInError(
+            f"the site replica of input {item.path} ({item.dataset_type}) is unusable "
+            f"({why}) and the archive has no copy at {where}",
+            where=f"{store.name}:{item.path}",
+            hint="repair the replica (`skybatch backbone verify`), then resubmit the job",
+        )
+    try:
+        size = _download(scratch, store, item, expected)
+    except ChecksumMismatchError as exc:
+        raise StageInError(
+            f"input {item.path} ({item.dataset_type}): the site replica is unusable ({why}) "
+            f"and the archive's copy is corrupt too: (size, md5) expected {exc.expected}, "
+            f"copied {exc.actual}",
+            where=where,
+            hint=f"run `skybatch backbone verify --endpoint {store.name}`, then resubmit the job",
+        ) from exc
+    checks.replaced.append(item.path)
+    return size
+
+
+def object_store_archive(spec: JobSpec, spool: Path) -> ObjectStoreEndpoint | None:
+    """The archive as an endpoint when it is in an object store (``archive_root`` is a
+    URI such as ``s3://bucket/repo/``), its partial copies spooled in ``spool``; None
+    when it is a directory (read by path) or not given."""
+    if not spec.archive_root or not is_object_store(spec.archive_root):
+        return None
+    return ObjectStoreEndpoint(spec.archive_endpoint, spec.archive_root, spool_dir=spool)
+
+
+def _download(
+    scratch: PosixEndpoint,
+    store: ObjectStoreEndpoint,
+    item: FileSpec,
+    expected: tuple[int, str] | None,
+) -> int:
+    size, _ = write_verified(
+        Download(store, item.path), scratch, item.path, expected, durable=False
+    )
     return size
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from skybatch.backbone.catalog import Catalog, FileRecord
+from skybatch.backbone.endpoints.base import Endpoint
+from skybatch.backbone.endpoints.objectstore import ObjectStoreEndpoint, is_object_store
 from skybatch.backbone.endpoints.posix import PosixEndpoint
 from skybatch.backbone.errors import BackboneError
 from skybatch.backbone.models import EdgeRelation, EndpointRow
@@ -65,8 +67,9 @@ class StageOutResult:
     activities: dict[str, int] = field(default_factory=dict)  # quantum id -> activity id
 
 
-def target_of(spec: JobSpec) -> tuple[str, Path]:
-    """(endpoint name, root on this host) that outputs go to; JobSpecError if unset."""
+def target_of(spec: JobSpec) -> tuple[str, Path | str]:
+    """(endpoint name, root on this host, or the URI of an archive in an object store)
+    that outputs go to; JobSpecError if unset."""
     if spec.stage_out == "archive":
         if not spec.archive_root:
             raise JobSpecError(
@@ -74,6 +77,8 @@ def target_of(spec: JobSpec) -> tuple[str, Path]:
                 where="archive_root",
                 hint="set archive_root to the central archive (Butler datastore) root",
             )
+        if is_object_store(spec.archive_root):
+            return spec.archive_endpoint, spec.archive_root
         return spec.archive_endpoint, Path(spec.archive_root)
     if not spec.site_root:
         raise JobSpecError(
@@ -117,13 +122,17 @@ def stage_out(
 def _copy_out(spec: JobSpec, datastore: Path, outputs: list[OutputFileReport]) -> StageOutResult:
     """Verified copies of ``outputs`` on the target endpoint, synced once."""
     name, root = target_of(spec)
-    if not root.is_dir():
+    endpoint: Endpoint
+    if isinstance(root, str):  # the archive in an object store: spooled, then one PUT each
+        endpoint = ObjectStoreEndpoint(name, root, spool_dir=datastore.parent / "spool")
+    elif not root.is_dir():
         raise StageOutError(
             f"the stage-out directory {root} of {name} does not exist on this host",
             where=str(root),
             hint="check that the shared filesystem is mounted on this node",
         )
-    endpoint = PosixEndpoint(name, root)
+    else:
+        endpoint = PosixEndpoint(name, root)
     result = StageOutResult(endpoint=name)
     for output in outputs:
         try:
@@ -150,8 +159,10 @@ def _copy_out(spec: JobSpec, datastore: Path, outputs: list[OutputFileReport]) -
     return result
 
 
-def _stat(root: Path, output: OutputFileReport) -> tuple[int, int] | None:
-    """``(mtime_ns, size)`` of an output's staged file."""
+def _stat(root: Path | str, output: OutputFileReport) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of an output's staged file (None: not a local file)."""
+    if isinstance(root, str):
+        return None
     try:
         info = os.stat(root / output.path)
     except OSError:
@@ -161,7 +172,7 @@ def _stat(root: Path, output: OutputFileReport) -> tuple[int, int] | None:
 
 def _register(
     spec: JobSpec,
-    root: Path,
+    root: Path | str,
     endpoint: str,
     outputs: list[OutputFileReport],
     executed: list[ExecutedQuantum],

@@ -18,7 +18,6 @@ from typing import Any
 from skybatch.backbone.service import Backbone, SiteRequest
 from skybatch.engines.base import Engine
 from skybatch.engines.registry import EngineRegistry
-from skybatch.errors import InputError
 from skybatch.graph.workflow import ClusterRule, ResourceRequest
 from skybatch.job.spec import JobReport
 from skybatch.repository import ButlerRepository, resolve_repository
@@ -171,15 +170,6 @@ class RunContext:
         self.sessions = self.backbone.catalog.sessions
         self.workdir = workdir or run_workdir(settings, run)
         self.repository: ButlerRepository = resolve_repository(options.repo, where="--repo")
-        if self.repository.datastore_root is None and not options.shared_filesystem:
-            raise InputError(
-                "jobs without a shared filesystem stage in from and out to the archive "
-                f"themselves, and this repository's archive is an object store "
-                f"({self.repository.datastore_uri}), which jobs cannot read yet",
-                where="--no-shared-filesystem",
-                hint="run with a site cache the compute nodes see (--shared-filesystem, "
-                "the default): inputs are staged to it from the bucket and outputs back",
-            )
         self.repo = self.repository.location
         #: The configuration outputs are named and written with: the repository's, or
         #: with the run's file templates merged in, in the run's directory.
