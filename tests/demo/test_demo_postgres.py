@@ -228,3 +228,15 @@ def test_an_unreachable_registry_server_is_refused_naming_the_option(
     err = capsys.readouterr().err
     assert "cannot connect to the PostgreSQL database" in err and "--registry" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_registry_url_with_a_password_is_refused_before_anything_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused from the URL alone: no server is asked, nothing is written.
+    url = "postgresql://survey:s3cret-pw@127.0.0.1:5432/registry"
+    assert main(["demo", "init", str(tmp_path / "s"), "--registry", url, *SHAPE]) == 2
+    err = capsys.readouterr().err
+    assert "holds a password" in err and "--registry" in err and "db-auth.yaml" in err
+    assert "s3cret-pw" not in err
+    assert not (tmp_path / "s").exists()

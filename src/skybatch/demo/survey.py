@@ -48,6 +48,16 @@ REPO_CONFIG: dict[str, Any] = {
 }
 
 
+def _has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return False  # not a URL: refused as such below
+
+
 @dataclass(frozen=True)
 class PostgresRegistry:
     """A Butler registry in a PostgreSQL database: ``url`` names the database (it is
@@ -84,6 +94,16 @@ class PostgresRegistry:
                 where=where,
                 hint="give postgresql://USER@HOST:PORT/DATABASE (the demo survey's SQLite "
                 "registry needs no option)",
+            )
+        if _has_password(self.url):
+            raise InputError(
+                "the registry URL holds a password, which would be written into the "
+                "repository's butler.yaml (and every job's copy of it) and is visible to "
+                "other users in the process list and the shell history",
+                where=where,
+                hint="give the URL without it (postgresql://USER@HOST:PORT/DATABASE) and keep "
+                "the password where PostgreSQL clients and the Butler look for it: "
+                "~/.pgpass (mode 600) and ~/.lsst/db-auth.yaml (mode 600), or PGPASSWORD",
             )
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.schema) or self.schema.startswith("pg_"):
             raise InputError(
