@@ -291,6 +291,7 @@ def measure(url: str, token: str, campaign_id: int, n: int) -> None:
     run = f"survey-dr1/{c}/step1/g00000"
     api = [
         ("campaign list", "/api/campaigns"),
+        ("overview (cards)", "/api/overview"),
         ("campaign (status)", f"/api/campaigns/{c}"),
         ("groups, page of 100", f"/api/campaigns/{c}/groups?limit=100"),
         ("jobs, page of 100", f"/api/campaigns/{c}/jobs?limit=100"),

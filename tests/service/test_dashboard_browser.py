@@ -36,7 +36,7 @@ from standins import standin_backbone, standin_campaign, standin_details
 from skybatch.auth.tokens import create_token
 from skybatch.db.state import open_state_db
 from skybatch.read.campaigns import campaign_status, list_groups
-from skybatch.read.dashboard import backbone_storage
+from skybatch.read.dashboard import backbone_storage, campaign_cards
 from skybatch.settings import Settings, load_settings
 
 CHROMIUM_ENV = "SKYBATCH_TEST_CHROMIUM"
@@ -189,6 +189,12 @@ def test_overview_shows_each_campaign_with_state_and_progress(
     assert card.locator(".state").inner_text() == "running"
     assert f"{done} of {len(groups)} groups done" in card.locator(".progress").inner_text()
     assert card.locator(".bar span.running").count() == 1
+    with open_state_db(dashboard.settings)() as session:
+        cards = {c.campaign.id: c for c in campaign_cards(session)}
+    known = cards[dashboard.campaigns["survey"]]
+    assert (known.quanta_done, known.quanta_expected, known.failed_jobs) == (1, 3, 2)
+    assert card.locator(".quanta").inner_text().startswith("1 of 3 quanta")
+    assert card.locator(".failures").inner_text() == "2 held or failed job(s)"
     dashboard.screenshot(page, "overview")
     page.context.close()
 

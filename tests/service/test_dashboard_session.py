@@ -210,3 +210,52 @@ def test_figures_follow_new_quanta_and_quartiles_match_the_sample(
     for got, want in zip((d.q1, d.median, d.q3), exact, strict=True):
         assert got is not None and abs(got - want) <= tolerance, (got, want)
     assert calibrate.peak_memory_mb.count == len(before)
+
+
+def test_the_overview_gives_quanta_failures_rate_and_eta(site: tuple) -> None:
+    """A running campaign whose quanta ended in the last 10 minutes has a rate, and an
+    ETA for the quanta of its jobs not yet done; a finished one has neither."""
+    client, tokens, campaign_id = site
+    viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
+    card = client.get("/api/overview", headers=viewer).json()[0]
+    assert card["campaign"]["id"] == campaign_id
+    # g0's 3 jobs (1 quantum each): 1 succeeded, 2 held; its quanta ended 30-60 min ago
+    assert (card["quanta_done"], card["quanta_expected"], card["failed_jobs"]) == (1, 3, 2)
+    assert (card["quanta_per_s"], card["eta"]) == (0.0, None)
+
+
+def test_a_running_campaigns_rate_gives_its_eta(db_url: str, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import select
+
+    from skybatch.read.dashboard import campaign_cards
+    from skybatch.run.models import JobRow, QuantumRunRow
+
+    settings = load_settings(home=tmp_path / "home", db={"url": db_url})
+    running = standin_campaign(settings, "running", "busy")
+    paused = standin_campaign(settings, "paused", "resting")
+    with open_state_db(settings).begin() as session:
+        for job in session.scalars(select(JobRow)):
+            for i in range(30):  # 30 quanta per job ended a minute ago: 60 per campaign
+                session.add(
+                    QuantumRunRow(
+                        run_id=job.run_id,
+                        job_id=job.id,
+                        attempt=1,
+                        quantum_id=f"{job.id}-{i}",
+                        task_label=job.label,
+                        status="succeeded" if job.state == "succeeded" else "failed",
+                        end=utcnow() - timedelta(minutes=1),
+                    )
+                )
+    before = utcnow()
+    with open_state_db(settings)() as session:
+        cards = {c.campaign.id: c for c in campaign_cards(session)}
+    busy, resting = cards[running], cards[paused]
+    assert busy.quanta_per_s == pytest.approx(30 / 600)
+    assert busy.eta is not None
+    # 2 quanta left at 0.05 per second: 40 s from now
+    eta: datetime = busy.eta
+    assert 35 <= (eta - before).total_seconds() <= 45
+    assert resting.eta is None and resting.quanta_per_s == 0.0  # only running campaigns

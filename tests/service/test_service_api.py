@@ -91,6 +91,7 @@ ENDPOINTS: list[tuple[str, Path_, str, str]] = [
     ("GET", lambda c, s: "/api/backbone/endpoints", "viewer", "running"),
     ("GET", lambda c, s: "/api/backbone/usage?by=run", "viewer", "running"),
     ("GET", lambda c, s: "/api/backbone/storage", "viewer", "running"),
+    ("GET", lambda c, s: "/api/overview?state=running&limit=5", "viewer", "running"),
     ("GET", lambda c, s: "/api/files?id=1", "viewer", "running"),
     ("GET", lambda c, s: f"/api/events?campaign={c}&after=0&wait_s=0.1", "viewer", "running"),
     ("GET", lambda c, s: "/api/tokens", "admin", "running"),
@@ -669,4 +670,4 @@ def test_every_api_route_refuses_a_request_without_a_token(service: Service) -> 
             answer = service.client.request(method.upper(), path, json={})
             assert answer.status_code == 401, (method, path, answer.text)
             checked += 1
-    assert checked >= 30  # every route of this version
+    assert checked >= 31  # every route of this version

@@ -29,18 +29,22 @@ from skybatch.backbone.models import (
 from skybatch.campaign.actions import get_campaign
 from skybatch.campaign.models import CampaignGroupRow, CampaignStepRow
 from skybatch.db.models import utcnow
-from skybatch.run.models import QuantumRunRow, RunRow
+from skybatch.run.models import JobRow, QuantumRunRow, RunRow
 
-from .models import ReadModel
+from .campaigns import list_campaigns
+from .models import CampaignSummary, ReadModel
 
 __all__ = [
+    "RATE_WINDOW_S",
     "BackboneStorage",
+    "CampaignCard",
     "Distribution",
     "EndpointStorage",
     "Progress",
     "StepNode",
     "TaskResources",
     "backbone_storage",
+    "campaign_cards",
     "campaign_progress",
     "quanta_version",
     "step_graph",
@@ -384,3 +388,92 @@ def backbone_storage(session: Session) -> BackboneStorage:
         cached_bytes=sum(e.cached_bytes for e in endpoints),
         recall_waiting_files=sum(e.recall_waiting_files for e in endpoints),
     )
+
+
+#: The window over which a campaign's quanta per second are counted.
+RATE_WINDOW_S = 600.0
+
+
+class CampaignCard(ReadModel):
+    """A campaign as the overview shows it: its list entry, its jobs' quanta done of
+    those known so far (steps not yet expanded have none), held and failed jobs, its
+    rate and, while it runs, when the known quanta would be done at that rate."""
+
+    campaign: CampaignSummary
+    started: datetime | None
+    quanta_expected: int = Field(description="quanta of the jobs created so far")
+    quanta_done: int = Field(description="quanta of succeeded jobs")
+    failed_jobs: int = Field(description="held or failed jobs")
+    quanta_per_s: float = Field(
+        description=f"quanta succeeded per second, last {RATE_WINDOW_S:g} s"
+    )
+    eta: datetime | None = Field(description="the known quanta done at that rate (running only)")
+
+
+def campaign_cards(
+    session: Session, *, states: list[str] | None = None, offset: int = 0, limit: int | None = None
+) -> list[CampaignCard]:
+    """The campaigns of :func:`~skybatch.read.campaigns.list_campaigns` with their
+    quanta, failures, rate and ETA (two aggregate queries over their jobs and their
+    recent quanta, whatever their number)."""
+    from skybatch.campaign.models import CampaignRow
+
+    summaries = list_campaigns(session, states=states, offset=offset, limit=limit)
+    ids = [c.id for c in summaries]
+    g = CampaignGroupRow
+    quanta: dict[int, list[int]] = {i: [0, 0, 0] for i in ids}
+    for campaign_id, state, n_quanta, n_jobs in session.execute(
+        select(g.campaign_id, JobRow.state, func.sum(JobRow.n_quanta), func.count())
+        .join(RunRow, RunRow.name == g.run_name)
+        .join(JobRow, JobRow.run_id == RunRow.id)
+        .where(g.campaign_id.in_(ids))
+        .group_by(g.campaign_id, JobRow.state)
+    ):
+        tally = quanta[campaign_id]
+        tally[0] += int(n_quanta or 0)
+        if state == "succeeded":
+            tally[1] += int(n_quanta or 0)
+        elif state in ("held", "failed"):
+            tally[2] += int(n_jobs)
+    now = utcnow()
+    running = [c.id for c in summaries if c.state == "running"]
+    recent: dict[int, int] = {}
+    if running:
+        q = QuantumRunRow
+        for campaign_id, n in session.execute(
+            select(g.campaign_id, func.count())
+            .join(RunRow, RunRow.name == g.run_name)
+            .join(q, q.run_id == RunRow.id)
+            .where(
+                g.campaign_id.in_(running),
+                q.status == "succeeded",
+                q.end >= now - timedelta(seconds=RATE_WINDOW_S),
+            )
+            .group_by(g.campaign_id)
+        ):
+            recent[campaign_id] = int(n)
+    started = {
+        row_id: at
+        for row_id, at in session.execute(
+            select(CampaignRow.id, CampaignRow.started_at).where(CampaignRow.id.in_(ids))
+        )
+    }
+    cards = []
+    for c in summaries:
+        expected, done, failed = quanta[c.id]
+        rate = recent.get(c.id, 0) / RATE_WINDOW_S
+        eta = None
+        if c.state == "running" and rate > 0 and expected > done:
+            eta = now + timedelta(seconds=(expected - done) / rate)
+        cards.append(
+            CampaignCard(
+                campaign=c,
+                started=started.get(c.id),
+                quanta_expected=expected,
+                quanta_done=done,
+                failed_jobs=failed,
+                quanta_per_s=rate,
+                eta=eta,
+            )
+        )
+    return cards
