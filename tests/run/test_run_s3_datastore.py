@@ -176,3 +176,21 @@ def test_a_corrupt_site_replica_is_replaced_by_the_bucket_copy_in_the_job(
     assert replaced and replaced <= {p.file.path for p in cached}
     after = backbone.catalog.placements([p.file.id for p in cached], "site:local")
     assert any(p.replica.state == ReplicaState.CORRUPT for p in after)
+
+
+def test_a_reference_catalog_export_lands_its_shards_in_the_bucket(
+    s3_server: Any, s3_survey: tuple[Survey, str], tmp_path: Path
+) -> None:
+    from skybatch.backbone.export import export_refcat
+
+    survey, bucket = s3_survey
+    backbone = Backbone.from_settings(load_settings(home=tmp_path / "home"))
+    backbone.bootstrap(survey.repo, subject="the survey", where="--repo")
+    report = export_refcat(backbone, survey.repo, survey.refcat_db, visits=[1000], run="refcats/s3")
+    assert report.shards and report.files_registered == len(report.shards)
+    objects = _objects(s3_server.client, bucket, "demo/refcats/s3/")
+    files = backbone.catalog.files(run="refcats/s3")
+    assert len(files) == len(report.shards)
+    for f in files:
+        data = objects[f"demo/{f.path}"]
+        assert (len(data), hashlib.md5(data).hexdigest()) == (f.size_bytes, f.md5)

@@ -304,8 +304,13 @@ def _write_shard(rows: Table, path: Path, file_format: str) -> None:
 
 def _check_archive_root(backbone: Backbone, archive: str, butler: Butler) -> None:
     """The archive endpoint must be the datastore root, or catalog paths would be wrong."""
-    root = backbone.endpoint(archive).root.resolve()
-    roots = [Path(r.ospath).resolve() for r in butler.get_datastore_roots().values() if r]
+    endpoint = backbone.endpoint(archive)
+    root = str(endpoint.root.resolve()) if endpoint.capabilities.local_files else endpoint.location
+    roots = [  # directories resolved, object-store roots as their URIs (s3://bucket/repo/)
+        str(Path(r.ospath).resolve()) if r.isLocal else str(r)
+        for r in butler.get_datastore_roots().values()
+        if r
+    ]
     if root not in roots:
         raise InputError(
             f"archive endpoint {archive!r} ({root}) is not the datastore root of the "
