@@ -156,7 +156,7 @@ def _stream(data: bytes) -> io.BytesIO:
 
 
 def test_the_cli_adds_an_archive_in_a_bucket_and_refuses_a_site_cache_there(
-    s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3_server: Any, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from skybatch.cli.main import main
 
@@ -171,3 +171,12 @@ def test_the_cli_adds_an_archive_in_a_bucket_and_refuses_a_site_cache_there(
     listed = capsys.readouterr().out
     assert root + "/" in listed and "site:x" not in listed
     assert not (Path.cwd() / "s3:").exists()
+    # Objects are registered by logical path or by their URI under the root.
+    for key in ("run/a.dat", "run/b.dat"):
+        s3_server.client.put_object(Bucket=s3_bucket, Key=f"repo/{key}", Body=key.encode())
+    backbone = [*home[:-1]]
+    register = [*backbone, "register", "--endpoint", "archive"]
+    assert main([*register, "run/a.dat", f"{root}/run/b.dat"]) == 0, capsys.readouterr().err
+    catalog = Backbone.from_settings(load_settings(home=tmp_path / "home")).catalog
+    found = catalog.files_by_paths(["run/a.dat", "run/b.dat"])
+    assert {p: f.size_bytes for p, f in found.items()} == {"run/a.dat": 9, "run/b.dat": 9}

@@ -187,13 +187,18 @@ def endpoint_list(cli: CliContext, as_json: bool) -> None:
 # -- registration ------------------------------------------------------------------------
 def _logical(ep: Endpoint, path: str) -> str:
     """A logical path; an absolute local path under the endpoint root is converted."""
+    base = ep.location.rstrip("/") + "/"
+    if not ep.capabilities.local_files and path.startswith(base):  # an object's URI
+        return path[len(base) :]
     if not Path(path).is_absolute():
         return path
     try:
+        if not ep.capabilities.local_files:
+            raise ValueError(path)
         return Path(path).resolve().relative_to(ep.root.resolve()).as_posix()
     except ValueError:
         raise InputError(
-            f"{path} is not under the root of endpoint {ep.name} ({ep.root})",
+            f"{path} is not under the root of endpoint {ep.name} ({ep.location})",
             where=path,
             hint="give logical paths relative to the endpoint root",
         ) from None
@@ -243,7 +248,7 @@ def register_cmd(
         if not found:
             raise InputError(
                 f"no files under {from_dir!r} on endpoint {endpoint}",
-                where=str(ep.root / prefix),
+                where=f"{ep.location.rstrip('/')}/{prefix}",
                 hint="--from-dir is a directory relative to the endpoint root",
             )
         wanted += found
