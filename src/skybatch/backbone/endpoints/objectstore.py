@@ -282,37 +282,47 @@ class ObjectStoreEndpoint(Endpoint):
 def _put_with_md5(uri: Any, temp: Path, path: str, *, only_new: bool) -> None:
     """PUT ``temp`` as the S3 object ``uri`` with its md5 for the store to check;
     FileExistsError when ``only_new`` and the object exists; ChecksumMismatchError
-    when the store received other bytes (BadDigest)."""
+    when the store received other bytes (BadDigest). A store that does not implement
+    conditional writes (501) is asked whether the object exists first instead."""
     import base64
 
     from skybatch.backbone.checksums import md5_file
 
     size, md5 = md5_file(temp)
-    extra = {"IfNoneMatch": "*"} if only_new else {}
-    with open(temp, "rb") as body:
-        try:
-            uri.client.put_object(
-                Bucket=uri.netloc,
-                Key=uri.relativeToPathRoot,
-                Body=body,
-                ContentLength=size,
-                ContentMD5=base64.b64encode(bytes.fromhex(md5)).decode(),
-                **extra,
-            )
-        except Exception as exc:
-            status, code = _status(exc), _error_code(exc)
-            if only_new and status in (409, 412):
-                raise FileExistsError(path) from None
-            if code in ("BadDigest", "InvalidDigest"):
-                raise ChecksumMismatchError(
-                    f"the object store received other bytes than the {size} sent for {path!r}",
-                    path=path,
-                    expected=(size, md5),
-                    actual=(-1, "?"),
-                    where=str(uri),
-                    hint="the network corrupted the upload; transfer again",
-                ) from None
-            raise
+    content_md5 = base64.b64encode(bytes.fromhex(md5)).decode()
+    conditional = only_new
+    while True:
+        extra = {"IfNoneMatch": "*"} if conditional else {}
+        with open(temp, "rb") as body:
+            try:
+                uri.client.put_object(
+                    Bucket=uri.netloc,
+                    Key=uri.relativeToPathRoot,
+                    Body=body,
+                    ContentLength=size,
+                    ContentMD5=content_md5,
+                    **extra,
+                )
+                return
+            except Exception as exc:
+                status, code = _status(exc), _error_code(exc)
+                if conditional and status in (409, 412):
+                    raise FileExistsError(path) from None
+                if conditional and status == 501:  # no conditional writes: check, then PUT
+                    if uri.exists():
+                        raise FileExistsError(path) from None
+                    conditional = False
+                    continue
+                if code in ("BadDigest", "InvalidDigest"):
+                    raise ChecksumMismatchError(
+                        f"the object store received other bytes than the {size} sent for {path!r}",
+                        path=path,
+                        expected=(size, md5),
+                        actual=(-1, "?"),
+                        where=str(uri),
+                        hint="the network corrupted the upload; transfer again",
+                    ) from None
+                raise
 
 
 def _error_code(exc: Exception) -> str | None:
