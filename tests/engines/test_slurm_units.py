@@ -6,6 +6,7 @@ the same code against a real Slurm."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
@@ -511,3 +512,20 @@ def test_a_later_engine_reads_each_ending_from_squeue_and_sacct(
 def test_sbatch_never_lets_slurm_requeue_on_its_own(fake: FakeSlurm, tmp_path: Path) -> None:
     _engine(fake, tmp_path).submit([make_spec(tmp_path, "ok-1")])
     assert "--no-requeue" in fake.calls_of("sbatch")[0]
+
+
+def test_pilot_results_older_than_the_retention_are_swept(fake: FakeSlurm, tmp_path: Path) -> None:
+    # A manager that runs for months must not keep one result file per job it ran.
+    engine = _pilot_engine(fake, tmp_path, done_retention_s=3600.0)
+    [task] = engine.submit([make_spec(tmp_path, "ok-0")])
+    pilots = engine._pilots
+    assert pilots is not None
+    old, recent = pilots.dirs.done / "p-old.json", pilots.dirs.done / f"{task}.json"
+    for path in (old, recent):
+        path.write_text(JobStatus(engine_id=path.stem, state=JobState.SUCCEEDED).model_dump_json())
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    pilots._checked_at = pilots._swept_at = -math.inf  # as at the next periodic check
+    engine.poll([task])
+    assert not old.exists() and recent.exists()
+    assert engine.poll([task])[0].state == JobState.SUCCEEDED  # a kept result still answers

@@ -109,6 +109,7 @@ class PilotQueue:
         self._pilots: set[str] = set()  # Slurm ids of the pilots this engine started
         self._adopted: set[str] = set()  # and of pilots another engine started
         self._checked_at = -math.inf
+        self._swept_at = -math.inf  # time.time() of the last sweep of old results
         self._alive = 0  # pilots queued or running at the last check (and started since)
         self._dead: dict[str, FailureKind] = {}  # at the last check
         self._script: Path | None = None
@@ -248,6 +249,7 @@ class PilotQueue:
         if now - self._checked_at < self.settings.poll_interval_s:
             return self._dead
         self._checked_at = now
+        self._sweep_done()
         queue = self.commands.squeue()
         self._adopted.update(self._still_beating())
         alive = 0
@@ -283,6 +285,21 @@ class PilotQueue:
             dead[pilot] = failure
         self._dead = dead
         return dead
+
+    def _sweep_done(self) -> None:
+        """Remove the result files of jobs that ended more than ``done_retention_s``
+        ago (at most once a minute): a manager that runs for months would otherwise
+        keep one file per job it ever ran."""
+        now = time.time()
+        if now - self._swept_at < 60.0:
+            return
+        self._swept_at = now
+        horizon = now - self.settings.pilot.done_retention_s
+        with os.scandir(self.dirs.done) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.name.endswith(".json") and entry.stat().st_mtime < horizon:
+                        os.unlink(entry.path)
 
     def _still_beating(self) -> set[str]:
         """Pilots of this queue that another engine started and that still work: those

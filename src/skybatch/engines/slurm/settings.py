@@ -52,6 +52,12 @@ class PilotSettings(BaseModel):
         description="modules the pilot's warm workers import once",
     )
     heartbeat_s: float = Field(default=5.0, gt=0, description="seconds between pilot heartbeats")
+    done_retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="seconds a finished job's result file is kept in the pilot queue "
+        "(a restarted manager reads it there; by then its database has it long since)",
+    )
 
 
 class SlurmSettings(BaseModel):
