@@ -7,6 +7,7 @@ service's own origin (no cross-site request forgery)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -259,3 +260,87 @@ def test_a_running_campaigns_rate_gives_its_eta(db_url: str, tmp_path: Path) -> 
     eta: datetime = busy.eta
     assert 35 <= (eta - before).total_seconds() <= 45
     assert resting.eta is None and resting.quanta_per_s == 0.0  # only running campaigns
+
+
+def test_every_page_of_a_campaigns_jobs_is_the_slice_of_them_all(
+    db_url: str, tmp_path: Path
+) -> None:
+    """campaign_jobs finds a page by counting each run's matching jobs first; its pages,
+    whatever the offset, limit and filters, are those of the whole ordered list."""
+    from sqlalchemy import select
+
+    from skybatch.campaign.models import CampaignGroupRow, CampaignStepRow
+    from skybatch.read.jobs import campaign_jobs
+    from skybatch.run.models import JobRow, RunRow
+
+    settings = load_settings(home=tmp_path / "home", db={"url": db_url})
+    standin_campaign(settings, "running", "first")
+    campaign_id = standin_campaign(settings, "failed", "second")
+    with open_state_db(settings).begin() as session:  # step2 gets a group too, run first
+        step2 = session.scalar(
+            select(CampaignStepRow).where(
+                CampaignStepRow.name == "step2", CampaignStepRow.campaign_id == campaign_id
+            )
+        )
+        assert step2 is not None
+        run = RunRow(
+            name="second/x/step2/g0",
+            repo="/r",
+            pipeline="p",
+            workdir="/w",
+            state="running",
+            summary={},
+        )
+        session.add(run)
+        session.flush()
+        session.add(
+            CampaignGroupRow(
+                campaign_id=campaign_id,
+                step_id=step2.id,
+                name="g0",
+                position=0,
+                data_query="",
+                state="running",
+                run_name=run.name,
+            )
+        )
+        for i in range(5):
+            session.add(
+                JobRow(
+                    run_id=run.id,
+                    name=f"c{i}",
+                    label="coadd",
+                    state="held" if i % 2 else "succeeded",
+                    memory_mb=1,
+                    walltime_s=1,
+                    failure="oom" if i % 2 else None,
+                )
+            )
+    with open_state_db(settings)() as session:
+        everything = campaign_jobs(session, campaign_id)
+        ordered = session.execute(  # step, group and job order, as one query sorts them
+            select(RunRow.name, JobRow.name)
+            .join(RunRow, RunRow.id == JobRow.run_id)
+            .join(CampaignGroupRow, CampaignGroupRow.run_name == RunRow.name)
+            .join(CampaignStepRow, CampaignStepRow.id == CampaignGroupRow.step_id)
+            .where(CampaignGroupRow.campaign_id == campaign_id)
+            .order_by(CampaignStepRow.position, CampaignGroupRow.position, JobRow.id)
+        ).all()
+        assert [(j.run, j.name) for j in everything] == [tuple(r) for r in ordered]
+        assert everything[-1].run == "second/x/step2/g0"
+        filters: dict[str, Any]
+        for filters in (
+            {},
+            {"states": ["held"]},
+            {"failure": "oom"},
+            {"label": "coadd"},
+            {"step": "step2"},
+        ):
+            whole = campaign_jobs(session, campaign_id, **filters)
+            for offset in range(len(whole) + 2):
+                for limit in (1, 2, 3, 100):
+                    page = campaign_jobs(
+                        session, campaign_id, offset=offset, limit=limit, **filters
+                    )
+                    assert page == whole[offset : offset + limit], (filters, offset, limit)
+            assert campaign_jobs(session, campaign_id, offset=2, **filters) == whole[2:]
