@@ -89,7 +89,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     settings = load_settings(home=home)
     campaigns = {
         name: standin_campaign(settings, "running", name)
-        for name in ("survey", "pausable", "watched")
+        for name in ("survey", "pausable", "watched", "polled")
     }
     campaigns["broken"] = standin_campaign(settings, "failed", "broken")
     standin_details(settings, campaigns["survey"], home.parent / "logs")
@@ -383,3 +383,24 @@ def test_backbone_page_shows_pinned_and_cached_bytes_and_files_waiting_on_recall
     assert archive[5] == "2 · 2.0 MB"  # on tape only
     dashboard.screenshot(page, "backbone")
     page.context.close()
+
+
+def test_without_the_event_stream_the_page_polls(browser: Any, dashboard: Dashboard) -> None:
+    """A proxy that drops the stream (here: the browser refuses /api/events) leaves the
+    page polling every 5 s: a change made elsewhere still shows without a reload."""
+    campaign_id = dashboard.campaigns["polled"]
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    context.route("**/api/events*", lambda route: route.abort())
+    page = context.new_page()
+    page.goto(f"{dashboard.url}/ui/campaigns/{campaign_id}")
+    page.fill("input[name=token]", dashboard.tokens["viewer"])
+    page.click("#login button")
+    page.wait_for_selector("#state.state-running")
+    page.wait_for_function("document.getElementById('live').textContent.includes('polling')")
+    page.evaluate("window.notReloaded = true")
+    answer = dashboard.api("POST", f"/api/campaigns/{campaign_id}/pause", json={})
+    assert answer.status_code == 200, answer.text
+    page.wait_for_selector("#state.state-paused")
+    assert page.evaluate("window.notReloaded") is True
+    context.close()
