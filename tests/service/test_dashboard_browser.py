@@ -294,6 +294,10 @@ def test_campaign_page_draws_the_step_graph_selection_progress_and_resources(
     selection = page.inner_text("#steps .selection >> nth=1")
     assert "kept 1: visit=0" in selection and "dropped 1: visit=1" in selection
     assert page.locator("#progress svg polyline.succeeded").count() == 1
+    page.click("#graph g.step[data-step=step2]")  # its groups: none yet
+    assert page.locator("#groups tbody tr").count() == 0
+    page.click("#graph g.step[data-step=step1]")
+    assert page.locator("#groups tbody tr").count() == 3
     assert [t.get_attribute("data-task") for t in page.locator("#cpu svg g.task").all()] == [
         "calibrate",
         "measure",
