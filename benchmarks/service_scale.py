@@ -171,6 +171,7 @@ def build(settings: Settings, groups: int, jobs_per_group: int, campaigns: int, 
                     "workdir": f"/nowhere/{run_id}",
                     "state": "failed" if failing else "succeeded",
                     "summary": {},
+                    "finished_at": ended,
                 }
             )
             group_rows.append(

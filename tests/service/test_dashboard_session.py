@@ -231,7 +231,7 @@ def test_a_running_campaigns_rate_gives_its_eta(db_url: str, tmp_path: Path) -> 
     from sqlalchemy import select
 
     from skybatch.read.dashboard import campaign_cards
-    from skybatch.run.models import JobRow, QuantumRunRow
+    from skybatch.run.models import JobRow, QuantumRunRow, RunRow
 
     settings = load_settings(home=tmp_path / "home", db={"url": db_url})
     running = standin_campaign(settings, "running", "busy")
@@ -250,6 +250,8 @@ def test_a_running_campaigns_rate_gives_its_eta(db_url: str, tmp_path: Path) -> 
                         end=utcnow() - timedelta(minutes=1),
                     )
                 )
+        for run in session.scalars(select(RunRow)):  # ended long ago, then resumed
+            run.finished_at = utcnow() - timedelta(hours=2)
     before = utcnow()
     with open_state_db(settings)() as session:
         cards = {c.campaign.id: c for c in campaign_cards(session)}

@@ -414,22 +414,29 @@ def campaign_cards(
     session: Session, *, states: list[str] | None = None, offset: int = 0, limit: int | None = None
 ) -> list[CampaignCard]:
     """The campaigns of :func:`~skybatch.read.campaigns.list_campaigns` with their
-    quanta, failures, rate and ETA (two aggregate queries over their jobs and their
-    recent quanta, whatever their number)."""
+    quanta, failures, rate and ETA (an aggregate query over their jobs and one over the
+    recent quanta of their runs that may have some, whatever their number)."""
     from skybatch.campaign.models import CampaignRow
 
     summaries = list_campaigns(session, states=states, offset=offset, limit=limit)
     ids = [c.id for c in summaries]
     g = CampaignGroupRow
     quanta: dict[int, list[int]] = {i: [0, 0, 0] for i in ids}
-    for campaign_id, state, n_quanta, n_jobs in session.execute(
-        select(g.campaign_id, JobRow.state, func.sum(JobRow.n_quanta), func.count())
-        .join(RunRow, RunRow.name == g.run_name)
-        .join(JobRow, JobRow.run_id == RunRow.id)
-        .where(g.campaign_id.in_(ids))
-        .group_by(g.campaign_id, JobRow.state)
+    campaign_of: dict[int, int] = {
+        run_id: campaign_id
+        for run_id, campaign_id in session.execute(
+            select(RunRow.id, g.campaign_id)
+            .join(g, g.run_name == RunRow.name)
+            .where(g.campaign_id.in_(ids))
+        )
+    }
+    # per run and job state, in the order of the jobs' (run, state) index: no sort
+    for run_id, state, n_quanta, n_jobs in session.execute(
+        select(JobRow.run_id, JobRow.state, func.sum(JobRow.n_quanta), func.count())
+        .where(JobRow.run_id.in_(list(campaign_of)))
+        .group_by(JobRow.run_id, JobRow.state)
     ):
-        tally = quanta[campaign_id]
+        tally = quanta[campaign_of[run_id]]
         tally[0] += int(n_quanta or 0)
         if state == "succeeded":
             tally[1] += int(n_quanta or 0)
@@ -437,6 +444,7 @@ def campaign_cards(
             tally[2] += int(n_jobs)
     now = utcnow()
     running = [c.id for c in summaries if c.state == "running"]
+    since = now - timedelta(seconds=RATE_WINDOW_S)
     recent: dict[int, int] = {}
     if running:
         q = QuantumRunRow
@@ -446,8 +454,13 @@ def campaign_cards(
             .join(q, q.run_id == RunRow.id)
             .where(
                 g.campaign_id.in_(running),
+                # a run that ended before the window has no quantum in it: skip its rows
+                # (a resumed run runs again and keeps its old finished_at until it ends)
+                (RunRow.state == "running")
+                | RunRow.finished_at.is_(None)
+                | (RunRow.finished_at >= since),
                 q.status == "succeeded",
-                q.end >= now - timedelta(seconds=RATE_WINDOW_S),
+                q.end >= since,
             )
             .group_by(g.campaign_id)
         ):
