@@ -48,6 +48,7 @@ import logging
 import math
 import multiprocessing
 import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -759,6 +760,23 @@ def _bookkeeping_init(root_pid: int, level: int) -> None:
     logging.basicConfig(
         level=max(level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
     )
+    threading.Thread(
+        target=_exit_with_parent, args=(root_pid,), name="parent-watch", daemon=True
+    ).start()
+
+
+def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
+    """End this bookkeeping process within ``interval_s`` of its manager's death.
+
+    Its task queue never reports the end of the manager (the process holds both ends
+    of the queue's pipe), so after a ``kill -9`` of the manager it waited forever,
+    with its memory and open repository files, or went on finishing a run that the
+    restarted manager finishes too. Leaving mid-task is what a node crash does, which
+    every set-up and finish phase survives (:mod:`skybatch.run.setup`)."""
+    while True:
+        time.sleep(interval_s)
+        if os.getppid() != parent:
+            os._exit(70)  # EX_SOFTWARE; nobody reads it
 
 
 def _warm() -> None:
