@@ -85,3 +85,26 @@ def test_a_committed_caller_writes_everything_at_once(sessions: sessionmaker[Ses
         [f.id for f in catalog.files()], "archive", ReplicaState.NEARLINE, on_tape=True
     )
     assert {p.replica.state for p in catalog.replicas_on("archive")} == {"nearline"}
+
+
+def test_a_job_s_input_lookup_gets_each_file_with_its_site_replica_or_none(
+    sessions: sessionmaker[Session],
+) -> None:
+    # What stage-in asks in one query (skybatch.job.replicas.known_inputs): every
+    # registered path with its replica on the site endpoint, None where it has none
+    # there (a replica elsewhere does not count), unregistered paths left out.
+    catalog = Catalog(sessions)
+    catalog.add_endpoint("archive", "archive", "/archive")
+    catalog.add_endpoint("site:a", "site", "/site")
+    catalog.add_endpoint("site:b", "site", "/other")
+    ids = catalog.register(_records(3), "archive")
+    paths = sorted(ids)
+    catalog.set_replicas([ids[paths[0]]], "site:a", ReplicaState.ONLINE)
+    catalog.set_verified("site:a", [(ids[paths[0]], 123, 10)])
+    catalog.set_replicas([ids[paths[1]]], "site:b", ReplicaState.ONLINE)
+    found = catalog.files_with_replica([*paths, "run/x/unknown.fits"], "site:a")
+    assert set(found) == set(paths)
+    first, replica = found[paths[0]]
+    assert first.id == ids[paths[0]] and replica is not None
+    assert replica.verified_as(123, 10) and replica.state == "online"
+    assert found[paths[1]][1] is None and found[paths[2]][1] is None

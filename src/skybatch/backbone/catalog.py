@@ -86,6 +86,24 @@ def _files_where_in(column: Any, postgres: bool) -> Any:
     return statement
 
 
+_FILES_WITH_REPLICA: list[Any] = []
+
+
+def _files_with_replica() -> Any:
+    """Files by path, each with its replica on one endpoint (outer join), built once."""
+    if not _FILES_WITH_REPLICA:
+        replica = ReplicaRow.__table__
+        on = (replica.c.file_id == FileRow.__table__.c.id) & (
+            replica.c.endpoint_id == bindparam("e_id")
+        )
+        _FILES_WITH_REPLICA.append(
+            select(*_FILE_COLUMNS, *_REPLICA_COLUMNS)
+            .select_from(FileRow.__table__.outerjoin(replica, on))
+            .where(FileRow.__table__.c.path.in_(bindparam("paths", expanding=True)))
+        )
+    return _FILES_WITH_REPLICA[0]
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -551,6 +569,24 @@ class Catalog:
                 if endpoint is not None:
                     query = query.where(EndpointRow.name == endpoint)
                 out.extend(_placement(row) for row in session.connection().execute(query))
+        return out
+
+    def files_with_replica(
+        self, paths: Sequence[str], endpoint: str, *, session: Session | None = None
+    ) -> dict[str, tuple[FileInfo, ReplicaInfo | None]]:
+        """path → (file, its replica on ``endpoint`` or None), for the registered ones
+        among ``paths``: one query (what a job's stage-in asks of its inputs)."""
+        endpoint_id = self.endpoint_row(endpoint, session=session).id
+        statement = _files_with_replica()
+        out: dict[str, tuple[FileInfo, ReplicaInfo | None]] = {}
+        with self._read(session) as session:
+            connection = session.connection()
+            for chunk in _chunks(list(dict.fromkeys(paths))):
+                rows = connection.execute(statement, {"paths": list(chunk), "e_id": endpoint_id})
+                for row in rows:
+                    info = FileInfo(*row[:_N_FILE])
+                    replica = None if row[_N_FILE] is None else ReplicaInfo(*row[_N_FILE:])
+                    out[info.path] = (info, replica)
         return out
 
     def replicas_on(

@@ -44,14 +44,12 @@ def known_inputs(spec: JobSpec) -> dict[str, KnownInput]:
 
     paths = list(dict.fromkeys(item.path for item in spec.inputs))
     with catalog_reads(spec.db_url) as catalog:
-        files = catalog.files_by_paths(paths)
-        placed = {}
-        if spec.site_endpoint and files:
-            ids = [f.id for f in files.values()]
-            placed = {p.file.id: p.replica for p in catalog.placements(ids, spec.site_endpoint)}
+        if spec.site_endpoint:
+            found = catalog.files_with_replica(paths, spec.site_endpoint)
+        else:
+            found = {path: (f, None) for path, f in catalog.files_by_paths(paths).items()}
     out: dict[str, KnownInput] = {}
-    for path, f in files.items():
-        replica = placed.get(f.id)
+    for path, (f, replica) in found.items():
         verified = None
         if (
             replica is not None
