@@ -7,6 +7,7 @@ API's JSON."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,7 +96,40 @@ ENDPOINTS: list[tuple[str, Path_, str, str]] = [
     ("GET", lambda c, s: "/api/files?id=1", "viewer", "running"),
     ("GET", lambda c, s: f"/api/events?campaign={c}&after=0&wait_s=0.1", "viewer", "running"),
     ("GET", lambda c, s: "/api/tokens", "admin", "running"),
+    ("POST", lambda c, s: "/api/tokens", "admin", "running"),
+    ("DELETE", lambda c, s: "/api/tokens/viewer", "admin", "running"),
+    ("GET", lambda c, s: f"/api/files/{_a_file(s)[0]}/provenance", "viewer", "running"),
+    ("GET", lambda c, s: f"/api/files/provenance?path={_a_file(s)[1]}", "viewer", "running"),
+    # Bodies the endpoint refuses (422/404) once the token passed: what is checked here
+    # is who gets past authentication and the role; what they do is tested on its own
+    # (tests/campaign/test_campaign_upload_api.py, the failures retry test below).
+    ("POST", lambda c, s: "/api/campaigns/validate", "operator", "running"),
+    ("POST", lambda c, s: "/api/campaigns", "operator", "running"),
+    ("POST", lambda c, s: f"/api/campaigns/{c}/failures/retry", "operator", "failed"),
 ]
+
+#: JSON bodies of the matrix's requests (by path); the others send none.
+BODIES: dict[str, dict[str, Any]] = {
+    "/api/tokens": {"name": "matrix", "role": "viewer"},
+    "/api/campaigns/validate": {"main": "c.yaml", "files": {"c.yaml": "name: [\n"}},
+    "/api/campaigns": {"main": "c.yaml", "files": {"c.yaml": "name: [\n"}},
+}
+#: Endpoints whose allowed requests above are refused for their body, not their token.
+BODY_REFUSED = {"/api/campaigns/validate", "/api/campaigns", "/failures/retry"}
+
+
+def _a_file(service: Service) -> tuple[int, str]:
+    """A file in the backbone catalog (registered once per service)."""
+    from skybatch.backbone.catalog import Catalog, FileRecord
+
+    catalog = Catalog(open_state_db(service.settings))
+    path = "standin/raw/r1.fits"
+    found = catalog.files_by_paths([path])
+    if not found:
+        catalog.add_endpoint("archive", "archive", str(service.settings.home / "archive"))
+        catalog.register([FileRecord(path=path, size_bytes=1, md5="0" * 32)], "archive")
+        found = catalog.files_by_paths([path])
+    return found[path].id, path
 
 
 @pytest.mark.parametrize(("method", "path", "lowest", "state"), ENDPOINTS)
@@ -105,15 +139,40 @@ def test_every_endpoint_needs_a_token_of_its_role(
     for role in (None, *ROLES):
         campaign_id = standin_campaign(service.settings, state)  # each request its own
         url = path(campaign_id, service)
-        answer = service.client.request(method, url, headers=service.auth(role))
+        plain = url.split("?")[0]
+        body = BODIES.get(plain) if method == "POST" else None
+        answer = service.client.request(method, url, headers=service.auth(role), json=body)
         if role is None:
             expected = 401
             assert answer.headers["www-authenticate"] == "Bearer"
         elif ROLES.index(role) < ROLES.index(lowest):
             expected = 403
+        elif method == "POST" and any(plain.endswith(end) for end in BODY_REFUSED):
+            assert answer.status_code in (404, 422), (role, url, answer.text)
+            continue
         else:
-            expected = 200
+            assert 200 <= answer.status_code < 300, (role, url, answer.text)
+            continue
         assert answer.status_code == expected, (role, url, answer.text)
+
+
+def test_the_auth_matrix_has_every_endpoint_of_the_api(service: Service) -> None:
+    # A new endpoint cannot be left out of the matrix above: every method and path of
+    # the OpenAPI schema (but /healthz, open to all, tested below) has a request there.
+    asked = [(method, path(1, service).split("?")[0]) for method, path, _, _ in ENDPOINTS]
+    missing = []
+    for template, methods in service.client.get("/openapi.json").json()["paths"].items():
+        if template == "/healthz":
+            continue
+        parts = re.split(r"\{(\w+)\}", template)  # text, name, text, name, ..., text
+        pattern = "".join(
+            re.escape(part) if i % 2 == 0 else (".+" if part == "run" else "[^/]+")
+            for i, part in enumerate(parts)
+        )
+        for method in methods:
+            if not any(m == method.upper() and re.fullmatch(pattern, u) for m, u in asked):
+                missing.append(f"{method.upper()} {template}")
+    assert not missing, f"endpoints missing from the auth matrix: {missing}"
 
 
 def test_a_wrong_revoked_or_expired_token_is_401(service: Service) -> None:
