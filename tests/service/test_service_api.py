@@ -100,6 +100,9 @@ ENDPOINTS: list[tuple[str, Path_, str, str]] = [
     ("DELETE", lambda c, s: "/api/tokens/viewer", "admin", "running"),
     ("GET", lambda c, s: f"/api/files/{_a_file(s)[0]}/provenance", "viewer", "running"),
     ("GET", lambda c, s: f"/api/files/provenance?path={_a_file(s)[1]}", "viewer", "running"),
+    ("POST", lambda c, s: f"/api/backbone/endpoints/{_archive(s)}/verify", "admin", "running"),
+    ("POST", lambda c, s: f"/api/backbone/endpoints/{_archive(s)}/evict", "admin", "running"),
+    ("POST", lambda c, s: f"/api/backbone/endpoints/{_archive(s)}/recover", "admin", "running"),
     # Bodies the endpoint refuses (422/404) once the token passed: what is checked here
     # is who gets past authentication and the role; what they do is tested on its own
     # (tests/campaign/test_campaign_upload_api.py, the failures retry test below).
@@ -111,11 +114,19 @@ ENDPOINTS: list[tuple[str, Path_, str, str]] = [
 #: JSON bodies of the matrix's requests (by path); the others send none.
 BODIES: dict[str, dict[str, Any]] = {
     "/api/tokens": {"name": "matrix", "role": "viewer"},
+    "/api/backbone/endpoints/archive/verify": {},
+    "/api/backbone/endpoints/archive/evict": {"all": True},
     "/api/campaigns/validate": {"main": "c.yaml", "files": {"c.yaml": "name: [\n"}},
     "/api/campaigns": {"main": "c.yaml", "files": {"c.yaml": "name: [\n"}},
 }
 #: Endpoints whose allowed requests above are refused for their body, not their token.
 BODY_REFUSED = {"/api/campaigns/validate", "/api/campaigns", "/failures/retry"}
+
+
+def _archive(service: Service) -> str:
+    """The name of the backbone's archive endpoint (made with a file if missing)."""
+    _a_file(service)
+    return "archive"
 
 
 def _a_file(service: Service) -> tuple[int, str]:
@@ -730,3 +741,39 @@ def test_every_api_route_refuses_a_request_without_a_token(service: Service) -> 
             assert answer.status_code == 401, (method, path, answer.text)
             checked += 1
     assert checked >= 31  # every route of this version
+
+
+# -- backbone maintenance (admin) ------------------------------------------------------------
+def test_an_admin_verifies_an_endpoint_finds_a_corrupt_replica_and_is_recorded(
+    service: Service, tmp_path: Path
+) -> None:
+    from skybatch.backbone.maintenance import register_paths
+    from skybatch.backbone.models import Activity
+    from skybatch.backbone.service import Backbone
+
+    site = tmp_path / "site"
+    (site / "run1").mkdir(parents=True)
+    for name in ("a.fits", "b.fits"):
+        (site / "run1" / name).write_bytes(name.encode() * 100)
+    backbone = Backbone.from_settings(service.settings)
+    backbone.add_endpoint("site:t", "site", str(site))
+    register_paths(backbone, "site:t", ["run1/a.fits", "run1/b.fits"], run="run1")
+    (site / "run1" / "b.fits").write_bytes(b"x" * 600)  # the same size, other bytes
+    answer = service.post(
+        "/api/backbone/endpoints/site:t/verify", json={"run": "run1", "repair": False}, role="admin"
+    )
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["checked"] == 2 and report["corrupt"] == ["run1/b.fits"]
+    assert report["repaired"] == []
+    with open_state_db(service.settings)() as session:
+        done = session.scalars(select(Activity).where(Activity.kind == "maintenance")).all()
+        assert [(a.name, a.info["token"]) for a in done] == [("verify site:t", "admin")]
+    # what an operator may not do, and names that are not there
+    assert service.post("/api/backbone/endpoints/site:t/verify", json={}).status_code == 403
+    missing = service.post("/api/backbone/endpoints/nowhere/recover", role="admin")
+    assert missing.status_code == 404 and "GET /api/backbone/endpoints" in missing.text
+    both = service.post(
+        "/api/backbone/endpoints/site:t/evict", json={"run": "run1", "all": True}, role="admin"
+    )
+    assert both.status_code == 400 and "either run or all" in both.text

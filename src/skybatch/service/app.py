@@ -29,7 +29,18 @@ from skybatch.settings import Settings
 if TYPE_CHECKING:
     from .manager import ManagerThread
 
-from .routers import backbone, campaigns, events, ops, overview, runs, submissions, tokens, ui
+from .routers import (
+    backbone,
+    campaigns,
+    events,
+    maintenance,
+    ops,
+    overview,
+    runs,
+    submissions,
+    tokens,
+    ui,
+)
 
 __all__ = ["create_app", "http_status_for"]
 
@@ -86,6 +97,17 @@ def create_app(
     app.state.settings = settings
     app.state.sessions = sessions if sessions is not None else open_state_db(settings)
     app.add_exception_handler(SkybatchError, _skybatch_error)
-    for module in (ops, submissions, campaigns, overview, runs, backbone, events, tokens, ui):
+    for module in (
+        ops,
+        submissions,
+        campaigns,
+        overview,
+        runs,
+        backbone,
+        maintenance,
+        events,
+        tokens,
+        ui,
+    ):
         app.include_router(module.router)
     return app
