@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,10 @@ def sessions(tmp_path: Path) -> sessionmaker[Session]:
 
 def _run(sessions: sessionmaker[Session], name: str, state: RunState) -> None:
     with sessions.begin() as session:
-        session.add(
-            RunRow(name=name, repo="/repo", pipeline="p.yaml", workdir="/w", state=state.value)
-        )
+        row = RunRow(name=name, repo="/repo", pipeline="p.yaml", workdir="/w", state=state.value)
+        if state in states.TERMINAL:  # as an ended run has
+            row.finished_at = datetime.now(UTC)
+        session.add(row)
 
 
 def _row(session: Session, name: str) -> RunRow:
@@ -60,6 +62,8 @@ def test_every_allowed_transition_is_written(sessions: sessionmaker[Session]) ->
             assert row.state == t.target.value, t
             if t.target in states.TERMINAL:
                 assert row.finished_at is not None, t
+            elif t.source in states.TERMINAL:  # resumed or retried: not finished now
+                assert row.finished_at is None, t
             if t.source is RunState.PENDING:
                 assert row.started_at is not None, t
 
@@ -84,4 +88,4 @@ def test_every_other_change_is_refused_and_nothing_written(
         with sessions() as session:
             row = _row(session, name)
             assert row.state == source.value
-            assert row.finished_at is None
+            assert (row.finished_at is None) == (source not in states.TERMINAL)  # unchanged

@@ -455,7 +455,8 @@ def campaign_cards(
             .where(
                 g.campaign_id.in_(running),
                 # a run that ended before the window has no quantum in it: skip its rows
-                # (a resumed run runs again and keeps its old finished_at until it ends)
+                # (a resumed run's finished_at is cleared; its state is checked too, for
+                # rows written before that was so)
                 (RunRow.state == "running")
                 | RunRow.finished_at.is_(None)
                 | (RunRow.finished_at >= since),

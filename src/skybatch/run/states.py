@@ -99,7 +99,8 @@ def change_run_state(row: RunRow, target: RunState) -> None:
     """Move the run ``row`` (in the caller's session and transaction) to ``target``.
 
     A run leaving ``pending`` gets its start time; a run ending
-    (``succeeded``, ``failed``, ``cancelled``) its finish time.
+    (``succeeded``, ``failed``, ``cancelled``) its finish time; a run going on again
+    (resumed, retried) loses its finish time until it ends again.
 
     Raises:
         RunStateError: the table has no change from the run's state to ``target``.
@@ -117,3 +118,5 @@ def change_run_state(row: RunRow, target: RunState) -> None:
         row.started_at = utcnow()
     if target in TERMINAL:
         row.finished_at = utcnow()
+    elif source in TERMINAL:
+        row.finished_at = None  # going on again: not finished (the overview's rate)
