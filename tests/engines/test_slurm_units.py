@@ -529,3 +529,49 @@ def test_pilot_results_older_than_the_retention_are_swept(fake: FakeSlurm, tmp_p
     engine.poll([task])
     assert not old.exists() and recent.exists()
     assert engine.poll([task])[0].state == JobState.SUCCEEDED  # a kept result still answers
+
+
+def test_per_job_mode_never_holds_more_than_max_jobs_in_slurm(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    # max_jobs is the most skybatch jobs in Slurm, across every array of every run: a
+    # scheduler (and the manager's pool, through the same engine_capacity) hands Slurm
+    # no more, where a local engine gets jobs queued ahead of its workers.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "run"))
+    from schedulerworld import job_node, job_spec, new_run
+
+    from skybatch.engines.base import engine_capacity
+    from skybatch.graph.workflow import Workflow
+    from skybatch.run.scheduler import Scheduler, SchedulerHooks
+
+    engine = _engine(fake, tmp_path, max_jobs=5)
+    assert engine_capacity(engine.capabilities) == 5
+    pilots = _pilot_engine(fake, tmp_path / "p", max_pilots=2, cores=2)
+    assert engine_capacity(pilots.capabilities) > 4  # pilots pull from a queue ahead
+    sessions, run_id = new_run(tmp_path)
+    workflow = Workflow.of_jobs("test/run", [job_node(f"ok-{i}") for i in range(12)], pipeline="p")
+    scheduler = Scheduler(
+        sessions,
+        run_id,
+        workflow,
+        engine,
+        SchedulerHooks(lambda job, row: job_spec(tmp_path, job, row)),
+    )
+    scheduler.create_jobs()
+    scheduler.start()
+    for _ in range(4):  # Slurm runs every task it was given, none ends
+        scheduler.step(engine_capacity(engine.capabilities) - scheduler.n_in_flight)
+        fake.squeue_text = "".join(f"{i}|RUNNING|None\n" for i in _submitted(fake))
+    assert scheduler.n_in_flight == 5 == len(_submitted(fake))
+
+
+def _submitted(fake: FakeSlurm) -> list[str]:
+    """The array task ids the fake Slurm handed out, from its sbatch calls."""
+    ids, next_id = [], 1000
+    for argv in fake.calls_of("sbatch"):
+        next_id += 1
+        size = int(next(a for a in argv if a.startswith("--array=0-"))[10:].split("%")[0]) + 1
+        ids += [f"{next_id}_{i}" for i in range(size)]
+    return ids

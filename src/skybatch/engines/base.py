@@ -29,6 +29,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "Resources",
+    "engine_capacity",
     "transition",
 ]
 
@@ -128,7 +129,19 @@ class EngineCapabilities(BaseModel):
     warm_workers: bool = False
     isolation_modes: tuple[str, ...] = ("process",)
     reattach: bool = False  # a restarted manager can poll jobs submitted before
+    #: Jobs a scheduler may hand over beyond ``max_parallel_jobs``, to wait in the
+    #: engine's own queue, so a worker that ends a job starts the next at once (None:
+    #: as many again, at least 2). 0 where ``max_parallel_jobs`` is itself the most
+    #: jobs the engine may hold (a batch system's queue depth).
+    queue_ahead: int | None = None
     shared_filesystem: bool = True
+
+
+def engine_capacity(capabilities: EngineCapabilities) -> int:
+    """The most jobs to hand an engine at once: its parallel jobs and its queue ahead."""
+    parallel = capabilities.max_parallel_jobs
+    ahead = capabilities.queue_ahead
+    return parallel + (max(2, parallel) if ahead is None else ahead)
 
 
 class Engine(ABC):

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import func, select
 
 from skybatch.backbone.service import Backbone
-from skybatch.engines.base import Engine
+from skybatch.engines.base import Engine, engine_capacity
 from skybatch.engines.registry import EngineRegistry
 from skybatch.errors import SkybatchError
 from skybatch.graph.workflow import Workflow
@@ -389,12 +389,11 @@ class ExecutionPool:
             entries = [e for e in running if e.engine_key == engine_key]
             if not entries:
                 continue
-            parallel = engine.capabilities.max_parallel_jobs
             share_jobs: dict[Hashable, int] = {}
             for e in entries:
                 n = e.scheduler.n_in_flight if e.scheduler is not None else 0
                 share_jobs[e.run.share] = share_jobs.get(e.run.share, 0) + n
-            room = parallel + max(2, parallel) - sum(share_jobs.values())
+            room = engine_capacity(engine.capabilities) - sum(share_jobs.values())
             given = allocate(
                 room,
                 [e for e in entries if e.run.share not in paused and not e.stop],

@@ -34,7 +34,15 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from skybatch.db.models import utcnow
-from skybatch.engines.base import TERMINAL, Engine, FailureKind, JobState, JobStatus, transition
+from skybatch.engines.base import (
+    TERMINAL,
+    Engine,
+    FailureKind,
+    JobState,
+    JobStatus,
+    engine_capacity,
+    transition,
+)
 from skybatch.faults import kill_point
 from skybatch.graph.workflow import JobNode, Workflow
 from skybatch.job.causes import EXIT_DISK_FULL, error_line, failure_kind
@@ -277,8 +285,7 @@ class Scheduler:
         A few jobs beyond what runs at once wait in the engine's own queue, so a
         worker that finishes starts the next job at once instead of waiting for the
         loop to notice and submit."""
-        parallel = self.engine.capabilities.max_parallel_jobs
-        capacity = parallel + max(2, parallel)
+        capacity = engine_capacity(self.engine.capabilities)
         if self.max_in_flight is not None:
             capacity = min(capacity, self.max_in_flight)
         return capacity

@@ -180,6 +180,9 @@ class SlurmEngine(Engine):
             warm_workers=pilot,
             isolation_modes=("warm",) if pilot else ("process",),
             reattach=True,
+            # Per job: max_jobs is the most skybatch jobs in Slurm (queued or running),
+            # across every array of every run; pilots pull from their own queue.
+            queue_ahead=None if pilot else 0,
             shared_filesystem=True,
         )
 
