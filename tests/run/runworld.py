@@ -3,6 +3,8 @@ outputs a run leaves in the Butler."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,3 +51,16 @@ def run_outputs(repo: Path, run: str) -> Outputs:
     with Butler.from_config(str(repo)) as butler:
         refs = butler.query_all_datasets(run, find_first=False, limit=None)
         return {(r.datasetType.name, tuple(sorted(r.dataId.required.items()))) for r in refs}
+
+
+def skybatch_killed_at(
+    cmd: list[str], point: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` (the CLI), SIGKILLed by itself at the kill point ``point``
+    (:mod:`skybatch.faults`) if given; no kill point is inherited otherwise."""
+    from skybatch.faults import ENV
+
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    if point is not None:
+        env[ENV] = point
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)

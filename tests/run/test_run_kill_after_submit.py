@@ -11,15 +11,12 @@ catalog's checksums match the files.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from runworld import SKYBATCH, Outputs, run_command, run_outputs
+from runworld import SKYBATCH, Outputs, run_command, run_outputs, skybatch_killed_at
 from sqlalchemy import select
 
 from skybatch.backbone.checksums import md5_file
@@ -30,7 +27,6 @@ from skybatch.engines.slurm.commands import SlurmCommands
 from skybatch.engines.slurm.engine import job_name
 from skybatch.engines.slurm.states import FINISHED
 from skybatch.run.models import JobAttemptRow, JobRow, RunRow
-from skybatch.run.setup import FAULT_ENV
 from skybatch.settings import load_settings
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engines"))
@@ -40,25 +36,13 @@ pytestmark = pytest.mark.slow
 RUN = "t/kill-submitted"
 
 
-def _skybatch(cmd: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    if kill_at is not None:
-        env[FAULT_ENV] = kill_at
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-
-
-@pytest.fixture(scope="module")
-def expected(_pristine_survey: Path, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
-    root = tmp_path_factory.mktemp("reference") / "survey"
-    shutil.copytree(_pristine_survey, root, symlinks=True)
-    survey = Survey(root)
-    done = _skybatch(run_command(root.parent / "home", survey, RUN, "--workers", "2"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_outputs(survey.repo, RUN)
+@pytest.fixture
+def expected(uninterrupted_outputs: Outputs) -> Outputs:
+    return uninterrupted_outputs
 
 
 def _kill_then_resume(home: Path, survey: Survey, *options: str) -> str:
-    killed = _skybatch(run_command(home, survey, RUN, *options), kill_at="execute:submitted")
+    killed = skybatch_killed_at(run_command(home, survey, RUN, *options), "execute:submitted")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     sessions = open_state_db(load_settings(home=home))
     with sessions() as session:
@@ -67,7 +51,7 @@ def _kill_then_resume(home: Path, survey: Survey, *options: str) -> str:
         ).all()
     # Written ahead: the jobs the engine took are in the database, with no engine id.
     assert written and {tuple(r) for r in written} == {("submitted", 1, None)}, written
-    resumed = _skybatch([SKYBATCH, "--home", str(home), "run", "--resume", RUN])
+    resumed = skybatch_killed_at([SKYBATCH, "--home", str(home), "run", "--resume", RUN])
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert f"run {RUN}: succeeded" in resumed.stdout
     return resumed.stderr

@@ -8,21 +8,19 @@ no duplicate file and no leftover of the killed attempt.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from lsst.daf.butler import Butler
-from runworld import SKYBATCH, Outputs, run_command, run_outputs
+from runworld import SKYBATCH, Outputs, run_command, run_outputs, skybatch_killed_at
 from sqlalchemy import func, select
 
 from skybatch.backbone.models import FileRow
 from skybatch.demo.survey import Survey
 from skybatch.run.models import RunRow
-from skybatch.run.setup import FAULT_ENV, SETUP_PHASES
+from skybatch.run.setup import SETUP_PHASES
 from skybatch.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -34,21 +32,12 @@ def _command(home: Path, survey: Survey) -> list[str]:
 
 
 def _skybatch(cmd: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    if kill_at is not None:
-        env[FAULT_ENV] = f"setup:{kill_at}"
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    return skybatch_killed_at(cmd, None if kill_at is None else f"setup:{kill_at}")
 
 
-@pytest.fixture(scope="module")
-def expected(_pristine_survey: Path, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
-    """The outputs of an uninterrupted run."""
-    root = tmp_path_factory.mktemp("reference") / "survey"
-    shutil.copytree(_pristine_survey, root, symlinks=True)
-    survey = Survey(root)
-    done = _skybatch(_command(root.parent / "home", survey))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_outputs(survey.repo, RUN)
+@pytest.fixture
+def expected(uninterrupted_outputs: Outputs) -> Outputs:
+    return uninterrupted_outputs
 
 
 def _check_finished(home: Path, survey: Survey, expected: Outputs) -> None:
