@@ -10,6 +10,7 @@ naming the token, so ``backbone provenance`` and the catalog say who did what.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -62,25 +63,28 @@ class RecoverResult(BaseModel):
     temp_files_removed: int
 
 
-def _backbone(request: Request, name: str) -> Any:
+def _maintain(
+    request: Request, name: str, token: Any, action: str, work: Callable[[Any], Any]
+) -> Any:
+    """Run ``work(backbone)`` on endpoint ``name`` (404 if there is none) and record it
+    as a ``maintenance`` activity: who did what to which endpoint, with its outcome."""
     from skybatch.backbone.service import Backbone
 
     settings: Settings = request.app.state.settings
     backbone = Backbone.from_settings(settings)
-    if name not in {row.name for row in backbone.catalog.endpoints()}:
+    try:
+        if name not in {row.name for row in backbone.catalog.endpoints()}:
+            raise NotFoundError(
+                f"no backbone endpoint named {name!r}",
+                where="endpoint",
+                hint="GET /api/backbone/endpoints lists them",
+            )
+        report = work(backbone)
+        info = {"token": token.name, "endpoint": name, "result": asdict(report)}
+        backbone.catalog.add_activity("maintenance", f"{action} {name}", info, finished=True)
+        return asdict(report)
+    finally:
         backbone.close()
-        raise NotFoundError(
-            f"no backbone endpoint named {name!r}",
-            where="endpoint",
-            hint="GET /api/backbone/endpoints lists them",
-        )
-    return backbone
-
-
-def _record(backbone: Any, token: Any, action: str, endpoint: str, result: Any) -> None:
-    """A ``maintenance`` activity: who did what to which endpoint, with its outcome."""
-    info = {"token": token.name, "endpoint": endpoint, "result": asdict(result)}
-    backbone.catalog.add_activity("maintenance", f"{action} {endpoint}", info, finished=True)
 
 
 @router.post("/{name}/verify", response_model=VerifyResult)
@@ -89,14 +93,11 @@ def verify(name: str, body: VerifyRequest, request: Request, token: Admin) -> Ve
     and missing ones and, with ``repair``, rewrite them from another good copy."""
     from skybatch.backbone.maintenance import verify as verify_replicas
 
-    backbone = _backbone(request, name)
-    try:
+    def work(backbone: Any) -> Any:
         files = None if body.run is None else backbone.catalog.files(run=body.run)
-        report = verify_replicas(backbone, name, files, repair=body.repair)
-        _record(backbone, token, "verify", name, report)
-        return VerifyResult(**asdict(report))
-    finally:
-        backbone.close()
+        return verify_replicas(backbone, name, files, repair=body.repair)
+
+    return VerifyResult(**_maintain(request, name, token, "verify", work))
 
 
 @router.post("/{name}/evict", response_model=EvictResult)
@@ -112,17 +113,15 @@ def evict(name: str, body: EvictRequest, request: Request, token: Admin) -> Evic
             where="run" if body.all else "all",
             hint='{"run": "RUN"} evicts a run\'s replicas, {"all": true} every one',
         )
-    backbone = _backbone(request, name)
-    try:
+
+    def work(backbone: Any) -> Any:
         if body.all:
             files = [p.file for p in backbone.catalog.replicas_on(name, [ReplicaState.ONLINE])]
         else:
             files = backbone.catalog.files(run=body.run)
-        report = evict_replicas(backbone, name, files, force=body.force)
-        _record(backbone, token, "evict", name, report)
-        return EvictResult(**asdict(report))
-    finally:
-        backbone.close()
+        return evict_replicas(backbone, name, files, force=body.force)
+
+    return EvictResult(**_maintain(request, name, token, "evict", work))
 
 
 @router.post("/{name}/recover", response_model=RecoverResult)
@@ -131,10 +130,7 @@ def recover(name: str, request: Request, token: Admin) -> RecoverResult:
     verifies become online, the others are rolled back, partial copies removed."""
     from skybatch.backbone.maintenance import recover as recover_endpoint
 
-    backbone = _backbone(request, name)
-    try:
-        report = recover_endpoint(backbone, name)
-        _record(backbone, token, "recover", name, report)
-        return RecoverResult(**asdict(report))
-    finally:
-        backbone.close()
+    def work(backbone: Any) -> Any:
+        return recover_endpoint(backbone, name)
+
+    return RecoverResult(**_maintain(request, name, token, "recover", work))
