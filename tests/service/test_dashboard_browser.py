@@ -19,11 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from serving import serving
 from standins import standin_backbone, standin_campaign, standin_details
 
 from skybatch.auth.tokens import create_token
@@ -54,12 +50,6 @@ def _chromium() -> str:
     if not os.access(path, os.X_OK):
         _missing(f"no Chromium at {path} (scripts/browser/install.sh installs Debian's)")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -98,41 +88,11 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         tokens = {
             role: create_token(session, f"{role}1", role).token for role in ("viewer", "operator")
         }
-    port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SKYBATCH_") or k.startswith("SKYBATCH_TEST_")
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "skybatch", "--home", str(home), "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "the server did not answer within 60 s"
-            time.sleep(0.2)
+    with serving(home) as served:
         shots = [tmp_path_factory.mktemp("screenshots")]
         if os.environ.get("SKYBATCH_TEST_SCREENSHOTS"):
             shots.append(Path(os.environ["SKYBATCH_TEST_SCREENSHOTS"]))
-        yield Dashboard(url, settings, tokens, campaigns, shots)
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()
+        yield Dashboard(served.url, settings, tokens, campaigns, shots)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,11 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from serving import serving
 from test_dashboard_browser import (  # the same server, browser and sign-in set-up
     Dashboard,
-    _free_port,
     _signed_in,
     _state_text,
     browser,
@@ -71,39 +69,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         tokens = {
             role: create_token(session, f"{role}1", role).token for role in ("viewer", "operator")
         }
-    port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SKYBATCH_") or k.startswith("SKYBATCH_TEST_")
-    }
-    command = [SKYBATCH, "--home", str(home), "serve", "--port", str(port), "--with-manager"]
-    log = (root / "serve.log").open("wb")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, (root / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the server did not answer within 60 s"
-            time.sleep(0.2)
+    with serving(home, "--with-manager", log=root / "serve.log") as served:
         shots = [tmp_path_factory.mktemp("screenshots")]
         if os.environ.get("SKYBATCH_TEST_SCREENSHOTS"):
             shots.append(Path(os.environ["SKYBATCH_TEST_SCREENSHOTS"]))
-        yield Dashboard(url, settings, tokens, {"demo": campaign}, shots)
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        yield Dashboard(served.url, settings, tokens, {"demo": campaign}, shots)
 
 
 def test_the_demo_campaign_paused_resumed_and_followed_to_its_end(

@@ -3,25 +3,14 @@ answering over TCP; beyond loopback only once a token exists."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serving import serving
 
 from skybatch.cli.main import main
 from skybatch.cli.serve import is_loopback
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_loopback_addresses() -> None:
@@ -37,45 +26,11 @@ def test_serve_answers_over_tcp_and_binds_beyond_loopback_once_a_token_exists(
     capsys.readouterr()
     assert main(["--home", str(home), "token", "create", "--name", "ops", "--role", "viewer"]) == 0
     secret = capsys.readouterr().out.strip()
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "skybatch",
-            "--home",
-            str(home),
-            "serve",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).json() == {"status": "ok"}:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "the server did not answer within 60 s"
-            time.sleep(0.2)
+    with serving(home, "--host", "0.0.0.0") as served:
+        port, url = served.port, served.url
         assert httpx.get(f"{url}/api/campaigns").status_code == 401
         answer = httpx.get(f"{url}/api/campaigns", headers={"Authorization": f"Bearer {secret}"})
         assert (answer.status_code, answer.json()) == (200, [])
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            output = server.communicate(timeout=30)[0].decode()
-        except subprocess.TimeoutExpired:
-            server.kill()
-            output = server.communicate()[0].decode()
+    output = served.output
     assert f"serving skybatch on http://0.0.0.0:{port}" in output
-    assert server.returncode in (0, 130), output
+    assert served.returncode in (0, 130), output
