@@ -178,9 +178,8 @@ def test_thousands_of_jobs_are_recorded_with_one_attempt_row_each(setup) -> None
         rows = session.scalars(select(JobAttemptRow)).all()
     assert len(rows) == 1550 + 2  # the failing job had two attempts
     assert all(r.finished_at is not None for r in rows)
-    states = sorted(
-        (r.attempt, r.state) for r in rows if r.job_id == _jobs(sessions)["fail-one"].id
-    )
+    failing = _jobs(sessions)["fail-one"].id
+    states = sorted((r.attempt, r.state) for r in rows if r.job_id == failing)
     assert states == [(1, "failed"), (2, "failed")]
     assert order.index("ok-0") < order.index("fail-one")
     # The engine was told to forget every job once its end was read: nothing of the
