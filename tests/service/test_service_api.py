@@ -773,6 +773,8 @@ def test_an_admin_verifies_an_endpoint_finds_a_corrupt_replica_and_is_recorded(
     assert service.post("/api/backbone/endpoints/site:t/verify", json={}).status_code == 403
     missing = service.post("/api/backbone/endpoints/nowhere/recover", role="admin")
     assert missing.status_code == 404 and "GET /api/backbone/endpoints" in missing.text
+    typo = service.post("/api/backbone/endpoints/site:t/verify", json={"run": "run2"}, role="admin")
+    assert typo.status_code == 404 and "no catalog files of run 'run2'" in typo.text
     both = service.post(
         "/api/backbone/endpoints/site:t/evict", json={"run": "run1", "all": True}, role="admin"
     )

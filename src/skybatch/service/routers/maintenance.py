@@ -63,6 +63,19 @@ class RecoverResult(BaseModel):
     temp_files_removed: int
 
 
+def _run_files(backbone: Any, run: str) -> Any:
+    """The catalog files of ``run``; 404 when it has none (a misspelt run must not
+    verify or evict nothing and answer as if all were well, as the CLI refuses it)."""
+    files = backbone.catalog.files(run=run)
+    if not files:
+        raise NotFoundError(
+            f"no catalog files of run {run!r}",
+            where="run",
+            hint="GET /api/backbone/usage?by=run lists the runs with files",
+        )
+    return files
+
+
 def _maintain(
     request: Request, name: str, token: Any, action: str, work: Callable[[Any], Any]
 ) -> Any:
@@ -94,7 +107,7 @@ def verify(name: str, body: VerifyRequest, request: Request, token: Admin) -> Ve
     from skybatch.backbone.maintenance import verify as verify_replicas
 
     def work(backbone: Any) -> Any:
-        files = None if body.run is None else backbone.catalog.files(run=body.run)
+        files = None if body.run is None else _run_files(backbone, body.run)
         return verify_replicas(backbone, name, files, repair=body.repair)
 
     return VerifyResult(**_maintain(request, name, token, "verify", work))
@@ -115,10 +128,10 @@ def evict(name: str, body: EvictRequest, request: Request, token: Admin) -> Evic
         )
 
     def work(backbone: Any) -> Any:
-        if body.all:
+        if body.run is not None:
+            files = _run_files(backbone, body.run)
+        else:  # all (checked above: exactly one of the two)
             files = [p.file for p in backbone.catalog.replicas_on(name, [ReplicaState.ONLINE])]
-        else:
-            files = backbone.catalog.files(run=body.run)
         return evict_replicas(backbone, name, files, force=body.force)
 
     return EvictResult(**_maintain(request, name, token, "evict", work))
